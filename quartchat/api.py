@@ -1,0 +1,149 @@
+"""The JSON API (SPEC §5): sessions, rooms, history pages, online users, health."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any, ParamSpec
+
+from quart import Blueprint, Response, jsonify, request
+
+from .auth import CredentialsError, authenticate, current_user, end_session, origin_allowed, start_session
+from .rooms import valid_room
+from .runtime import runtime
+from .store import Page
+
+log = logging.getLogger(__name__)
+bp = Blueprint("api", __name__)
+P = ParamSpec("P")
+
+DEFAULT_PAGE, MAX_PAGE = 50, 200
+_ID = re.compile(r"\d{1,18}")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def error(status: int, message: str) -> Response:
+    response = jsonify(error=message)
+    response.status_code = status
+    return response
+
+
+@bp.errorhandler(ApiError)
+async def api_error(exc: ApiError) -> Response:
+    return error(exc.status, exc.message)
+
+
+def signed_in(view: Callable[P, Awaitable[Any]]) -> Callable[P, Awaitable[Any]]:
+    @wraps(view)
+    async def checked(*args: P.args, **kwargs: P.kwargs) -> Any:
+        if await current_user(runtime().store) is None:
+            raise ApiError(401, "sign in first: POST /api/session")
+        return await view(*args, **kwargs)
+
+    return checked
+
+
+def check_json_post() -> None:
+    """JSON posts need the JSON content type (no cross-site form can send it) and,
+    from a browser, our own Origin."""
+    if not origin_allowed(request.headers.get("Origin"), runtime().settings.allowed_origins):
+        raise ApiError(403, "cross-site requests are refused")
+    if request.method == "POST" and request.mimetype != "application/json":
+        raise ApiError(415, "send JSON with Content-Type: application/json")
+
+
+def room_or_error(room: str) -> str:
+    if not valid_room(room):
+        raise ApiError(404, "no such room: names are 1-64 of a-z, 0-9 and '-'")
+    return room
+
+
+def message_page(page: Page) -> dict[str, Any]:
+    return {"messages": [m.to_dict() for m in page.messages], "has_more": page.has_more}
+
+
+@bp.post("/api/session")
+async def sign_in() -> Response:
+    check_json_post()
+    body = await request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(422, 'send {"name": …, "password": …}')
+    rt = runtime()
+    try:
+        user = await authenticate(rt.store, rt.passwords, body.get("name"), body.get("password"))
+    except CredentialsError as refused:
+        raise ApiError(refused.status, refused.message) from None
+    await start_session(rt.store, user)
+    return jsonify(user=user.to_dict())
+
+
+@bp.delete("/api/session")
+async def sign_out() -> Response:
+    check_json_post()
+    await end_session(runtime().store)
+    return Response(status=204)
+
+
+@bp.get("/api/rooms")
+@signed_in
+async def rooms() -> Response:
+    summaries = await runtime().store.rooms()
+    return jsonify(rooms=[{"name": s.name, "messages": s.messages, "last_id": s.last_id} for s in summaries])
+
+
+@bp.get("/api/rooms/<room>/messages")
+@signed_in
+async def messages(room: str) -> Response:
+    room = room_or_error(room)
+    args = request.args
+    before, after = _id_arg(args.get("before"), "before"), _id_arg(args.get("after"), "after")
+    if before is not None and after is not None:
+        raise ApiError(422, "give before or after, not both")
+    limit_text = args.get("limit")
+    if limit_text is None:
+        limit = DEFAULT_PAGE
+    elif re.fullmatch(r"\d{1,3}", limit_text) and 1 <= int(limit_text) <= MAX_PAGE:
+        limit = int(limit_text)
+    else:
+        raise ApiError(422, f"limit must be a whole number from 1 to {MAX_PAGE}")
+    store = runtime().store
+    if before is not None:
+        page = await store.before(room, before, limit)
+    elif after is not None:
+        page = await store.after(room, after, limit)
+    else:
+        page = await store.newest(room, limit)
+    return jsonify(message_page(page))
+
+
+@bp.get("/api/rooms/<room>/users")
+@signed_in
+async def users(room: str) -> Response:
+    room = room_or_error(room)
+    return jsonify(users=[u.to_dict() for u in runtime().hub.online(room)])
+
+
+@bp.get("/healthz")
+async def healthz() -> Response:
+    try:
+        await runtime().database.ping()
+    except Exception as exc:  # any failure to answer is "not ready"
+        log.warning("health check: the database does not answer: %s", exc)
+        return error(503, "the database does not answer")
+    return jsonify(status="ok")
+
+
+def _id_arg(value: str | None, name: str) -> int | None:
+    if value is None:
+        return None
+    if not _ID.fullmatch(value):
+        raise ApiError(422, f"{name} must be a message id (a whole number)")
+    return int(value)

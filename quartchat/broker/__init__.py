@@ -1,0 +1,56 @@
+"""Fan-out between processes, chosen by the broker URL's scheme (like encode/broadcaster).
+
+Every process publishes what it commits and every presence change; every process
+receives everything published (its own included) and delivers it to its connections.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from ..protocol import StoredMessage, UserRef
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """Messages committed together, in id order."""
+
+    messages: tuple[StoredMessage, ...]
+    origin: str  # the publishing process
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    kind: str  # protocol.JOIN or protocol.LEFT
+    room: str
+    user: UserRef
+    ts_ms: int
+    origin: str
+    connection_id: int  # the connection that caused it (it hears its own join directly)
+
+
+Event = Committed | Presence
+
+
+class Broker(ABC):
+    @abstractmethod
+    async def connect(self) -> None: ...
+
+    @abstractmethod
+    async def disconnect(self) -> None: ...
+
+    @abstractmethod
+    async def publish(self, event: Event) -> None: ...
+
+    @abstractmethod
+    async def next_published(self) -> Event:
+        """The next event published by any process; waits for one."""
+
+
+def create_broker(url: str) -> Broker:
+    if url == "memory://":
+        from .memory import MemoryBroker
+
+        return MemoryBroker()
+    raise ValueError(f"unsupported broker URL {url!r}")  # settings let only valid ones through

@@ -1,0 +1,73 @@
+"""Engines: one per process, with the SQLite pragmas that make it a safe chat store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from .settings import Settings
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+@dataclass
+class Database:
+    """`reader` serves queries; `writer` takes the write lock when it begins.
+
+    On SQLite they are two engines: the writer's transactions begin IMMEDIATE, so a
+    busy database makes them wait (busy_timeout) instead of failing with SQLITE_BUSY
+    at their first write; readers begin deferred and never block the writer (WAL).
+    Elsewhere both are the same engine.
+    """
+
+    reader: AsyncEngine
+    writer: AsyncEngine
+
+    async def ping(self) -> None:
+        async with self.reader.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.writer.dispose()
+        if self.reader is not self.writer:
+            await self.reader.dispose()
+
+
+def create_database(settings: Settings) -> Database:
+    if not settings.is_sqlite:
+        engine = create_async_engine(settings.database_url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        return Database(reader=engine, writer=engine)
+    return Database(
+        reader=_sqlite_engine(settings, begin="BEGIN"),
+        writer=_sqlite_engine(settings, begin="BEGIN IMMEDIATE", pool_size=1),
+    )
+
+
+def _sqlite_engine(settings: Settings, begin: str, pool_size: int = 5) -> AsyncEngine:
+    engine = create_async_engine(settings.database_url, pool_size=pool_size, max_overflow=0)
+    configure_sqlite(engine, settings.sqlite_synchronous, begin)
+    return engine
+
+
+def configure_sqlite(engine: AsyncEngine, synchronous: str, begin: str = "BEGIN") -> None:
+    """WAL, a busy timeout, the chosen `synchronous`, and our own BEGIN (SQLAlchemy's
+    documented recipe: the driver's implicit transactions are turned off)."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute(f"PRAGMA synchronous = {synchronous}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def on_begin(connection: Any) -> None:
+        connection.exec_driver_sql(begin)

@@ -1,0 +1,72 @@
+"""Tables: users, their sessions, rooms (a counter row per room) and chat messages."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-assigns ids to an INTEGER PRIMARY KEY (the rowid); elsewhere 64 bits.
+MessageId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    # NFC + casefold of the name: what makes two names the same (SPEC §4).
+    name_key: Mapped[str] = mapped_column(String(128), unique=True)
+    # None for a user created by an import: the name is reserved until an operator
+    # sets a password.
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class Session(Base):
+    """A signed-in browser. Deleting the row ends that session wherever its cookie is."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class Room(Base):
+    """One row per room that has messages; updated in the same transaction as them."""
+
+    __tablename__ = "rooms"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    message_count: Mapped[int] = mapped_column(BigInteger)
+    last_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        # "newest N of a room", "after id N in a room", "before id N": range scans.
+        Index("ix_messages_room_id", "room", "id", unique=True),
+        # A retried client_id is found without scanning the user's history.
+        Index("uq_messages_user_id_client_id", "user_id", "client_id", unique=True),
+        Index("ix_messages_ts_ms", "ts_ms"),
+    )
+
+    id: Mapped[int] = mapped_column(MessageId, primary_key=True, autoincrement=True)
+    room: Mapped[str] = mapped_column(ForeignKey("rooms.name"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    text: Mapped[str] = mapped_column(Text)
+    ts_ms: Mapped[int] = mapped_column(BigInteger)
+    client_id: Mapped[str | None] = mapped_column(String(64))

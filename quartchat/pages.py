@@ -1,0 +1,96 @@
+"""HTML pages (SPEC §5): the lobby, rooms, signing in and out."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from quart import Blueprint, abort, redirect, render_template, request
+from werkzeug.wrappers.response import Response
+
+from .auth import (
+    CredentialsError,
+    authenticate,
+    csrf_ok,
+    csrf_token,
+    current_user,
+    end_session,
+    origin_allowed,
+    safe_next,
+    start_session,
+)
+from .rooms import DEFAULT_ROOM, valid_room
+from .runtime import runtime
+
+bp = Blueprint("pages", __name__)
+
+
+def _to_signin() -> Response:
+    here = request.path + (f"?{request.query_string.decode()}" if request.query_string else "")
+    return redirect("/signin?" + urlencode({"next": here}), 303)
+
+
+async def _chat_page(room: str) -> Response | str:
+    user = await current_user(runtime().store)
+    if user is None:
+        return _to_signin()
+    return await render_template(
+        "chat.html",
+        room=room,
+        user=user,
+        csrf_token=csrf_token(),
+        history_limit=runtime().settings.history_limit,
+    )
+
+
+@bp.get("/")
+async def lobby() -> Response | str:
+    return await _chat_page(DEFAULT_ROOM)
+
+
+@bp.get("/r/<room>")
+async def room(room: str) -> Response | str:
+    if not valid_room(room):
+        abort(404)
+    return await _chat_page(room)
+
+
+@bp.get("/signin")
+async def signin_form() -> str:
+    return await render_template(
+        "signin.html", next=safe_next(request.args.get("next")), csrf_token=csrf_token(), problem=None
+    )
+
+
+def _form_allowed(token: object) -> bool:
+    """A form post must carry our CSRF token and, from a browser, our Origin."""
+    return csrf_ok(token) and origin_allowed(request.headers.get("Origin"), runtime().settings.allowed_origins)
+
+
+@bp.post("/signin")
+async def signin() -> Response | tuple[str, int]:
+    form = await request.form
+    next_url = safe_next(form.get("next"))
+    if not _form_allowed(form.get("csrf_token")):
+        problem = "This form has expired or came from another site. Please sign in again."
+        return await _signin_again(next_url, problem, form.get("name", ""), 403)
+    rt = runtime()
+    try:
+        user = await authenticate(rt.store, rt.passwords, form.get("name"), form.get("password"))
+    except CredentialsError as refused:
+        return await _signin_again(next_url, refused.message, form.get("name", ""), refused.status)
+    await start_session(rt.store, user)
+    return redirect(next_url, 303)
+
+
+async def _signin_again(next_url: str, problem: str, name: str, status: int) -> tuple[str, int]:
+    page = await render_template("signin.html", next=next_url, csrf_token=csrf_token(), problem=problem, name=name)
+    return page, status
+
+
+@bp.post("/signout")
+async def signout() -> Response:
+    form = await request.form
+    if not _form_allowed(form.get("csrf_token")):
+        abort(403)
+    await end_session(runtime().store)
+    return redirect("/signin", 303)

@@ -1,0 +1,184 @@
+"""The wire protocol in one place: frame types, error and close codes, message objects.
+
+docs/protocol.md describes the same protocol for people.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+# Server → client frame types.
+HISTORY = "history"
+LIST = "list"
+JOIN = "join"
+LEFT = "left"
+CHAT = "chat"
+BATCH = "batch"
+PONG = "pong"
+ERROR = "error"
+# Client → server frame types (besides CHAT).
+PING = "ping"
+
+MAX_CLIENT_ID_CHARS = 64
+MAX_FRAME_BYTES = 64 * 1024
+RESUME_LIMIT = 1000  # more missed messages than this: `reset` to the newest
+
+
+class ErrorCode(enum.StrEnum):
+    BAD_REQUEST = "bad_request"
+    EMPTY = "empty"
+    TOO_LONG = "too_long"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
+
+
+class CloseCode(enum.IntEnum):
+    NORMAL = 1000
+    GOING_AWAY = 1001  # server shutting down: reconnect with `after`
+    POLICY = 1008  # abuse: a flood far past the rate limit
+    TOO_BIG = 1009
+    SERVER_ERROR = 1011
+    TRY_AGAIN = 1013  # the send queue filled: reconnect with `after`
+    INVALID_USER = 4001
+    INVALID_ROOM = 4004
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def format_ts(ts_ms: int) -> str:
+    """UTC ISO 8601 with milliseconds and `Z`: 2026-11-24T15:31:06.123Z."""
+    moment = datetime.fromtimestamp(ts_ms / 1000, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
+
+
+def now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class UserRef:
+    id: str
+    name: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.id, "name": self.name}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A committed chat message, and its wire form, serialised once."""
+
+    id: int
+    room: str
+    user: UserRef
+    text: str
+    ts_ms: int
+    client_id: str | None = None
+    json: str = field(default="", compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.json:
+            object.__setattr__(self, "json", dumps(self.to_dict()))
+
+    def to_dict(self) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "id": self.id,
+            "type": CHAT,
+            "room": self.room,
+            "user": self.user.to_dict(),
+            "data": self.text,
+            "ts": format_ts(self.ts_ms),
+        }
+        if self.client_id is not None:
+            message["client_id"] = self.client_id
+        return message
+
+
+def presence_frame(kind: str, room: str, user: UserRef, ts_ms: int) -> str:
+    return dumps({"type": kind, "room": room, "user": user.to_dict(), "ts": format_ts(ts_ms)})
+
+
+def error_frame(code: ErrorCode, message: str, client_id: str | None = None) -> str:
+    frame: dict[str, Any] = {"type": ERROR, "code": code.value, "message": message}
+    if client_id is not None:
+        frame["client_id"] = client_id
+    return dumps(frame)
+
+
+def batch_frame(message_jsons: list[str]) -> str:
+    return '{"type":"batch","messages":[' + ",".join(message_jsons) + "]}"
+
+
+PONG_FRAME = dumps({"type": PONG})
+
+
+class FrameError(Exception):
+    """A client frame we refuse; becomes an `error` frame to its sender alone."""
+
+    def __init__(self, code: ErrorCode, message: str, client_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.client_id = client_id
+
+
+@dataclass(frozen=True, slots=True)
+class ChatFrame:
+    text: str
+    client_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PingFrame:
+    pass
+
+
+def parse_frame(raw: str | bytes, max_chars: int) -> ChatFrame | PingFrame:
+    """Check one client frame; raise FrameError saying what is wrong with it."""
+    if isinstance(raw, bytes):
+        raise FrameError(ErrorCode.BAD_REQUEST, "binary frames are not accepted: send JSON text")
+    try:
+        frame = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise FrameError(ErrorCode.BAD_REQUEST, "the frame is not valid JSON") from None
+    if not isinstance(frame, dict):
+        raise FrameError(ErrorCode.BAD_REQUEST, "the frame must be a JSON object")
+    client_id = frame.get("client_id")
+    echo = client_id if isinstance(client_id, str) and len(client_id) <= MAX_CLIENT_ID_CHARS else None
+    kind = frame.get("type")
+    if kind == PING:
+        return PingFrame()
+    if kind != CHAT:
+        raise FrameError(ErrorCode.BAD_REQUEST, 'unknown "type": expected "chat" or "ping"', echo)
+    if client_id is not None:
+        if not isinstance(client_id, str) or not client_id:
+            raise FrameError(ErrorCode.BAD_REQUEST, '"client_id" must be a non-empty string')
+        if len(client_id) > MAX_CLIENT_ID_CHARS:
+            raise FrameError(ErrorCode.BAD_REQUEST, f'"client_id" is longer than {MAX_CLIENT_ID_CHARS} characters')
+        _check_storable(client_id, "client_id", echo)
+    text = frame.get("data")
+    if not isinstance(text, str):
+        raise FrameError(ErrorCode.BAD_REQUEST, '"data" must be a string', echo)
+    if not text.strip():
+        raise FrameError(ErrorCode.EMPTY, "the message is empty", echo)
+    if len(text) > max_chars:
+        raise FrameError(ErrorCode.TOO_LONG, f"the message is longer than {max_chars} characters", echo)
+    _check_storable(text, "data", echo)
+    return ChatFrame(text=text, client_id=client_id)
+
+
+def _check_storable(value: str, name: str, echo: str | None) -> None:
+    # NUL cannot be stored in PostgreSQL text; lone surrogates cannot be encoded at all.
+    if "\x00" in value:
+        raise FrameError(ErrorCode.BAD_REQUEST, f'"{name}" may not contain NUL characters', echo)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FrameError(ErrorCode.BAD_REQUEST, f'"{name}" is not valid Unicode text', echo) from None

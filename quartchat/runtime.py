@@ -1,0 +1,61 @@
+"""The long-lived parts of one process: database, store, writer, broker and hub."""
+
+from __future__ import annotations
+
+import logging
+
+from quart import current_app
+
+from .auth import Passwords
+from .broker import create_broker
+from .database import create_database
+from .hub import Hub
+from .limits import RateLimiter
+from .protocol import CloseCode
+from .settings import Settings
+from .store import Store
+from .writer import MessageWriter
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.database = create_database(settings)
+        self.store = Store(self.database)
+        self.broker = create_broker(settings.broker_url)
+        self.hub = Hub(self.broker)
+        self.writer = MessageWriter(self.database, self.store, self.hub.publish_committed, settings.write_batch_size)
+        self.passwords = Passwords()
+        self.rate_limiter = RateLimiter(settings.rate_limit)
+        self._drained = False
+
+    async def start(self) -> None:
+        """Quart's before_serving."""
+        await self.broker.connect()
+        self.hub.start()
+        self.writer.start()
+
+    async def drain(self) -> None:
+        """Graceful shutdown, before the listener closes: commit what was taken, let
+        every connection send what it has, then close them with 1001."""
+        if self._drained:
+            return
+        self._drained = True
+        self.hub.accepting = False
+        await self.writer.close()
+        await self.hub.close_all(CloseCode.GOING_AWAY, "server shutting down")
+
+    async def stop(self) -> None:
+        """Quart's after_serving."""
+        await self.drain()
+        await self.hub.stop()
+        await self.broker.disconnect()
+        await self.database.dispose()
+
+
+def runtime() -> Runtime:
+    """The Runtime of the app handling this request or WebSocket."""
+    found: Runtime = current_app.extensions["quartchat"]
+    return found

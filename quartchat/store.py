@@ -1,0 +1,175 @@
+"""Reads of users, sessions and history: every query is an index range scan."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from sqlalchemy import Row, Select, delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .database import Database
+from .models import Message, Room, Session, User
+from .protocol import RESUME_LIMIT, StoredMessage, UserRef, now_ms
+
+AnySelect: TypeAlias = Select[*tuple[Any, ...]]
+
+MESSAGE_COLUMNS = (
+    Message.id,
+    Message.room,
+    Message.user_id,
+    User.name,
+    Message.text,
+    Message.ts_ms,
+    Message.client_id,
+)
+
+
+def message_select() -> AnySelect:
+    return select(*MESSAGE_COLUMNS).join(User, User.id == Message.user_id)
+
+
+def to_message(row: Row[Any]) -> StoredMessage:
+    return StoredMessage(
+        id=row.id,
+        room=row.room,
+        user=UserRef(row.user_id, row.name),
+        text=row.text,
+        ts_ms=row.ts_ms,
+        client_id=row.client_id,
+    )
+
+
+@dataclass(frozen=True)
+class Page:
+    messages: list[StoredMessage]
+    has_more: bool
+    reset: bool = False
+
+
+@dataclass(frozen=True)
+class Account:
+    id: str
+    name: str
+    password_hash: str | None
+
+
+@dataclass(frozen=True)
+class RoomSummary:
+    name: str
+    messages: int
+    last_id: int
+
+
+class Store:
+    """Queries against the reader engine; writes of accounts and sessions.
+
+    Chat messages are written only by `MessageWriter`.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    # History -----------------------------------------------------------------
+
+    async def newest(self, room: str, limit: int) -> Page:
+        """The newest `limit` messages, oldest first; has_more = older ones exist."""
+        query = message_select().where(Message.room == room).order_by(Message.id.desc()).limit(limit + 1)
+        rows = await self._rows(query)
+        return Page([to_message(r) for r in reversed(rows[:limit])], len(rows) > limit)
+
+    async def before(self, room: str, before_id: int, limit: int) -> Page:
+        query = (
+            message_select()
+            .where(Message.room == room, Message.id < before_id)
+            .order_by(Message.id.desc())
+            .limit(limit + 1)
+        )
+        rows = await self._rows(query)
+        return Page([to_message(r) for r in reversed(rows[:limit])], len(rows) > limit)
+
+    async def after(self, room: str, after_id: int, limit: int) -> Page:
+        query = (
+            message_select().where(Message.room == room, Message.id > after_id).order_by(Message.id).limit(limit + 1)
+        )
+        rows = await self._rows(query)
+        return Page([to_message(r) for r in rows[:limit]], len(rows) > limit)
+
+    async def resume(self, room: str, after_id: int, history_limit: int) -> Page:
+        """Every message after `after_id`; past RESUME_LIMIT of them, a reset to the newest."""
+        missed = await self.after(room, after_id, RESUME_LIMIT)
+        if not missed.has_more:
+            return Page(missed.messages, has_more=False, reset=False)
+        newest = await self.newest(room, history_limit)
+        return Page(newest.messages, newest.has_more, reset=True)
+
+    async def rooms(self) -> list[RoomSummary]:
+        query = select(Room.name, Room.message_count, Room.last_id).order_by(Room.name)
+        return [RoomSummary(r.name, r.message_count, r.last_id) for r in await self._rows(query)]
+
+    async def by_client_ids(
+        self, connection: AsyncConnection, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], StoredMessage]:
+        """Stored messages by (user id, client_id), inside the writer's transaction."""
+        found: dict[tuple[str, str], StoredMessage] = {}
+        by_user: dict[str, list[str]] = {}
+        for user_id, client_id in keys:
+            by_user.setdefault(user_id, []).append(client_id)
+        for user_id, client_ids in by_user.items():
+            query = message_select().where(Message.user_id == user_id, Message.client_id.in_(client_ids))
+            for row in (await connection.execute(query)).all():
+                found[(row.user_id, row.client_id)] = to_message(row)
+        return found
+
+    # Accounts and sessions ---------------------------------------------------
+
+    async def account_by_name_key(self, name_key: str) -> Account | None:
+        query = select(User.id, User.name, User.password_hash).where(User.name_key == name_key)
+        rows = await self._rows(query)
+        return Account(rows[0].id, rows[0].name, rows[0].password_hash) if rows else None
+
+    async def create_account(self, user_id: str, name: str, name_key: str, password_hash: str) -> None:
+        """Raises IntegrityError when the name was taken meanwhile."""
+        async with self.database.writer.begin() as connection:
+            await connection.execute(
+                insert(User).values(
+                    id=user_id,
+                    name=name,
+                    name_key=name_key,
+                    password_hash=password_hash,
+                    created_ms=now_ms(),
+                )
+            )
+
+    async def set_password_hash(self, user_id: str, password_hash: str, end_sessions: bool) -> None:
+        async with self.database.writer.begin() as connection:
+            await connection.execute(update(User).where(User.id == user_id).values(password_hash=password_hash))
+            if end_sessions:
+                await connection.execute(delete(Session).where(Session.user_id == user_id))
+
+    async def create_session(self, session_id: str, user_id: str) -> None:
+        async with self.database.writer.begin() as connection:
+            await connection.execute(insert(Session).values(id=session_id, user_id=user_id, created_ms=now_ms()))
+
+    async def delete_session(self, session_id: str) -> None:
+        async with self.database.writer.begin() as connection:
+            await connection.execute(delete(Session).where(Session.id == session_id))
+
+    async def user_by_session(self, session_id: str, user_id: str, max_age_ms: int) -> UserRef | None:
+        query = (
+            select(User.id, User.name)
+            .join(Session, Session.user_id == User.id)
+            .where(
+                Session.id == session_id,
+                User.id == user_id,
+                Session.created_ms > now_ms() - max_age_ms,
+            )
+        )
+        rows = await self._rows(query)
+        return UserRef(rows[0].id, rows[0].name) if rows else None
+
+    async def _rows(self, query: AnySelect) -> Sequence[Row[Any]]:
+        async with self.database.reader.connect() as connection:
+            rows: Sequence[Row[Any]] = (await connection.execute(query)).all()
+            return rows

@@ -1,0 +1,208 @@
+"""The WebSocket route (SPEC §6): protocol in, protocol out.
+
+Opening: Origin check (403 before the upgrade), session (4001), room (4004); then
+history, list and the user's join, in that order. Then a reader (this task) and a
+sender (one task per connection, draining a bounded queue) run until either ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from functools import partial
+
+from quart import Blueprint, Response, websocket
+
+from .auth import current_user, origin_allowed
+from .hub import DIRECT_ITEM, FRAME_ITEM, Connection
+from .limits import SlidingWindow, flood_limit
+from .protocol import (
+    HISTORY,
+    LIST,
+    MAX_FRAME_BYTES,
+    PONG_FRAME,
+    ChatFrame,
+    CloseCode,
+    ErrorCode,
+    FrameError,
+    dumps,
+    error_frame,
+    parse_frame,
+)
+from .rooms import DEFAULT_ROOM, valid_room
+from .runtime import Runtime, runtime
+from .writer import Draft, Outcome, Unavailable
+
+log = logging.getLogger(__name__)
+bp = Blueprint("ws", __name__)
+
+IN_FLIGHT_PER_CONNECTION = 32
+CLOSE_TIMEOUT = 5.0
+
+
+@bp.websocket("/ws/chat", defaults={"room": DEFAULT_ROOM})
+@bp.websocket("/ws/chat/<room>")
+async def chat_socket(room: str) -> Response | None:
+    rt = runtime()
+    settings = rt.settings
+    if not origin_allowed(websocket.headers.get("Origin"), settings.allowed_origins):
+        return Response("cross-origin WebSocket refused", 403)
+    address = websocket.remote_addr or "unknown"
+    if rt.hub.per_address[address] >= settings.max_connections_per_address:
+        return Response("too many connections from your address", 429)
+    await websocket.accept()
+    user = await current_user(rt.store)
+    if user is None:
+        await websocket.close(CloseCode.INVALID_USER, "Invalid user")
+        return None
+    if not valid_room(room):
+        await websocket.close(CloseCode.INVALID_ROOM, "Invalid room")
+        return None
+    after_text = websocket.args.get("after")
+    if after_text is not None and not re.fullmatch(r"\d{1,18}", after_text):
+        await websocket.close(CloseCode.POLICY, "after must be a message id")
+        return None
+    if not rt.hub.accepting:
+        await websocket.close(CloseCode.GOING_AWAY, "server shutting down")
+        return None
+
+    connection = Connection(
+        user, room, address, batch=websocket.args.get("batch") == "1", capacity=settings.send_queue_size
+    )
+    started = time.monotonic()
+    # Registered before the history is read: whatever commits from here on is queued
+    # for this connection, and the sender drops what the history already held.
+    rt.hub.register(connection)
+    try:
+        await _open(rt, connection, None if after_text is None else int(after_text))
+        if connection.close_code is None:
+            await _serve(rt, connection)
+        if connection.close_code is not None:
+            await _close(connection.close_code, connection.close_reason)
+    finally:
+        rt.hub.unregister(connection)
+        log.info(
+            "websocket closed address=%s user=%s room=%s seconds=%.1f code=%s",
+            address,
+            user.id,
+            room,
+            time.monotonic() - started,
+            connection.close_code,
+        )
+    return None
+
+
+async def _open(rt: Runtime, connection: Connection, after: int | None) -> None:
+    room, limit = connection.room, rt.settings.history_limit
+    try:
+        page = await (rt.store.newest(room, limit) if after is None else rt.store.resume(room, after, limit))
+    except Exception:
+        log.exception("reading the history of %s failed", room)
+        connection.abort(CloseCode.TRY_AGAIN, "the database is unavailable: try again later")
+        return
+    if page.messages:
+        connection.skip_through = page.messages[-1].id
+    elif after is not None:
+        connection.skip_through = after
+    history = (
+        '{"type":"'
+        + HISTORY
+        + '","room":'
+        + dumps(room)
+        + ',"messages":['
+        + ",".join(m.json for m in page.messages)
+        + "]"
+        + ',"has_more":'
+        + dumps(page.has_more)
+        + ',"reset":'
+        + dumps(page.reset)
+        + "}"
+    )
+    await websocket.send(history)
+    online = [u.to_dict() for u in rt.hub.online(room)]
+    await websocket.send(dumps({"type": LIST, "room": room, "data": online}))
+
+
+async def _serve(rt: Runtime, connection: Connection) -> None:
+    sender = asyncio.create_task(connection.run_sender(websocket.send))
+    reader = asyncio.create_task(_read(rt, connection))
+    closed = asyncio.create_task(connection.closed.wait())
+    tasks = {sender, reader, closed}
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+    for task in done & {sender, reader}:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("websocket task failed", exc_info=task.exception())
+            connection.abort(CloseCode.SERVER_ERROR, "server error")
+
+
+async def _read(rt: Runtime, connection: Connection) -> None:
+    settings = rt.settings
+    refusals = SlidingWindow(flood_limit(settings.rate_limit))
+    in_flight = asyncio.Semaphore(IN_FLIGHT_PER_CONNECTION)
+
+    def refuse(code: ErrorCode, message: str, client_id: str | None) -> None:
+        connection.push(FRAME_ITEM, error_frame(code, message, client_id))
+        if not refusals.allow():
+            connection.abort(CloseCode.POLICY, "flooding: far past the rate limit")
+
+    while connection.close_code is None:
+        raw = await websocket.receive()
+        if len(raw) > MAX_FRAME_BYTES:  # Hypercorn enforces it too (hypercorn.toml)
+            connection.abort(CloseCode.TOO_BIG, "frame larger than 64 KiB")
+            return
+        try:
+            frame = parse_frame(raw, settings.max_message_chars)
+        except FrameError as refused:
+            refuse(refused.code, refused.message, refused.client_id)
+            continue
+        if not isinstance(frame, ChatFrame):
+            connection.push(FRAME_ITEM, PONG_FRAME)
+            continue
+        if not rt.rate_limiter.allow(connection.user.id, connection.room):
+            limit = settings.rate_limit
+            refuse(
+                ErrorCode.RATE_LIMITED,
+                f"at most {limit.count} messages in {limit.seconds:g} seconds",
+                frame.client_id,
+            )
+            continue
+        await in_flight.acquire()
+        stored = rt.writer.submit(Draft(connection.room, connection.user, frame.text, frame.client_id))
+        stored.add_done_callback(partial(_stored, connection, in_flight, frame.client_id))
+
+
+def _stored(
+    connection: Connection,
+    in_flight: asyncio.Semaphore,
+    client_id: str | None,
+    stored: asyncio.Future[Outcome],
+) -> None:
+    """The writer's answer: the broadcast already carries a fresh message; a retried
+    client_id gets the stored message back to its sender alone; a failure, an error."""
+    in_flight.release()
+    if stored.cancelled():
+        return
+    failure = stored.exception()
+    if isinstance(failure, Unavailable):
+        connection.push(FRAME_ITEM, error_frame(ErrorCode.UNAVAILABLE, str(failure), client_id))
+        return
+    if failure is not None:
+        log.error("storing a message failed", exc_info=failure)
+        connection.push(FRAME_ITEM, error_frame(ErrorCode.UNAVAILABLE, "the message was not stored", client_id))
+        return
+    outcome = stored.result()
+    if not outcome.fresh:
+        connection.push(DIRECT_ITEM, outcome.message.json)
+
+
+async def _close(code: int, reason: str) -> None:
+    try:
+        await asyncio.wait_for(websocket.close(code, reason), CLOSE_TIMEOUT)
+    except TimeoutError:
+        log.warning("closing a websocket with %d timed out", code)
