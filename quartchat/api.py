@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import wraps
 from typing import Any, ParamSpec
 
 from quart import Blueprint, Response, jsonify, request
 
 from .auth import CredentialsError, authenticate, current_user, end_session, origin_allowed, start_session
+from .export import ExportError, ExportQuery, formatter, parse_time, render
+from .export import filename as export_filename
 from .rooms import valid_room
 from .runtime import runtime
 from .store import Page
@@ -147,3 +149,42 @@ def _id_arg(value: str | None, name: str) -> int | None:
     if not _ID.fullmatch(value):
         raise ApiError(422, f"{name} must be a message id (a whole number)")
     return int(value)
+
+
+@bp.get("/api/rooms/<room>/export")
+@signed_in
+async def export_room(room: str) -> Response:
+    return await _export(room_or_error(room))
+
+
+@bp.get("/api/export")
+@signed_in
+async def export_all() -> Response:
+    return await _export(None)
+
+
+async def _export(room: str | None) -> Response:
+    args = request.args
+    try:
+        query = ExportQuery(
+            room=room,
+            since_ms=parse_time(args.get("since"), "since"),
+            until_ms=parse_time(args.get("until"), "until"),
+        )
+        output = formatter(args.get("format"), room)
+    except ExportError as bad:
+        raise ApiError(422, str(bad)) from None
+
+    chat = runtime()  # the body is streamed outside the app context
+    engine = chat.database.reader
+
+    async def encoded() -> AsyncIterator[bytes]:
+        async for piece in render(engine, query, output):
+            if piece:
+                yield piece.encode("utf-8")
+
+    response = Response(chat.tracked_download(encoded()), content_type=output.media_type)
+    response.headers["Content-Disposition"] = f'attachment; filename="{export_filename(room, output.extension)}"'
+    response.headers["X-Accel-Buffering"] = "no"  # nginx: pass it on as it comes
+    response.timeout = None  # a large history takes longer than Quart's default 60 s
+    return response

@@ -9,12 +9,19 @@ import logging
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
 
 from . import migrate
 from .auth import CredentialsError, Passwords, check_password, clean_name, name_key
 from .database import create_database
-from .settings import Settings, SettingsError
+from .export import FORMATS, ExportError, ExportQuery, count, formatter, parse_time, render
+from .export import chunks as _chunks_with
+from .rooms import valid_room
+from .settings import Settings, SettingsError, check_database_url
 from .store import Store
+from .transfer import TransferError, copy_database, import_file, table_counts
 
 
 class UsageError(Exception):
@@ -37,6 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
     downgrade.add_argument("revision")
     db.add_parser("current", help="print the database's revision")
 
+    export = commands.add_parser("export", help="write history in one of the export formats")
+    export.add_argument("--room", help="one room (default: every room)")
+    export.add_argument("--since", help="ISO 8601 date or time, inclusive (no zone: UTC)")
+    export.add_argument("--until", help="ISO 8601 date or time, exclusive (no zone: UTC)")
+    export.add_argument("--format", default="ndjson", choices=sorted(FORMATS))
+    export.add_argument("-o", "--output", type=Path, help="a file (default: standard output)")
+
+    load = commands.add_parser("import", help="load an ndjson or json export (- for standard input)")
+    load.add_argument("file")
+
+    copy = db.add_parser("copy", help="copy the whole deployment into an empty database")
+    copy.add_argument("--to", required=True, metavar="URL", help="the target database URL")
+
     user = commands.add_parser("user", help="accounts").add_subparsers(dest="user_command", required=True)
     password = user.add_parser("password", help="set a user's password (prompted; creates the user if new)")
     password.add_argument("name")
@@ -52,8 +72,12 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(settings, args)
         if args.command == "db":
             return _db(settings, args)
+        if args.command == "export":
+            return _export(settings, args)
+        if args.command == "import":
+            return _import(settings, args.file)
         return _user_password(settings, args.name)
-    except (SettingsError, UsageError) as problem:
+    except (SettingsError, UsageError, TransferError) as problem:
         print(f"quartchat: {problem}", file=sys.stderr)
         return 2
 
@@ -85,6 +109,8 @@ def _db(settings: Settings, args: argparse.Namespace) -> int:
         migrate.upgrade(settings.database_url, args.revision)
     elif args.db_command == "downgrade":
         migrate.downgrade(settings.database_url, args.revision)
+    elif args.db_command == "copy":
+        return _copy(settings, args.to)
     else:
         print(migrate.current(settings.database_url) or "(no revision: run `quartchat db upgrade`)")
     return 0
@@ -120,3 +146,81 @@ async def _set_password(settings: Settings, name: str, password: str) -> bool:
         return False
     finally:
         await database.dispose()
+
+
+def _progress_bar(total: int | None, unit: str) -> Any:
+    """A bar on a terminal (count, rate, time left); nothing when stderr is not one."""
+    return tqdm(total=total, unit=unit, unit_scale=True, file=sys.stderr, disable=not sys.stderr.isatty())
+
+
+def _export(settings: Settings, args: argparse.Namespace) -> int:
+    if args.room is not None and not valid_room(args.room):
+        raise UsageError(f"--room: {args.room!r} is not a room name (1-64 of a-z, 0-9, '-')")
+    try:
+        query = ExportQuery(args.room, parse_time(args.since, "--since"), parse_time(args.until, "--until"))
+    except ExportError as bad:
+        raise UsageError(str(bad)) from None
+    asyncio.run(_write_export(settings, query, args.format, args.output))
+    return 0
+
+
+async def _write_export(settings: Settings, query: ExportQuery, format_name: str, output: Path | None) -> None:
+    database = create_database(settings)
+    try:
+        engine = database.reader
+        if output is None:
+            async for piece in render(engine, query, formatter(format_name, query.room)):
+                sys.stdout.buffer.write(piece.encode("utf-8"))
+            sys.stdout.buffer.flush()
+            return
+        total = await count(engine, query) if sys.stderr.isatty() else None
+        chosen = formatter(format_name, query.room)
+        with output.open("w", encoding="utf-8", newline="") as target, _progress_bar(total, "msg") as bar:
+            target.write(chosen.head())
+            async for messages in _chunks_with(engine, query):
+                target.write(chosen.body(messages))
+                bar.update(len(messages))
+            target.write(chosen.tail())
+    finally:
+        await database.dispose()
+
+
+def _import(settings: Settings, path: str) -> int:
+    read, added = asyncio.run(_run_import(settings, path))
+    print(f"read {read} messages, added {added} ({read - added} were already here)", file=sys.stderr)
+    return 0
+
+
+async def _run_import(settings: Settings, path: str) -> tuple[int, int]:
+    database = create_database(settings)
+    try:
+        with _progress_bar(None, "msg") as bar:
+            return await import_file(database.writer, path, sys.stdin, bar.update)
+    finally:
+        await database.dispose()
+
+
+def _copy(settings: Settings, target_url: str) -> int:
+    try:
+        target_url = check_database_url(target_url)
+    except SettingsError as bad:
+        raise UsageError(str(bad).replace("QUARTCHAT_DATABASE_URL", "--to")) from None
+    if target_url == settings.database_url:
+        raise UsageError("--to names the database being copied")
+    migrate.upgrade(target_url)
+    copied = asyncio.run(_run_copy(settings, target_url))
+    summary = ", ".join(f"{count} {table}" for table, count in copied.items())
+    print(f"copied and verified: {summary}", file=sys.stderr)
+    return 0
+
+
+async def _run_copy(settings: Settings, target_url: str) -> dict[str, int]:
+    source = create_database(settings)
+    target = create_database(Settings(database_url=target_url, sqlite_synchronous=settings.sqlite_synchronous))
+    try:
+        total = sum((await table_counts(source.reader)).values())
+        with _progress_bar(total, "row") as bar:
+            return await copy_database(source.reader, target.writer, bar.update)
+    finally:
+        await source.dispose()
+        await target.dispose()

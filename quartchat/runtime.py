@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator
 
 from quart import current_app
 
@@ -30,6 +32,9 @@ class Runtime:
         self.passwords = Passwords()
         self.rate_limiter = RateLimiter(settings.rate_limit)
         self._drained = False
+        self._downloads = 0
+        self._no_downloads = asyncio.Event()
+        self._no_downloads.set()
 
     async def start(self) -> None:
         """Quart's before_serving."""
@@ -37,15 +42,32 @@ class Runtime:
         self.hub.start()
         self.writer.start()
 
-    async def drain(self) -> None:
+    async def drain(self, grace: float = 10.0) -> None:
         """Graceful shutdown, before the listener closes: commit what was taken, let
-        every connection send what it has, then close them with 1001."""
+        every connection send what it has, close them with 1001, and give downloads
+        under way up to `grace` seconds to finish."""
         if self._drained:
             return
         self._drained = True
         self.hub.accepting = False
         await self.writer.close()
-        await self.hub.close_all(CloseCode.GOING_AWAY, "server shutting down")
+        await self.hub.close_all(CloseCode.GOING_AWAY, "server shutting down", grace)
+        try:
+            await asyncio.wait_for(self._no_downloads.wait(), grace)
+        except TimeoutError:
+            log.warning("%d downloads were cut short by the shutdown", self._downloads)
+
+    async def tracked_download(self, pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """A streamed response body that a graceful shutdown waits for."""
+        self._downloads += 1
+        self._no_downloads.clear()
+        try:
+            async for piece in pieces:
+                yield piece
+        finally:
+            self._downloads -= 1
+            if not self._downloads:
+                self._no_downloads.set()
 
     async def stop(self) -> None:
         """Quart's after_serving."""

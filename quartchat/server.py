@@ -20,6 +20,8 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
+LINGER_SECONDS = 1.0
+
 
 def hypercorn_config(path: Path | None, bind: str | None) -> Config:
     config = Config.from_toml(path or resource("hypercorn.toml"))
@@ -31,6 +33,8 @@ def hypercorn_config(path: Path | None, bind: str | None) -> Config:
 def run(settings: Settings, config: Config) -> None:
     """Serve until SIGTERM or SIGINT, in this process, on uvloop where installed."""
     app = create_app(settings)
+    for name in ("hypercorn.error", "hypercorn.access"):
+        logging.getLogger(name).propagate = False  # Hypercorn has its own handlers
     _event_loop_runner()(_serve(app, config))
 
 
@@ -44,7 +48,11 @@ async def _serve(app: Quart, config: Config) -> None:
     async def shutdown_trigger() -> None:
         await stopping.wait()
         log.info("shutting down: committing what was taken, closing WebSockets with 1001")
-        await chat.drain()
+        await chat.drain(grace=config.graceful_timeout)
+        # All that can remain are Hypercorn's own connection tasks: an HTTP keep-alive,
+        # or a closed WebSocket whose ping loop sleeps a whole websocket_ping_interval
+        # before it notices. Nothing of ours waits on them.
+        config.graceful_timeout = LINGER_SECONDS
 
     await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)
 

@@ -52,7 +52,7 @@ class Settings:
 
         defaults = cls()
         return cls(
-            database_url=_database_url(get("DATABASE_URL") or defaults.database_url),
+            database_url=check_database_url(get("DATABASE_URL") or defaults.database_url),
             broker_url=_broker_url(get("BROKER_URL") or defaults.broker_url),
             secret_key=_secret_key(get("SECRET_KEY")),
             history_limit=_integer("HISTORY_LIMIT", get("HISTORY_LIMIT"), defaults.history_limit, 1, 1000),
@@ -130,7 +130,7 @@ class Settings:
         return key
 
 
-def _database_url(value: str) -> str:
+def check_database_url(value: str) -> str:
     try:
         url = make_url(value)
     except ArgumentError:

@@ -1,0 +1,259 @@
+"""Moving history in: `quartchat import` (an export file) and `quartchat db copy` (a
+whole deployment, accounts and password hashes included)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from sqlalchemy import Table, func, insert, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from .auth import CredentialsError, clean_name, name_key
+from .export import ExportError, parse_time
+from .models import Base, Message, Room, User
+from .rooms import valid_room
+
+BATCH = 5000
+Progress = Callable[[int], None]
+
+
+class TransferError(Exception):
+    """An import or copy that cannot go on; nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    id: int
+    room: str
+    user_id: str
+    user_name: str
+    text: str
+    ts_ms: int
+    client_id: str | None
+
+
+def read_export(source: TextIO, name: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, message object) from an ndjson export, or from a json export's list."""
+    first = source.readline()
+    stripped = first.strip()
+    if name.endswith(".json") or (stripped.startswith("{") and '"messages"' in stripped and '"id"' not in stripped[:8]):
+        try:
+            document = json.loads(first + source.read())
+        except json.JSONDecodeError as bad:
+            raise TransferError(f"{name}: not a JSON export: {bad}") from None
+        if not isinstance(document, dict) or not isinstance(document.get("messages"), list):
+            raise TransferError(f'{name}: a JSON export is an object with a "messages" list')
+        for index, message in enumerate(document["messages"], start=1):
+            yield f"message {index}", message
+        return
+    line_number = 1
+    line = first
+    while line:
+        if line.strip():
+            try:
+                yield f"line {line_number}", json.loads(line)
+            except json.JSONDecodeError as bad:
+                raise TransferError(f"{name}: line {line_number}: not JSON ({bad.msg})") from None
+        line = source.readline()
+        line_number += 1
+
+
+def to_record(where: str, message: object) -> Record:
+    """Check one message object as SPEC §5 defines it; TransferError says what is wrong."""
+
+    def wrong(what: str) -> TransferError:
+        return TransferError(f"{where}: {what}")
+
+    if not isinstance(message, dict):
+        raise wrong("not a message object")
+    message_id, room, user, data = message.get("id"), message.get("room"), message.get("user"), message.get("data")
+    if message.get("type") != "chat":
+        raise wrong('"type" must be "chat"')
+    if not isinstance(message_id, int) or isinstance(message_id, bool) or not 0 < message_id < 2**63:
+        raise wrong('"id" must be a positive whole number')
+    if not isinstance(room, str) or not valid_room(room):
+        raise wrong('"room" is not a valid room name')
+    if not isinstance(user, dict) or not isinstance(user.get("id"), str) or not 0 < len(user["id"]) <= 36:
+        raise wrong('"user" must be {"id": "…", "name": "…"}')
+    try:
+        user_name = clean_name(user.get("name"))
+    except CredentialsError as bad:
+        raise wrong(f'"user.name": {bad.message}') from None
+    if not isinstance(data, str) or "\x00" in data:
+        raise wrong('"data" must be text')
+    ts = message.get("ts")
+    try:
+        ts_ms = parse_time(ts if isinstance(ts, str) else None, "ts")
+    except ExportError as bad:
+        raise wrong(str(bad)) from None
+    if ts_ms is None:
+        raise wrong('"ts" is missing')
+    client_id = message.get("client_id")
+    if client_id is not None and (not isinstance(client_id, str) or not 0 < len(client_id) <= 64):
+        raise wrong('"client_id" must be a string of at most 64 characters')
+    return Record(message_id, room, user["id"], user_name, data, ts_ms, client_id)
+
+
+def _dialect(connection: AsyncConnection) -> Any:
+    return postgresql if connection.dialect.name == "postgresql" else sqlite
+
+
+async def import_records(
+    engine: AsyncEngine, records: Iterator[tuple[str, dict[str, Any]]], progress: Progress | None = None
+) -> tuple[int, int]:
+    """Import in one transaction: a bad message anywhere imports nothing. Messages and
+    users already present (same id) are kept as they are. Returns (read, added)."""
+    read = 0
+    known_users: dict[str, str] = {}  # id -> name_key
+    rooms: set[str] = set()
+    async with engine.begin() as connection:
+        before = await connection.scalar(select(func.count()).select_from(Message)) or 0
+        chunk: list[Record] = []
+        for where, message in records:
+            chunk.append(to_record(where, message))
+            if len(chunk) >= BATCH:
+                await _import_chunk(connection, chunk, known_users, rooms)
+                read += len(chunk)
+                if progress:
+                    progress(len(chunk))
+                chunk = []
+        if chunk:
+            await _import_chunk(connection, chunk, known_users, rooms)
+            read += len(chunk)
+            if progress:
+                progress(len(chunk))
+        await _recount_rooms(connection, sorted(rooms))
+        await _advance_sequence(connection)
+        after = await connection.scalar(select(func.count()).select_from(Message)) or 0
+    return read, after - before
+
+
+async def _import_chunk(
+    connection: AsyncConnection, chunk: list[Record], known_users: dict[str, str], rooms: set[str]
+) -> None:
+    dialect = _dialect(connection)
+    new_users: dict[str, Record] = {}
+    for record in chunk:
+        if record.user_id not in known_users and record.user_id not in new_users:
+            new_users[record.user_id] = record
+    if new_users:
+        stored = await connection.execute(select(User.id, User.name_key).where(User.id.in_(list(new_users))))
+        for row in stored:
+            known_users[row.id] = row.name_key
+            del new_users[row.id]
+    for user_id, record in new_users.items():
+        key = name_key(record.user_name)
+        owner = await connection.scalar(select(User.id).where(User.name_key == key))
+        if owner is not None and owner != user_id:
+            raise TransferError(f"the name {record.user_name!r} belongs to another account in this database")
+        # No password: the name stays reserved until an operator sets one.
+        await connection.execute(
+            insert(User).values(
+                id=user_id, name=record.user_name, name_key=key, password_hash=None, created_ms=record.ts_ms
+            )
+        )
+        known_users[user_id] = key
+    fresh_rooms = {r.room for r in chunk} - rooms
+    if fresh_rooms:
+        await connection.execute(
+            dialect.insert(Room).on_conflict_do_nothing(),
+            [{"name": room, "message_count": 0, "last_id": 0} for room in sorted(fresh_rooms)],
+        )
+        rooms |= fresh_rooms
+    await connection.execute(
+        dialect.insert(Message).on_conflict_do_nothing(),
+        [
+            {
+                "id": r.id,
+                "room": r.room,
+                "user_id": r.user_id,
+                "text": r.text,
+                "ts_ms": r.ts_ms,
+                "client_id": r.client_id,
+            }
+            for r in chunk
+        ],
+    )
+
+
+async def _recount_rooms(connection: AsyncConnection, rooms: Sequence[str]) -> None:
+    for room in rooms:
+        totals = (
+            await connection.execute(select(func.count(), func.max(Message.id)).where(Message.room == room))
+        ).one()
+        await connection.execute(
+            Room.__table__.update()  # type: ignore[attr-defined]
+            .where(Room.name == room)
+            .values(message_count=totals[0], last_id=totals[1] or 0)
+        )
+
+
+async def _advance_sequence(connection: AsyncConnection) -> None:
+    """New messages get ids above the imported ones. SQLite does this by itself (the
+    next rowid is max + 1); PostgreSQL's sequence has to be told."""
+    if connection.dialect.name == "postgresql":
+        await connection.execute(
+            text(
+                "SELECT setval(pg_get_serial_sequence('messages', 'id'), "
+                "GREATEST((SELECT COALESCE(MAX(id), 0) FROM messages), 1))"
+            )
+        )
+
+
+async def import_file(
+    engine: AsyncEngine, path: str, stdin: TextIO, progress: Progress | None = None
+) -> tuple[int, int]:
+    if path == "-":
+        return await import_records(engine, read_export(stdin, "stdin"), progress)
+    try:
+        # The command line's own file: nothing else runs on this loop meanwhile.
+        with Path(path).open(encoding="utf-8-sig") as source:  # noqa: ASYNC230
+            return await import_records(engine, read_export(source, path), progress)
+    except OSError as bad:
+        raise TransferError(f"cannot read {path}: {bad.strerror}") from None
+
+
+# db copy ------------------------------------------------------------------
+
+COPY_ORDER: tuple[Table, ...] = tuple(Base.metadata.tables[name] for name in ("users", "sessions", "rooms", "messages"))
+
+
+async def table_counts(engine: AsyncEngine) -> dict[str, int]:
+    async with engine.connect() as connection:
+        return {
+            table.name: int(await connection.scalar(select(func.count()).select_from(table)) or 0)
+            for table in COPY_ORDER
+        }
+
+
+async def copy_database(source: AsyncEngine, target: AsyncEngine, progress: Progress | None = None) -> dict[str, int]:
+    """Copy every table in primary-key batches into an empty database, then check
+    counts and the last message id. Returns the counts."""
+    if any((await table_counts(target)).values()):
+        raise TransferError("the target database is not empty")
+    async with source.connect() as reading, target.begin() as writing:
+        for table in COPY_ORDER:
+            key = next(iter(table.primary_key.columns))
+            result = await reading.stream(select(table).order_by(key).execution_options(yield_per=BATCH))
+            async for rows in result.partitions():
+                await writing.execute(insert(table), [dict(row._mapping) for row in rows])
+                if progress:
+                    progress(len(rows))
+        await _advance_sequence(writing)
+    expected, copied = await table_counts(source), await table_counts(target)
+    if expected != copied:
+        raise TransferError(f"the copy does not match: source {expected}, target {copied}")
+    last = [await _last_message_id(engine) for engine in (source, target)]
+    if last[0] != last[1]:
+        raise TransferError(f"the last message id differs: source {last[0]}, target {last[1]}")
+    return copied
+
+
+async def _last_message_id(engine: AsyncEngine) -> int:
+    async with engine.connect() as connection:
+        return int(await connection.scalar(select(func.max(Message.id))) or 0)
