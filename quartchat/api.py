@@ -135,8 +135,12 @@ async def users(room: str) -> Response:
 
 @bp.get("/healthz")
 async def healthz() -> Response:
+    """200 while the database can be read and written; 503 otherwise."""
+    chat = runtime()
     try:
-        await runtime().database.ping()
+        await chat.database.ping()
+        if chat.writer.failing:  # the last batch failed: is the write lock back?
+            await chat.writer.probe()
     except Exception as exc:  # any failure to answer is "not ready"
         log.warning("health check: the database does not answer: %s", exc)
         return error(503, "the database does not answer")

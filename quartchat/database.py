@@ -30,7 +30,7 @@ class Database:
 
     async def ping(self) -> None:
         async with self.reader.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+            await connection.execute(text("SELECT version_num FROM alembic_version"))
 
     async def dispose(self) -> None:
         await self.writer.dispose()

@@ -63,6 +63,7 @@ class MessageWriter:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._last_ts = 0
+        self.failing = False  # the last batch could not be stored
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="message-writer")
@@ -78,6 +79,12 @@ class MessageWriter:
 
     async def store_one(self, draft: Draft) -> Outcome:
         return await self.submit(draft)
+
+    async def probe(self) -> None:
+        """Take the write lock and let it go: raises while writes cannot be stored."""
+        async with self.database.writer.begin():
+            pass
+        self.failing = False
 
     async def close(self) -> None:
         """Commit everything already taken, then stop."""
@@ -121,6 +128,7 @@ class MessageWriter:
         except Exception:
             log.exception("storing a batch of %d messages failed", len(drafts))
             outcomes = None
+        self.failing = outcomes is None
         if outcomes is None:
             for future in futures:
                 if not future.done():

@@ -1,0 +1,42 @@
+"""Fixtures: a real server per test module or test, and a chat driver."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from .support import Chat, Server
+
+StartServer = Callable[..., Server]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server shared by a module's tests (they use unique rooms and users)."""
+    instance = Server(tmp_path_factory.mktemp("server"), rate_limit="100000/1").start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[StartServer]:
+    """Start servers of a test's own: `start_server(workdir=…, database_url=…, **settings)`."""
+    started: list[Server] = []
+
+    def start(workdir: Path | None = None, database_url: str | None = None, **settings: str | None) -> Server:
+        instance = Server(workdir or tmp_path, database_url, **settings)
+        started.append(instance)
+        return instance.start()
+
+    yield start
+    for instance in started:
+        instance.stop()
+
+
+@pytest.fixture
+async def chat(server: Server) -> AsyncIterator[Chat]:
+    driver = Chat(server)
+    yield driver
+    await driver.aclose()

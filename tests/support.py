@@ -1,0 +1,259 @@
+"""Test helpers: a real `quartchat serve` process, users, WebSocket connections."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+PASSWORD = "correct horse battery staple"
+SECRET_KEY = "tests-secret-key-0123456789abcdef0123456789"
+STRICT = os.environ.get("QUARTCHAT_TEST_STRICT") == "1"
+
+
+def need_service(available: bool, what: str) -> None:
+    """Skip when a service is missing on a laptop; fail in CI's strict mode."""
+    if available:
+        return
+    if STRICT:
+        pytest.fail(f"{what} is not available (strict mode: QUARTCHAT_TEST_STRICT=1)", pytrace=False)
+    pytest.skip(f"{what} is not available")
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{secrets.token_hex(4)}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path}"
+
+
+def quartchat_env(database_url: str, **settings: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUARTCHAT_") or k == "QUARTCHAT_TEST_STRICT"}
+    env.update(QUARTCHAT_DATABASE_URL=database_url, QUARTCHAT_SECRET_KEY=SECRET_KEY)
+    for key, value in settings.items():
+        name = f"QUARTCHAT_{key.upper()}"
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+def run_cli(env: dict[str, str], cwd: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "quartchat", *args],
+        env=env, cwd=cwd, input=stdin, capture_output=True, text=True, timeout=300,
+    )
+
+
+class Server:
+    """`python -m quartchat serve` on a free loopback port, in its own process group."""
+
+    def __init__(self, workdir: Path, database_url: str | None = None, **settings: str | None) -> None:
+        self.workdir = workdir
+        self.database_url = database_url or sqlite_url(workdir / "chat.db")
+        self.env = quartchat_env(self.database_url, **settings)
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}"
+        self.log_path = workdir / f"server-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.extra_args: list[str] = []
+
+    def start(self, timeout: float = 30.0) -> Server:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "quartchat", "serve", "--bind", f"127.0.0.1:{self.port}", *self.extra_args],
+                cwd=self.workdir, env=self.env, stdout=log, stderr=log,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"server exited with {self.process.returncode}:\n{self.log()}", pytrace=False)
+            try:
+                if httpx.get(f"{self.base_url}/healthz", timeout=1, trust_env=False).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.stop(signal.SIGKILL)
+        pytest.fail(f"server not healthy in {timeout} s:\n{self.log()}", pytrace=False)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        try:
+            os.killpg(self.process.pid, signum)
+        except ProcessLookupError:
+            pass
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            pytest.fail(f"server ignored signal {signum} for {timeout} s", pytrace=False)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-8000:]
+
+
+@dataclass
+class User:
+    id: str
+    name: str
+    http: httpx.AsyncClient
+
+    @property
+    def ref(self) -> dict[str, str]:
+        return {"id": self.id, "name": self.name}
+
+    @property
+    def cookie(self) -> str:
+        return "; ".join(f"{c.name}={c.value}" for c in self.http.cookies.jar)
+
+
+class Conn:
+    """A WebSocket with JSON helpers; batch frames are unpacked into messages."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.history: dict[str, Any] = {}
+        self.online: list[dict[str, Any]] = []
+        self._pending: list[dict[str, Any]] = []
+
+    async def send_json(self, frame: Any) -> None:
+        await self.ws.send(json.dumps(frame))
+
+    async def recv(self, timeout: float = 10.0) -> dict[str, Any]:
+        if self._pending:
+            return self._pending.pop(0)
+        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        frame = json.loads(raw)
+        if frame.get("type") == "batch":
+            self._pending.extend(frame["messages"][1:])
+            return frame["messages"][0]
+        return frame
+
+    async def expect(self, kind: str, timeout: float = 10.0) -> dict[str, Any]:
+        while True:
+            frame = await self.recv(timeout)
+            if frame["type"] in ("join", "left") and kind not in ("join", "left"):
+                continue
+            assert frame["type"] == kind, f"expected {kind}, got {frame}"
+            return frame
+
+    async def say(self, text: str, client_id: str | None = None) -> dict[str, Any]:
+        frame: dict[str, Any] = {"type": "chat", "data": text}
+        if client_id is not None:
+            frame["client_id"] = client_id
+        await self.send_json(frame)
+        message = await self.expect("chat")
+        assert message["data"] == text, message
+        return message
+
+    async def chats(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        return [await self.expect("chat", timeout) for _ in range(count)]
+
+    async def close_code(self, timeout: float = 10.0) -> int | None:
+        """Read until the server closes; the close code."""
+        try:
+            while True:
+                await asyncio.wait_for(self.ws.recv(), timeout)
+        except ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else None
+
+
+class Chat:
+    """Users, HTTP clients and sockets against one server; all closed at the end."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self._clients: list[httpx.AsyncClient] = []
+        self._sockets: list[ClientConnection] = []
+
+    async def aclose(self) -> None:
+        for ws in self._sockets:
+            await ws.close()
+        for client in self._clients:
+            await client.aclose()
+
+    def http(self) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(base_url=self.server.base_url, timeout=30, trust_env=False)
+        self._clients.append(client)
+        return client
+
+    def again(self, user: User) -> User:
+        """The same signed-in user (same cookie) with a client of this driver."""
+        client = self.http()
+        client.cookies = user.http.cookies
+        return User(user.id, user.name, client)
+
+    async def user(self, name: str | None = None) -> User:
+        client = self.http()
+        response = await client.post("/api/session", json={"name": name or unique("u"), "password": PASSWORD})
+        assert response.status_code == 200, response.text
+        body = response.json()["user"]
+        return User(body["id"], body["name"], client)
+
+    async def connect(
+        self, user: User | None, room: str | None = None, *, query: str = "", origin: str | None = "same",
+        cookie: str | None = None, **options: Any,
+    ) -> Conn:
+        cookie = cookie if cookie is not None else (user.cookie if user else None)
+        path = "/ws/chat" if room is None else f"/ws/chat/{room}"
+        ws = await connect(
+            self.server.ws_url + path + (f"?{query}" if query else ""),
+            origin=self.server.base_url if origin == "same" else origin,  # type: ignore[arg-type]
+            additional_headers={"Cookie": cookie} if cookie else None,
+            open_timeout=10, close_timeout=2, proxy=None, **options,
+        )
+        self._sockets.append(ws)
+        return Conn(ws)
+
+    async def open(self, user: User, room: str | None = None, **options: Any) -> Conn:
+        """Connect, and read history and list (asserting that order)."""
+        conn = await self.connect(user, room, **options)
+        conn.history = await conn.recv()
+        assert conn.history["type"] == "history", conn.history
+        listed = await conn.recv()
+        assert listed["type"] == "list", listed
+        conn.online = listed["data"]
+        return conn
+
+    async def messages(self, user: User, room: str, **params: Any) -> dict[str, Any]:
+        response = await user.http.get(f"/api/rooms/{room}/messages", params=params)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    async def all_messages(self, user: User, room: str) -> list[dict[str, Any]]:
+        """Every stored message of the room, paging forwards."""
+        found: list[dict[str, Any]] = []
+        after = 0
+        while True:
+            page = await self.messages(user, room, after=after, limit=200)
+            found.extend(page["messages"])
+            if not page["has_more"]:
+                return found
+            after = found[-1]["id"]
