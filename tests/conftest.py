@@ -40,3 +40,28 @@ async def chat(server: Server) -> AsyncIterator[Chat]:
     driver = Chat(server)
     yield driver
     await driver.aclose()
+
+
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh, empty PostgreSQL database for one test (dropped afterwards)."""
+    from .support import need_service, unique
+
+    try:
+        import asyncpg
+    except ImportError:
+        need_service(False, "asyncpg (pip install .[scale])")
+    try:
+        admin = await asyncpg.connect(POSTGRES_ADMIN, timeout=5)
+    except (OSError, asyncpg.PostgresError):
+        need_service(False, "PostgreSQL on 127.0.0.1:5432")
+    name = unique("qc_test_")
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

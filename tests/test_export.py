@@ -1,0 +1,221 @@
+"""SPEC §8 export formats and §3 `quartchat export` / `import`, on real SQLite files."""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import html
+import io
+import json
+import os
+import pty
+import subprocess
+import struct
+import sys
+import termios
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .support import quartchat_env, run_cli, sqlite_url
+
+TEXTS = ["hello", "=1+2", "+cmd", "-2", "@SUM(A1)", "\tTAB", "<script>alert(1)</script>", "line one\nline two",
+         'comma, "quoted"', "你好 🎉", "emoji 👩‍👩‍👧 mixed"]
+
+
+def message(i: int, text: str, room: str = "lobby", user: tuple[str, str] = ("u-1", "张伟")) -> dict[str, Any]:
+    return {"id": i, "type": "chat", "room": room, "user": {"id": user[0], "name": user[1]}, "data": text,
+            "ts": f"2026-11-24T10:00:{i:02d}.{i:03d}Z"}
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """A migrated database holding TEXTS in `lobby` plus one message elsewhere (read only)."""
+    tmp_path = tmp_path_factory.mktemp("export")
+    env = quartchat_env(sqlite_url(tmp_path / "e.db"))
+    messages = [message(i + 1, text) for i, text in enumerate(TEXTS)]
+    messages.append(message(40, "elsewhere", room="other", user=("u-2", "<b>mallory</b>".strip("<>/b") or "m")))
+    dump = tmp_path / "seed.ndjson"
+    dump.write_text("".join(json.dumps(m, ensure_ascii=False) + "\n" for m in messages), encoding="utf-8")
+    assert run_cli(env, tmp_path, "db", "upgrade").returncode == 0
+    result = run_cli(env, tmp_path, "import", str(dump))
+    assert result.returncode == 0, result.stderr
+    return env, messages
+
+
+def export(env: dict[str, str], cwd: Path, *args: str) -> str:
+    result = run_cli(env, cwd, "export", *args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_ndjson_is_one_message_object_a_line(filled: Any, tmp_path: Path) -> None:
+    env, messages = filled
+    lines = export(env, tmp_path, "--format", "ndjson").splitlines()
+    assert [json.loads(line) for line in lines] == messages
+
+
+def test_json_wraps_the_messages_with_room_and_time(filled: Any, tmp_path: Path) -> None:
+    env, messages = filled
+    body = json.loads(export(env, tmp_path, "--format", "json", "--room", "lobby"))
+    assert body["room"] == "lobby" and body["messages"] == messages[:-1]
+    assert body["exported_at"].endswith("Z")
+    assert json.loads(export(env, tmp_path, "--format", "json"))["room"] is None
+
+
+def test_csv_is_rfc4180_utf8_and_defuses_formulas(filled: Any, tmp_path: Path) -> None:
+    env, messages = filled
+    target = tmp_path / "out.csv"
+    export(env, tmp_path, "--format", "csv", "--room", "lobby", "-o", str(target))
+    raw = target.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbfid,room,ts,user_id,user_name,text\r\n")
+    rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"), newline="")))
+    assert rows[0] == ["id", "room", "ts", "user_id", "user_name", "text"]
+    texts = {m["data"]: row[5] for m, row in zip(messages, rows[1:], strict=False)}
+    for dangerous in ("=1+2", "+cmd", "-2", "@SUM(A1)", "\tTAB"):
+        assert texts[dangerous] == "'" + dangerous
+    for plain in ("line one\nline two", 'comma, "quoted"', "你好 🎉", "<script>alert(1)</script>"):
+        assert texts[plain] == plain
+    assert rows[1][:5] == ["1", "lobby", "2026-11-24T10:00:01.001Z", "u-1", "张伟"]
+
+
+def test_txt_is_one_line_a_message_with_indented_continuations(filled: Any, tmp_path: Path) -> None:
+    env, _ = filled
+    lines = export(env, tmp_path, "--format", "txt", "--room", "lobby").splitlines()
+    assert lines[0] == "[2026-11-24 10:00:01Z] #lobby 张伟: hello"
+    at = lines.index("[2026-11-24 10:00:08Z] #lobby 张伟: line one")
+    assert lines[at + 1] == "    line two"
+    assert "[2026-11-24 10:00:10Z] #lobby 张伟: 你好 🎉" in lines
+
+
+def test_html_is_a_standalone_escaped_page(filled: Any, tmp_path: Path) -> None:
+    env, messages = filled
+    page = export(env, tmp_path, "--format", "html")
+    assert page.startswith("<!doctype html>") and "<style>" in page and page.rstrip().endswith("</html>")
+    assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    for m in messages:
+        assert html.escape(m["data"]) in page
+
+
+def test_since_is_inclusive_and_until_exclusive_and_dates_are_utc(filled: Any, tmp_path: Path) -> None:
+    env, messages = filled
+
+    def ids(*bounds: str) -> list[int]:
+        return [json.loads(line)["id"] for line in export(env, tmp_path, *bounds).splitlines()]
+
+    assert ids("--since", messages[1]["ts"], "--until", messages[4]["ts"]) == [2, 3, 4]
+    assert ids("--since", "2026-11-24T10:00:40") == [40]
+    assert ids("--since", "2026-11-25") == []
+    assert ids("--until", "2026-11-24") == []
+    bad = run_cli(env, tmp_path, "export", "--since", "yesterday")
+    assert bad.returncode == 2 and "--since" in bad.stderr
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "json", "csv", "txt", "html"])
+def test_chinese_and_emoji_survive_every_format(filled: Any, tmp_path: Path, fmt: str) -> None:
+    env, _ = filled
+    target = tmp_path / f"out.{fmt}"
+    export(env, tmp_path, "--format", fmt, "-o", str(target))
+    text = target.read_text(encoding="utf-8-sig")
+    assert "你好 🎉" in (html.unescape(text) if fmt == "html" else json.loads(json.dumps(text)))
+    assert "emoji 👩‍👩‍👧 mixed" in html.unescape(text) or "emoji 👩‍👩‍👧 mixed" in json.dumps(text, ensure_ascii=False)
+    assert "张伟" in text
+
+
+def test_round_trip_export_import_export_is_byte_identical(filled: Any, tmp_path: Path) -> None:
+    env, _ = filled
+    first = tmp_path / "first.ndjson"
+    export(env, tmp_path, "-o", str(first))
+    fresh = quartchat_env(sqlite_url(tmp_path / "fresh.db"))
+    assert run_cli(fresh, tmp_path, "db", "upgrade").returncode == 0
+    for _ in range(2):
+        result = run_cli(fresh, tmp_path, "import", str(first))
+        assert result.returncode == 0, result.stderr
+    assert "added 0" in result.stderr, "the second import added messages"
+    second = tmp_path / "second.ndjson"
+    export(fresh, tmp_path, "-o", str(second))
+    assert second.read_bytes() == first.read_bytes()
+
+
+def test_json_export_imports_too_and_stdin_works(filled: Any, tmp_path: Path) -> None:
+    env, messages = filled
+    document = export(env, tmp_path, "--format", "json")
+    fresh = quartchat_env(sqlite_url(tmp_path / "fresh.db"))
+    run_cli(fresh, tmp_path, "db", "upgrade")
+    result = run_cli(fresh, tmp_path, "import", "-", stdin=document)
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line) for line in export(fresh, tmp_path).splitlines()] == messages
+
+
+def test_a_bad_line_3_of_10_names_line_3_and_imports_nothing(tmp_path: Path) -> None:
+    lines = [json.dumps(message(i, f"m{i}")) for i in range(1, 11)]
+    lines[2] = json.dumps({**message(3, "m3"), "room": "Bad Room"})
+    dump = tmp_path / "bad.ndjson"
+    dump.write_text("\n".join(lines) + "\n")
+    env = quartchat_env(sqlite_url(tmp_path / "b.db"))
+    run_cli(env, tmp_path, "db", "upgrade")
+    result = run_cli(env, tmp_path, "import", str(dump))
+    assert result.returncode == 2
+    assert "line 3" in result.stderr and "room" in result.stderr
+    assert export(env, tmp_path) == ""
+
+
+def test_new_messages_get_ids_above_imported_ones_and_imported_names_are_reserved(filled: Any, tmp_path: Path) -> None:
+    import asyncio
+
+    from quartchat.auth import CredentialsError, Passwords, authenticate
+    from quartchat.database import create_database
+    from quartchat.protocol import UserRef
+    from quartchat.settings import Settings
+    from quartchat.store import Store
+    from quartchat.writer import Draft, MessageWriter
+
+    _, messages = filled
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(Path(filled[0]["QUARTCHAT_DATABASE_URL"].removeprefix("sqlite+aiosqlite:///")).read_bytes())
+    env = quartchat_env(sqlite_url(copy))
+
+    async def check() -> None:
+        database = create_database(Settings(database_url=env["QUARTCHAT_DATABASE_URL"]))
+        store = Store(database)
+        try:
+            with pytest.raises(CredentialsError) as refused:
+                await authenticate(store, Passwords(), "张伟", "any password at all")
+            assert refused.value.status == 401 and "reserved" in refused.value.message
+
+            async def nothing(_: object) -> None:
+                pass
+
+            writer = MessageWriter(database, store, nothing)
+            writer.start()
+            outcome = await writer.submit(Draft("lobby", UserRef("u-1", "张伟"), "new"))
+            await writer.close()
+            assert outcome.message.id > max(m["id"] for m in messages)
+        finally:
+            await database.dispose()
+
+    asyncio.run(check())
+    result = run_cli(env, tmp_path, "user", "password", "张伟", stdin="a brand new password\n")
+    assert result.returncode == 0, result.stderr
+
+
+def test_export_progress_bar_only_on_a_terminal(filled: Any, tmp_path: Path) -> None:
+    env, _ = filled
+    quiet = run_cli(env, tmp_path, "export", "-o", str(tmp_path / "q.ndjson"))
+    assert "msg" not in quiet.stderr
+    main, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal has a size
+    process = subprocess.run(
+        [sys.executable, "-m", "quartchat", "export", "-o", str(tmp_path / "t.ndjson")],
+        env=env, cwd=tmp_path, stderr=secondary, stdout=subprocess.DEVNULL, timeout=60,
+    )
+    os.close(secondary)
+    shown = b""
+    try:
+        while chunk := os.read(main, 4096):
+            shown += chunk
+    except OSError:
+        pass
+    assert process.returncode == 0
+    assert b"12.0/12.0" in shown and b"msg/s" in shown, shown

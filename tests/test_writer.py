@@ -1,0 +1,119 @@
+"""The write path: group commit, ids in commit order, client_id idempotency, failures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert
+
+from quartchat import migrate
+from quartchat.database import Database, create_database
+from quartchat.models import User
+from quartchat.protocol import StoredMessage, UserRef
+from quartchat.settings import Settings
+from quartchat.store import Store
+from quartchat.writer import Draft, MessageWriter, Unavailable
+
+ALICE = UserRef("u-alice", "alice")
+
+
+async def add_user(database: Database, user: UserRef) -> None:
+    async with database.writer.begin() as connection:
+        await connection.execute(
+            insert(User).values(id=user.id, name=user.name, name_key=user.name, password_hash=None, created_ms=0)
+        )
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> AsyncIterator[Database]:
+    url = f"sqlite+aiosqlite:///{tmp_path}/w.db"
+    await asyncio.to_thread(migrate.upgrade, url)
+    db = create_database(Settings(database_url=url))
+    await add_user(db, ALICE)
+    yield db
+    await db.dispose()
+
+
+class Committed:
+    def __init__(self) -> None:
+        self.batches: list[list[StoredMessage]] = []
+
+    async def __call__(self, messages: Sequence[StoredMessage]) -> None:
+        self.batches.append(list(messages))
+
+
+async def test_concurrent_messages_share_commits_and_come_out_in_id_order(database: Database) -> None:
+    committed = Committed()
+    writer = MessageWriter(database, Store(database), committed)
+    writer.start()
+    outcomes = await asyncio.gather(*(writer.submit(Draft("r", ALICE, f"m{i}")) for i in range(200)))
+    await writer.close()
+    ids = [o.message.id for o in outcomes]
+    assert ids == sorted(ids) and len(set(ids)) == 200
+    assert [m.text for o in outcomes for m in [o.message]] == [f"m{i}" for i in range(200)]
+    assert writer.batches < 20, f"{writer.batches} commits for 200 queued messages: no grouping"
+    handed_off = [m.id for batch in committed.batches for m in batch]
+    assert handed_off == ids
+    page = await Store(database).newest("r", 200)
+    assert [m.id for m in page.messages] == ids
+
+
+async def test_an_idle_writer_commits_a_lone_message_at_once(database: Database) -> None:
+    writer = MessageWriter(database, Store(database), Committed())
+    writer.start()
+    outcome = await asyncio.wait_for(writer.submit(Draft("r", ALICE, "alone")), 2)
+    await writer.close()
+    assert outcome.fresh and writer.batches == 1
+
+
+async def test_a_client_id_is_stored_once_within_and_across_batches(database: Database) -> None:
+    committed = Committed()
+    writer = MessageWriter(database, Store(database), committed)
+    writer.start()
+    same_batch = await asyncio.gather(*(writer.submit(Draft("r", ALICE, "x", "k1")) for _ in range(3)))
+    later = await writer.submit(Draft("r", ALICE, "x", "k1"))
+    other_user = UserRef("u-bob", "bob")
+    await add_user(database, other_user)
+    theirs = await writer.submit(Draft("r", other_user, "x", "k1"))
+    await writer.close()
+    assert [o.fresh for o in same_batch] == [True, False, False] and not later.fresh
+    assert {o.message for o in [*same_batch, later]} == {same_batch[0].message}
+    assert theirs.fresh and theirs.message.id > same_batch[0].message.id
+    assert sum(len(b) for b in committed.batches) == 2, "only fresh messages are broadcast"
+
+
+async def test_a_failed_batch_answers_unavailable_to_its_senders_and_the_next_succeeds(database: Database) -> None:
+    committed = Committed()
+    writer = MessageWriter(database, Store(database), committed)
+    writer.start()
+    ghost = UserRef("u-ghost", "ghost")  # no such user: the foreign key refuses the batch
+    with pytest.raises(Unavailable):
+        await writer.submit(Draft("r", ghost, "lost"))
+    assert writer.failing
+    stored = await writer.submit(Draft("r", ALICE, "kept"))
+    await writer.close()
+    assert stored.fresh and not writer.failing
+    assert [m.text for b in committed.batches for m in b] == ["kept"]
+
+
+async def test_close_commits_everything_already_taken(database: Database) -> None:
+    writer = MessageWriter(database, Store(database), Committed())
+    writer.start()
+    futures = [writer.submit(Draft("r", ALICE, f"m{i}")) for i in range(50)]
+    await writer.close()
+    assert all(f.done() and f.result().fresh for f in futures)
+    with pytest.raises(Unavailable):
+        await writer.submit(Draft("r", ALICE, "after close"))
+
+
+async def test_rooms_keep_their_count_and_last_id(database: Database) -> None:
+    writer = MessageWriter(database, Store(database), Committed())
+    writer.start()
+    outcomes = await asyncio.gather(*(writer.submit(Draft(f"room-{i % 2}", ALICE, "m")) for i in range(7)))
+    await writer.close()
+    rooms = {r.name: r for r in await Store(database).rooms()}
+    assert (rooms["room-0"].messages, rooms["room-1"].messages) == (4, 3)
+    assert rooms["room-0"].last_id == max(o.message.id for o in outcomes if o.message.room == "room-0")
