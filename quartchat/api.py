@@ -10,7 +10,8 @@ from typing import Any, ParamSpec
 
 from quart import Blueprint, Response, jsonify, request
 
-from .auth import CredentialsError, authenticate, current_user, end_session, origin_allowed, start_session
+from .accounts import CredentialsError, authenticate
+from .auth import current_user, end_session, origin_allowed, start_session
 from .export import ExportError, ExportQuery, formatter, parse_time, render
 from .export import filename as export_filename
 from .rooms import valid_room

@@ -13,11 +13,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from . import migrate
-from .auth import CredentialsError, Passwords, check_password, clean_name, name_key
+from .accounts import CredentialsError, Passwords, check_password, clean_name, name_key
 from .database import create_database
 from .export import FORMATS, ExportError, ExportQuery, count, formatter, parse_time, render
-from .export import chunks as _chunks_with
 from .rooms import valid_room
 from .settings import Settings, SettingsError, check_database_url
 from .store import Store
@@ -83,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from . import migrate  # Alembic is loaded only by the commands that need it
     from .server import hypercorn_config, run
 
     if args.config is not None and not args.config.is_file():
@@ -105,6 +104,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _db(settings: Settings, args: argparse.Namespace) -> int:
+    from . import migrate  # Alembic is loaded only by the commands that need it
+
     if args.db_command == "upgrade":
         migrate.upgrade(settings.database_url, args.revision)
     elif args.db_command == "downgrade":
@@ -174,13 +175,9 @@ async def _write_export(settings: Settings, query: ExportQuery, format_name: str
             sys.stdout.buffer.flush()
             return
         total = await count(engine, query) if sys.stderr.isatty() else None
-        chosen = formatter(format_name, query.room)
         with output.open("w", encoding="utf-8", newline="") as target, _progress_bar(total, "msg") as bar:
-            target.write(chosen.head())
-            async for messages in _chunks_with(engine, query):
-                target.write(chosen.body(messages))
-                bar.update(len(messages))
-            target.write(chosen.tail())
+            async for piece in render(engine, query, formatter(format_name, query.room), bar.update):
+                target.write(piece)
     finally:
         await database.dispose()
 
@@ -201,6 +198,8 @@ async def _run_import(settings: Settings, path: str) -> tuple[int, int]:
 
 
 def _copy(settings: Settings, target_url: str) -> int:
+    from . import migrate  # Alembic is loaded only by the commands that need it
+
     try:
         target_url = check_database_url(target_url)
     except SettingsError as bad:

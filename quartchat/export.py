@@ -11,14 +11,15 @@ import csv
 import html
 import io
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .models import Message
+from .models import Message, User
 from .protocol import StoredMessage, dumps, format_ts, now_ms
 from .store import message_select, to_message
 
@@ -78,12 +79,52 @@ async def chunks(engine: AsyncEngine, query: ExportQuery) -> AsyncIterator[list[
             yield [to_message(row) for row in partition]
 
 
+def _sqlite_message_json() -> ColumnElement[Any]:
+    """The message object (SPEC §5) built by SQLite's json_object, key for key.
+
+    This is what makes ndjson and json exports fast: each line is made in C, and
+    Python only joins strings. The time is formatted from the integer milliseconds.
+    """
+    # SQLite keeps times as integer milliseconds, so %f renders ours exactly
+    # (tests/test_export.py compares it with protocol.format_ts).
+    ts = func.strftime("%Y-%m-%dT%H:%M:%fZ", Message.ts_ms / 1000.0, "unixepoch")
+    fields: list[Any] = [
+        "id", Message.id, "type", "chat", "room", Message.room,
+        "user", func.json_object("id", User.id, "name", User.name),
+        "data", Message.text, "ts", ts,
+    ]  # fmt: skip
+    return case(
+        (Message.client_id.is_(None), func.json_object(*fields)),
+        else_=func.json_object(*fields, "client_id", Message.client_id),
+    )
+
+
+async def json_chunks(engine: AsyncEngine, query: ExportQuery) -> AsyncIterator[list[str]]:
+    """The matching messages as JSON text, CHUNK at a time, in id order."""
+    if engine.dialect.name != "sqlite":
+        async for messages in chunks(engine, query):
+            yield [m.json for m in messages]
+        return
+    statement = (
+        select(_sqlite_message_json())
+        .select_from(Message)
+        .join(User, User.id == Message.user_id)
+        .where(*query.where())
+        .order_by(Message.id)
+    )
+    async with engine.connect() as connection:
+        result = await connection.stream(statement.execution_options(yield_per=CHUNK))
+        async for partition in result.scalars().partitions():
+            yield list(partition)
+
+
 # Formats --------------------------------------------------------------------
 
 
 class Format:
     extension = ""
     media_type = ""
+    wants_json = False  # body() takes message objects as JSON text, not StoredMessages
 
     def __init__(self, room: str | None) -> None:
         self.room = room
@@ -91,7 +132,7 @@ class Format:
     def head(self) -> str:
         return ""
 
-    def body(self, messages: list[StoredMessage]) -> str:
+    def body(self, messages: Sequence[Any]) -> str:
         raise NotImplementedError
 
     def tail(self) -> str:
@@ -100,13 +141,15 @@ class Format:
 
 class Ndjson(Format):
     extension, media_type = "ndjson", "application/x-ndjson"
+    wants_json = True
 
-    def body(self, messages: list[StoredMessage]) -> str:
-        return "".join(m.json + "\n" for m in messages)
+    def body(self, messages: Sequence[Any]) -> str:
+        return "\n".join(messages) + "\n" if messages else ""
 
 
 class Json(Format):
     extension, media_type = "json", "application/json"
+    wants_json = True
 
     def __init__(self, room: str | None) -> None:
         super().__init__(room)
@@ -115,10 +158,10 @@ class Json(Format):
     def head(self) -> str:
         return '{"exported_at":' + dumps(format_ts(now_ms())) + ',"room":' + dumps(self.room) + ',"messages":['
 
-    def body(self, messages: list[StoredMessage]) -> str:
+    def body(self, messages: Sequence[Any]) -> str:
         if not messages:
             return ""
-        text = ("" if self._first else ",") + ",".join(m.json for m in messages)
+        text = ("" if self._first else ",") + ",".join(messages)
         self._first = False
         return text
 
@@ -142,7 +185,7 @@ class Csv(Format):
         # The byte-order mark tells spreadsheets the file is UTF-8.
         return "\ufeff" + self._rows([self.HEADER])
 
-    def body(self, messages: list[StoredMessage]) -> str:
+    def body(self, messages: Sequence[StoredMessage]) -> str:
         return self._rows(
             (m.id, m.room, format_ts(m.ts_ms), defuse(m.user.id), defuse(m.user.name), defuse(m.text)) for m in messages
         )
@@ -163,7 +206,7 @@ class Txt(Format):
     extension, media_type = "txt", "text/plain; charset=utf-8"
     INDENT = "    "
 
-    def body(self, messages: list[StoredMessage]) -> str:
+    def body(self, messages: Sequence[StoredMessage]) -> str:
         lines = []
         for m in messages:
             first, *rest = m.text.split("\n")
@@ -192,7 +235,7 @@ class Html(Format):
             f"<body><h1>{title}</h1><p>Exported {html.escape(format_ts(now_ms()))}</p><ol>\n"
         )
 
-    def body(self, messages: list[StoredMessage]) -> str:
+    def body(self, messages: Sequence[StoredMessage]) -> str:
         return "".join(
             f'<li id="m{m.id}"><time datetime="{format_ts(m.ts_ms)}">{txt_stamp(m.ts_ms)}</time>'
             f'<span class="room">#{html.escape(m.room)}</span><b>{html.escape(m.user.name)}</b>'
@@ -218,9 +261,14 @@ def filename(room: str | None, extension: str) -> str:
     return f"quartchat-{room or 'all'}-{datetime.now(UTC):%Y%m%d}.{extension}"
 
 
-async def render(engine: AsyncEngine, query: ExportQuery, output: Format) -> AsyncIterator[str]:
-    """The whole export, as a stream of text pieces."""
+async def render(
+    engine: AsyncEngine, query: ExportQuery, output: Format, progress: Callable[[int], object] | None = None
+) -> AsyncIterator[str]:
+    """The whole export, as a stream of text pieces; `progress` hears each chunk's size."""
     yield output.head()
-    async for messages in chunks(engine, query):
+    source: AsyncIterator[Sequence[Any]] = json_chunks(engine, query) if output.wants_json else chunks(engine, query)
+    async for messages in source:
         yield output.body(messages)
+        if progress is not None:
+            progress(len(messages))
     yield output.tail()

@@ -7,9 +7,8 @@ from urllib.parse import urlencode
 from quart import Blueprint, abort, redirect, render_template, request
 from werkzeug.wrappers.response import Response
 
+from .accounts import CredentialsError, authenticate
 from .auth import (
-    CredentialsError,
-    authenticate,
     csrf_ok,
     csrf_token,
     current_user,

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from quart import current_app
 
-from .auth import Passwords
+from .accounts import Passwords
 from .broker import create_broker
 from .database import create_database
 from .hub import Hub

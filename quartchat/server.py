@@ -13,7 +13,7 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 from quart import Quart
 
-from . import create_app
+from .app import create_app
 from .resources import resource
 from .runtime import Runtime
 from .settings import Settings

@@ -13,7 +13,7 @@ from sqlalchemy import Table, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from .auth import CredentialsError, clean_name, name_key
+from .accounts import CredentialsError, clean_name, name_key
 from .export import ExportError, parse_time
 from .models import Base, Message, Room, User
 from .rooms import valid_room

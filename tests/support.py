@@ -63,7 +63,12 @@ def quartchat_env(database_url: str, **settings: str | None) -> dict[str, str]:
 def run_cli(env: dict[str, str], cwd: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "quartchat", *args],
-        env=env, cwd=cwd, input=stdin, capture_output=True, text=True, timeout=300,
+        env=env,
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -85,8 +90,12 @@ class Server:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "quartchat", "serve", "--bind", f"127.0.0.1:{self.port}", *self.extra_args],
-                cwd=self.workdir, env=self.env, stdout=log, stderr=log,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                cwd=self.workdir,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -218,8 +227,14 @@ class Chat:
         return User(body["id"], body["name"], client)
 
     async def connect(
-        self, user: User | None, room: str | None = None, *, query: str = "", origin: str | None = "same",
-        cookie: str | None = None, **options: Any,
+        self,
+        user: User | None,
+        room: str | None = None,
+        *,
+        query: str = "",
+        origin: str | None = "same",
+        cookie: str | None = None,
+        **options: Any,
     ) -> Conn:
         cookie = cookie if cookie is not None else (user.cookie if user else None)
         path = "/ws/chat" if room is None else f"/ws/chat/{room}"
@@ -227,7 +242,10 @@ class Chat:
             self.server.ws_url + path + (f"?{query}" if query else ""),
             origin=self.server.base_url if origin == "same" else origin,  # type: ignore[arg-type]
             additional_headers={"Cookie": cookie} if cookie else None,
-            open_timeout=10, close_timeout=2, proxy=None, **options,
+            open_timeout=10,
+            close_timeout=2,
+            proxy=None,
+            **options,
         )
         self._sockets.append(ws)
         return Conn(ws)

@@ -6,7 +6,8 @@ import unicodedata
 
 import pytest
 
-from quartchat.auth import CredentialsError, Passwords, check_password, clean_name, name_key, safe_next
+from quartchat.accounts import CredentialsError, Passwords, check_password, clean_name, name_key
+from quartchat.auth import safe_next
 
 
 @pytest.mark.parametrize("name", ["张伟", "Mary Ann", "a.b_c-d", "Zoë", "x" * 32, "हिन्दी"])

@@ -9,8 +9,8 @@ import io
 import json
 import os
 import pty
-import subprocess
 import struct
+import subprocess
 import sys
 import termios
 from pathlib import Path
@@ -20,13 +20,30 @@ import pytest
 
 from .support import quartchat_env, run_cli, sqlite_url
 
-TEXTS = ["hello", "=1+2", "+cmd", "-2", "@SUM(A1)", "\tTAB", "<script>alert(1)</script>", "line one\nline two",
-         'comma, "quoted"', "你好 🎉", "emoji 👩‍👩‍👧 mixed"]
+TEXTS = [
+    "hello",
+    "=1+2",
+    "+cmd",
+    "-2",
+    "@SUM(A1)",
+    "\tTAB",
+    "<script>alert(1)</script>",
+    "line one\nline two",
+    'comma, "quoted"',
+    "你好 🎉",
+    "emoji 👩‍👩‍👧 mixed",
+]
 
 
 def message(i: int, text: str, room: str = "lobby", user: tuple[str, str] = ("u-1", "张伟")) -> dict[str, Any]:
-    return {"id": i, "type": "chat", "room": room, "user": {"id": user[0], "name": user[1]}, "data": text,
-            "ts": f"2026-11-24T10:00:{i:02d}.{i:03d}Z"}
+    return {
+        "id": i,
+        "type": "chat",
+        "room": room,
+        "user": {"id": user[0], "name": user[1]},
+        "data": text,
+        "ts": f"2026-11-24T10:00:{i:02d}.{i:03d}Z",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +181,7 @@ def test_a_bad_line_3_of_10_names_line_3_and_imports_nothing(tmp_path: Path) -> 
 def test_new_messages_get_ids_above_imported_ones_and_imported_names_are_reserved(filled: Any, tmp_path: Path) -> None:
     import asyncio
 
-    from quartchat.auth import CredentialsError, Passwords, authenticate
+    from quartchat.accounts import CredentialsError, Passwords, authenticate
     from quartchat.database import create_database
     from quartchat.protocol import UserRef
     from quartchat.settings import Settings
@@ -208,7 +225,11 @@ def test_export_progress_bar_only_on_a_terminal(filled: Any, tmp_path: Path) -> 
     fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal has a size
     process = subprocess.run(
         [sys.executable, "-m", "quartchat", "export", "-o", str(tmp_path / "t.ndjson")],
-        env=env, cwd=tmp_path, stderr=secondary, stdout=subprocess.DEVNULL, timeout=60,
+        env=env,
+        cwd=tmp_path,
+        stderr=secondary,
+        stdout=subprocess.DEVNULL,
+        timeout=60,
     )
     os.close(secondary)
     shown = b""
@@ -219,3 +240,16 @@ def test_export_progress_bar_only_on_a_terminal(filled: Any, tmp_path: Path) -> 
         pass
     assert process.returncode == 0
     assert b"12.0/12.0" in shown and b"msg/s" in shown, shown
+
+
+def test_sqlite_renders_times_exactly_as_the_protocol_does(tmp_path: Path) -> None:
+    import random
+    import sqlite3
+
+    from quartchat.protocol import format_ts
+
+    connection = sqlite3.connect(tmp_path / "t.db")
+    samples = [0, 999, 1_795_534_266_007, 4_102_444_799_999, *random.sample(range(4_102_444_800_000), 5000)]
+    for ts_ms in samples:
+        rendered = connection.execute("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', ? / 1000.0, 'unixepoch')", (ts_ms,))
+        assert rendered.fetchone()[0] == format_ts(ts_ms)

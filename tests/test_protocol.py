@@ -22,8 +22,13 @@ from quartchat.protocol import (
 def test_message_object_shape_and_client_id_only_when_given() -> None:
     message = StoredMessage(42, "lobby", UserRef("u1", "alice"), "hello", 1_795_000_266_123, "c-17")
     assert json.loads(message.json) == {
-        "id": 42, "type": "chat", "room": "lobby", "user": {"id": "u1", "name": "alice"},
-        "data": "hello", "ts": format_ts(1_795_000_266_123), "client_id": "c-17",
+        "id": 42,
+        "type": "chat",
+        "room": "lobby",
+        "user": {"id": "u1", "name": "alice"},
+        "data": "hello",
+        "ts": format_ts(1_795_000_266_123),
+        "client_id": "c-17",
     }
     plain = StoredMessage(43, "lobby", UserRef("u1", "alice"), "hi", 0)
     assert "client_id" not in json.loads(plain.json)

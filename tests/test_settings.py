@@ -24,13 +24,15 @@ def test_defaults_are_the_specs() -> None:
 
 
 def test_values_are_read_and_cast() -> None:
-    settings = Settings.from_env({
-        "QUARTCHAT_HISTORY_LIMIT": "10",
-        "QUARTCHAT_RATE_LIMIT": "5/2.5",
-        "QUARTCHAT_ALLOWED_ORIGINS": "https://a.example, http://B.example:8080/",
-        "QUARTCHAT_TRUSTED_PROXY_HOPS": "1",
-        "QUARTCHAT_BROKER_URL": "redis://127.0.0.1:6379/0",
-    })
+    settings = Settings.from_env(
+        {
+            "QUARTCHAT_HISTORY_LIMIT": "10",
+            "QUARTCHAT_RATE_LIMIT": "5/2.5",
+            "QUARTCHAT_ALLOWED_ORIGINS": "https://a.example, http://B.example:8080/",
+            "QUARTCHAT_TRUSTED_PROXY_HOPS": "1",
+            "QUARTCHAT_BROKER_URL": "redis://127.0.0.1:6379/0",
+        }
+    )
     assert settings.history_limit == 10
     assert settings.rate_limit == RateLimit(5, 2.5)
     assert settings.allowed_origins == ("https://a.example", "http://b.example:8080")
@@ -90,6 +92,9 @@ def test_workers_above_one_with_the_memory_broker_are_refused(tmp_path: Path) ->
     result = subprocess.run(
         [sys.executable, "-m", "quartchat", "serve", "--workers", "2"],
         env={k: v for k, v in os.environ.items() if not k.startswith("QUARTCHAT_")},
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2 and "QUARTCHAT_BROKER_URL=redis://" in result.stderr

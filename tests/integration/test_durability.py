@@ -118,12 +118,18 @@ async def test_stalled_reader_never_delays_the_others_and_is_closed_1013(start_s
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(("127.0.0.1", server.port))
         stalled_ws = await connect(
-            f"{server.ws_url}/ws/chat/{room}", sock=sock, origin=server.base_url,  # type: ignore[arg-type]
-            additional_headers={"Cookie": stalled_user.cookie}, max_queue=1, compression=None,
-            close_timeout=2, proxy=None,
+            f"{server.ws_url}/ws/chat/{room}",
+            sock=sock,
+            origin=server.base_url,  # type: ignore[arg-type]
+            additional_headers={"Cookie": stalled_user.cookie},
+            max_queue=1,
+            compression=None,
+            close_timeout=2,
+            proxy=None,
         )
         stalled = Conn(stalled_ws)  # it never reads until the end
         count, text = 600, "z" * 15_000
+
         async def send_all() -> None:
             for i in range(count):
                 await sender.send_json({"type": "chat", "data": f"{i} {text}"})

@@ -205,8 +205,18 @@ async def test_joining_during_a_burst_sees_every_message_exactly_once(chat: Chat
         ('{"type": "chat", "data": "' + "y" * 4001 + '"}', "too_long"),
     ],
     ids=[
-        "not-json", "array", "unknown-type", "data-int", "empty-client-id", "client-id-65",
-        "nul", "long", "deep-nesting", "huge-number", "blank", "too-long",
+        "not-json",
+        "array",
+        "unknown-type",
+        "data-int",
+        "empty-client-id",
+        "client-id-65",
+        "nul",
+        "long",
+        "deep-nesting",
+        "huge-number",
+        "blank",
+        "too-long",
     ],
 )
 async def test_every_error_code_goes_to_the_sender_alone_and_the_connection_stays_usable(

@@ -1,0 +1,102 @@
+"""Accounts: names, passwords and signing in (SPEC §4). No web framework here: the
+command line uses it too."""
+
+from __future__ import annotations
+
+import asyncio
+import unicodedata
+import uuid
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy.exc import IntegrityError
+
+from .protocol import UserRef
+from .store import Store
+
+NAME_MAX_CHARS = 32
+PASSWORD_MIN_CHARS, PASSWORD_MAX_CHARS = 8, 128
+_NAME_PUNCTUATION = frozenset("_-. ")
+
+
+class CredentialsError(Exception):
+    """Sign-in refused; `status` is 422 (invalid input) or 401 (wrong password)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def clean_name(raw: object) -> str:
+    """The name as stored: trimmed, NFC; CredentialsError(422) if it is not allowed."""
+    if not isinstance(raw, str):
+        raise CredentialsError(422, "the name must be a string")
+    name = unicodedata.normalize("NFC", raw.strip(" "))
+    if not 1 <= len(name) <= NAME_MAX_CHARS:
+        raise CredentialsError(422, f"a name has 1 to {NAME_MAX_CHARS} characters")
+    for index, char in enumerate(name):
+        category = unicodedata.category(char)
+        allowed = (
+            category[0] == "L" or category == "Nd" or (category[0] == "M" and index > 0) or char in _NAME_PUNCTUATION
+        )
+        if not allowed:
+            raise CredentialsError(422, "a name may hold letters, digits, spaces, '_', '-' and '.' only")
+    return name
+
+
+def name_key(name: str) -> str:
+    """What makes two names the same: NFC, then case-folded (then NFC again)."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
+
+
+def check_password(raw: object) -> str:
+    if not isinstance(raw, str):
+        raise CredentialsError(422, "the password must be a string")
+    if not PASSWORD_MIN_CHARS <= len(raw) <= PASSWORD_MAX_CHARS:
+        raise CredentialsError(422, f"a password has {PASSWORD_MIN_CHARS} to {PASSWORD_MAX_CHARS} characters")
+    return raw
+
+
+class Passwords:
+    """argon2id hashes, computed in threads, at most `parallel` at once (64 MiB each)."""
+
+    def __init__(self, parallel: int = 2) -> None:
+        self._hasher = PasswordHasher()
+        self._slots = asyncio.Semaphore(parallel)
+
+    async def hash(self, password: str) -> str:
+        async with self._slots:
+            return await asyncio.to_thread(self._hasher.hash, password)
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        async with self._slots:
+            try:
+                return await asyncio.to_thread(self._hasher.verify, password_hash, password)
+            except (VerificationError, InvalidHashError):
+                return False
+
+    def hash_sync(self, password: str) -> str:
+        return self._hasher.hash(password)
+
+
+async def authenticate(store: Store, passwords: Passwords, raw_name: object, raw_password: object) -> UserRef:
+    """The user with this name and password; the first sign-in with a free name creates it."""
+    name = clean_name(raw_name)
+    password = check_password(raw_password)
+    key = name_key(name)
+    account = await store.account_by_name_key(key)
+    if account is None:
+        user_id = str(uuid.uuid4())
+        try:
+            await store.create_account(user_id, name, key, await passwords.hash(password))
+            return UserRef(user_id, name)
+        except IntegrityError:  # someone took the name meanwhile
+            account = await store.account_by_name_key(key)
+            if account is None:
+                raise
+    if account.password_hash is None:
+        raise CredentialsError(401, "this name is reserved: an operator must set its password")
+    if not await passwords.verify(account.password_hash, password):
+        raise CredentialsError(401, "wrong name or password")
+    return UserRef(account.id, account.name)

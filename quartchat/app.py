@@ -1,0 +1,70 @@
+"""The app factory: settings, sessions, the runtime, blueprints, error pages, headers."""
+
+from __future__ import annotations
+
+import logging
+
+from quart import Quart, Response, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from .auth import configure_sessions
+from .resources import resource
+from .runtime import Runtime
+from .settings import Settings
+
+MAX_REQUEST_BYTES = 64 * 1024
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+
+
+def create_app(settings: Settings | None = None) -> Quart:
+    """The Quart app; `settings` default to the environment (SPEC §2)."""
+    settings = settings or Settings.from_env()
+    app = Quart(
+        __name__,
+        template_folder=str(resource("templates")),
+        static_folder=str(resource("static")),
+    )
+    configure_sessions(app, settings.resolved_secret_key())
+    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    app.config["SEND_FILE_MAX_AGE_DEFAULT"] = 3600
+
+    chat = Runtime(settings)
+    app.extensions["quartchat"] = chat
+    app.before_serving(chat.start)
+    app.after_serving(chat.stop)
+
+    from . import api, pages, ws
+
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(ws.bp)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response | tuple[str, int]:
+        status = exc.code or 500
+        if request.path.startswith("/api/") or request.path == "/healthz":
+            return api.error(status, exc.description or exc.name)
+        return await render_template("error.html", status=status, title=exc.name), status
+
+    @app.after_request
+    async def security_headers(response: Response) -> Response:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    if settings.trusted_proxy_hops:
+        from .proxy import TrustedProxies
+
+        app.asgi_app = TrustedProxies(app.asgi_app, settings.trusted_proxy_hops)  # type: ignore[method-assign]
+    logging.getLogger("quartchat").setLevel(logging.INFO)
+    return app

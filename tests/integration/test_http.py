@@ -1,0 +1,86 @@
+"""SPEC §5 and §8 over real HTTP: pages, headers, export downloads."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ..conftest import StartServer
+from ..support import Chat, run_cli, unique
+
+
+async def test_security_headers_on_every_page(chat: Chat) -> None:
+    user = await chat.user()
+    for path in ("/", "/r/lobby", "/signin", "/api/rooms"):
+        response = await user.http.get(path)
+        csp = response.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["referrer-policy"]
+
+
+async def test_an_unknown_api_path_answers_json_and_a_bad_page_room_404s(chat: Chat) -> None:
+    user = await chat.user()
+    missing = await user.http.get("/api/nothing-here")
+    assert missing.status_code == 404 and "error" in missing.json()
+    assert (await user.http.get("/r/Not_A_Room")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "fmt, media",
+    [
+        ("ndjson", "application/x-ndjson"),
+        ("json", "application/json"),
+        ("csv", "text/csv"),
+        ("txt", "text/plain"),
+        ("html", "text/html"),
+    ],
+)
+async def test_export_downloads_are_attachments_named_by_room_and_day(chat: Chat, fmt: str, media: str) -> None:
+    room = unique("dl-")
+    user = await chat.user()
+    await (await chat.open(user, room)).say("exported")
+    response = await user.http.get(f"/api/rooms/{room}/export", params={"format": fmt})
+    assert response.status_code == 200 and response.headers["content-type"].startswith(media)
+    today = datetime.now(UTC).strftime("%Y%m%d")
+    assert response.headers["content-disposition"] == f'attachment; filename="quartchat-{room}-{today}.{fmt}"'
+    everything = await user.http.get("/api/export", params={"format": fmt})
+    assert f'filename="quartchat-all-{today}.{fmt}"' in everything.headers["content-disposition"]
+
+
+async def test_an_export_stopped_halfway_does_not_hurt_the_server(start_server: StartServer, tmp_path: Path) -> None:
+    server = start_server()
+    dump = tmp_path / "big.ndjson"
+    with dump.open("w") as out:
+        for i in range(1, 30_001):
+            message = {
+                "id": i,
+                "type": "chat",
+                "room": "big",
+                "user": {"id": "u-big", "name": "big"},
+                "data": f"message {i} " + "x" * 100,
+                "ts": "2026-11-24T10:00:00.000Z",
+            }
+            out.write(json.dumps(message) + "\n")
+    assert run_cli(server.env, tmp_path, "import", str(dump)).returncode == 0  # while the server runs
+    chat = Chat(server)
+    try:
+        user = await chat.user()
+        for _ in range(3):
+            async with user.http.stream("GET", "/api/rooms/big/export", params={"format": "csv"}) as response:
+                async for _chunk in response.aiter_bytes():
+                    break  # the reader goes away after the first piece
+        async with httpx.AsyncClient(base_url=server.base_url, trust_env=False) as client:
+            assert (await client.get("/healthz")).status_code == 200
+        whole = await user.http.get("/api/rooms/big/export", params={"format": "ndjson"})
+        lines = whole.text.splitlines()
+        assert len(lines) == 30_000 and json.loads(lines[-1])["id"] == 30_000
+        assert (await (await chat.open(user, "big")).say("still chatting"))["id"] == 30_001
+        assert not re.search(r"Traceback", server.log()), server.log()
+    finally:
+        await chat.aclose()
