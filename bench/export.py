@@ -45,9 +45,14 @@ def generate(path: Path, count: int) -> None:
             ts_ms = base_ms + i * 37
             seconds, millis = divmod(ts_ms, 1000)
             ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
-            message = {"id": i, "type": "chat", "room": rooms[i % len(rooms)], "user": {"id": user_id, "name": name},
-                       "data": f"message number {i}: the quick brown fox jumps over the lazy dog 你好",
-                       "ts": ts}
+            message = {
+                "id": i,
+                "type": "chat",
+                "room": rooms[i % len(rooms)],
+                "user": {"id": user_id, "name": name},
+                "data": f"message number {i}: the quick brown fox jumps over the lazy dog 你好",
+                "ts": ts,
+            }
             out.write(json.dumps(message, ensure_ascii=False, separators=(",", ":")) + "\n")
 
 
@@ -86,15 +91,18 @@ def main() -> None:
     print(f"{'':>14} {f'— {args.small:,} —':>26} {f'— {args.messages:,} —':>26}")
     for name in [*FORMATS, "sqlite3_json"]:
         a, b = small[name], large[name]
-        print(f"{name:>14} {a['per_s']:>12,.0f} {a['peak_rss_mib']:>13.1f} {b['per_s']:>12,.0f} {b['peak_rss_mib']:>13.1f}")
+        cells = f"{a['per_s']:>12,.0f} {a['peak_rss_mib']:>13.1f} {b['per_s']:>12,.0f} {b['peak_rss_mib']:>13.1f}"
+        print(f"{name:>14} {cells}")
     print(f"{'import':>14} {small['import_per_s']:>12,.0f} {'':>13} {large['import_per_s']:>12,.0f}")
     ratio = large["ndjson"]["per_s"] / large["sqlite3_json"]["per_s"]
     growth = large["ndjson"]["peak_rss_mib"] / small["ndjson"]["peak_rss_mib"]
     print()
     print(f"ndjson export / sqlite3 -json: {ratio:.2f}x (target >= 0.5x) {'MET' if ratio >= 0.5 else 'MISSED'}")
     worst = max(large[f]["peak_rss_mib"] / small[f]["peak_rss_mib"] for f in FORMATS)
-    print(f"peak RSS {args.messages:,} / {args.small:,}: ndjson {growth:.3f}, worst format {worst:.3f} "
-          f"(target <= 1.10) {'MET' if worst <= 1.10 else 'MISSED'}")
+    print(
+        f"peak RSS {args.messages:,} / {args.small:,}: ndjson {growth:.3f}, worst format {worst:.3f} "
+        f"(target <= 1.10) {'MET' if worst <= 1.10 else 'MISSED'}"
+    )
     rate = large["import_per_s"]
     print(f"import into SQLite: {rate:,.0f} msgs/s (target >= 50,000) {'MET' if rate >= 50_000 else 'MISSED'}")
     if args.json:
