@@ -6,6 +6,7 @@ const root = document.querySelector("#app");
 const view = new ChatView(root);
 const { room, userName, wsPath, apiPath } = root.dataset;
 let online = [];
+let loaded = false; // the first history has been shown
 let oldestId = null;
 let hasOlder = false;
 let loadingOlder = false;
@@ -16,12 +17,15 @@ function byName(a, b) {
 
 const socket = new ChatSocket(wsPath, {
   history(frame) {
-    if (frame.reset || oldestId === null) {
+    if (frame.reset || !loaded) {
+      // First load, or more was missed than a resume returns: start from these.
+      loaded = true;
       view.reset(frame.messages);
       oldestId = frame.messages.length ? frame.messages[0].id : null;
       hasOlder = frame.has_more;
+      if (hasOlder && list.scrollHeight <= list.clientHeight) loadOlder();
     } else {
-      view.addMessages(frame.messages);
+      view.addMessages(frame.messages); // a resume: exactly what was missed
     }
   },
   list(users) {
@@ -35,6 +39,7 @@ const socket = new ChatSocket(wsPath, {
     view.notice(`${frame.user.name} ${frame.type === "join" ? "joined" : "left"}`);
   },
   message(message) {
+    if (oldestId === null) oldestId = message.id;
     view.addMessage(message);
   },
   error(frame) {
@@ -72,8 +77,11 @@ root.querySelector("#room-form").addEventListener("submit", (event) => {
 });
 
 const list = root.querySelector("#messages");
-list.addEventListener("scroll", async () => {
-  if (list.scrollTop > 50 || !hasOlder || loadingOlder || oldestId === null) return;
+
+// Scrollback: older pages load when the reader reaches the top, or at once while the
+// list is too short to scroll at all.
+async function loadOlder() {
+  if (!hasOlder || loadingOlder || oldestId === null) return;
   loadingOlder = true;
   try {
     const response = await fetch(`${apiPath}?before=${oldestId}&limit=50`, { credentials: "same-origin" });
@@ -86,6 +94,11 @@ list.addEventListener("scroll", async () => {
   } finally {
     loadingOlder = false;
   }
+  if (hasOlder && list.scrollHeight <= list.clientHeight) loadOlder();
+}
+
+list.addEventListener("scroll", () => {
+  if (list.scrollTop <= 50) loadOlder();
 });
 
 window.addEventListener("online", () => view.setStatus("reconnecting"));

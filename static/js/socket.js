@@ -5,6 +5,7 @@ const BACKOFF_START_MS = 500;
 const BACKOFF_MAX_MS = 15000;
 const PING_EVERY_MS = 25000;
 const STOP_CODES = new Set([4001, 4004]);
+const RETRY_UNAVAILABLE_MS = 3000;
 
 export class ChatSocket {
   constructor(wsPath, handlers) {
@@ -60,7 +61,13 @@ export class ChatSocket {
         break;
       case "error":
         this.handlers.error(frame);
-        if (frame.client_id && frame.code !== "unavailable") this.pending.delete(frame.client_id);
+        if (frame.client_id && frame.code === "unavailable" && this.pending.has(frame.client_id)) {
+          // Not stored: try again a little later with the same client_id (stored once).
+          const clientId = frame.client_id;
+          setTimeout(() => this.resendOne(clientId), RETRY_UNAVAILABLE_MS);
+        } else if (frame.client_id) {
+          this.pending.delete(frame.client_id);
+        }
         break;
       default:
         break; // pong, and types a newer server may add
@@ -83,6 +90,11 @@ export class ChatSocket {
     this.pending.set(clientId, text);
     this.sendFrame({ type: "chat", data: text, client_id: clientId });
     return clientId;
+  }
+
+  resendOne(clientId) {
+    const text = this.pending.get(clientId);
+    if (text !== undefined) this.sendFrame({ type: "chat", data: text, client_id: clientId });
   }
 
   resend() {

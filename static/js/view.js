@@ -25,6 +25,7 @@ export class ChatView {
     this.list.replaceChildren();
     this.byId.clear();
     this.addMessages(messages);
+    this.list.append(...this.byClientId.values()); // unconfirmed sends stay shown
     this.list.scrollTop = this.list.scrollHeight;
   }
 
@@ -35,16 +36,26 @@ export class ChatView {
   }
 
   addMessage(message) {
-    if (this.byId.has(message.id)) return;
     const pending = message.client_id && this.byClientId.get(message.client_id);
-    const item = this.render(message);
     if (pending) {
-      pending.replaceWith(item);
+      pending.remove();
       this.byClientId.delete(message.client_id);
-    } else {
-      this.keepBottom(() => this.list.append(item));
     }
+    if (this.byId.has(message.id)) return;
+    const item = this.render(message);
+    this.keepBottom(() => this.place(item, message.id));
     this.byId.set(message.id, item);
+  }
+
+  // In id order, above unconfirmed sends (they wait at the bottom). Usually an append.
+  place(item, id) {
+    let before = null;
+    for (let node = this.list.lastElementChild; node; node = node.previousElementSibling) {
+      const later = node.classList.contains("pending") || (node.dataset.id && Number(node.dataset.id) > id);
+      if (!later) break;
+      before = node;
+    }
+    this.list.insertBefore(item, before);
   }
 
   prepend(messages) {
