@@ -11,8 +11,10 @@ from .auth import configure_sessions
 from .resources import resource
 from .runtime import Runtime
 from .settings import Settings
+from .static import register_static
 
 MAX_REQUEST_BYTES = 64 * 1024
+access_log = logging.getLogger("quartchat.access")
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -29,14 +31,10 @@ SECURITY_HEADERS = {
 def create_app(settings: Settings | None = None) -> Quart:
     """The Quart app; `settings` default to the environment (SPEC §2)."""
     settings = settings or Settings.from_env()
-    app = Quart(
-        __name__,
-        template_folder=str(resource("templates")),
-        static_folder=str(resource("static")),
-    )
+    app = Quart(__name__, template_folder=str(resource("templates")), static_folder=None)
+    register_static(app, resource("static"))
     configure_sessions(app, settings.resolved_secret_key())
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
-    app.config["SEND_FILE_MAX_AGE_DEFAULT"] = 3600
 
     chat = Runtime(settings)
     app.extensions["quartchat"] = chat
@@ -57,9 +55,17 @@ def create_app(settings: Settings | None = None) -> Quart:
         return await render_template("error.html", status=status, title=exc.name), status
 
     @app.after_request
-    async def security_headers(response: Response) -> Response:
+    async def security_headers_and_log(response: Response) -> Response:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        # The client's address as the trusted proxies report it; never a cookie.
+        access_log.info(
+            "request address=%s method=%s path=%s status=%d",
+            request.remote_addr,
+            request.method,
+            request.path,
+            response.status_code,
+        )
         return response
 
     if settings.trusted_proxy_hops:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
-from quart import Blueprint, abort, redirect, render_template, request
+from quart import Blueprint, abort, redirect, render_template, request, url_for
 from werkzeug.wrappers.response import Response
 
 from .accounts import CredentialsError, authenticate
@@ -37,7 +37,9 @@ async def _chat_page(room: str) -> Response | str:
         room=room,
         user=user,
         csrf_token=csrf_token(),
-        history_limit=runtime().settings.history_limit,
+        # Quart renders WebSocket routes as absolute ws:// URLs; the page needs only the
+        # path (with any prefix) and picks ws:// or wss:// from its own address.
+        ws_path=urlsplit(url_for("ws.chat_socket", room=room)).path,
     )
 
 

@@ -8,6 +8,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -195,10 +196,12 @@ class Conn:
 
 
 class Chat:
-    """Users, HTTP clients and sockets against one server; all closed at the end."""
+    """Users, HTTP clients and sockets against one server (or a proxy in front of it,
+    anything with `base_url` and `ws_url`); all closed at the end."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Any, ssl_context: ssl.SSLContext | None = None) -> None:
         self.server = server
+        self.ssl_context = ssl_context
         self._clients: list[httpx.AsyncClient] = []
         self._sockets: list[ClientConnection] = []
 
@@ -209,7 +212,9 @@ class Chat:
             await client.aclose()
 
     def http(self) -> httpx.AsyncClient:
-        client = httpx.AsyncClient(base_url=self.server.base_url, timeout=30, trust_env=False)
+        client = httpx.AsyncClient(
+            base_url=self.server.base_url, timeout=30, trust_env=False, verify=self.ssl_context or True
+        )
         self._clients.append(client)
         return client
 
@@ -245,6 +250,7 @@ class Chat:
             open_timeout=10,
             close_timeout=2,
             proxy=None,
+            **({"ssl": self.ssl_context} if self.ssl_context else {}),
             **options,
         )
         self._sockets.append(ws)
@@ -275,3 +281,15 @@ class Chat:
             if not page["has_more"]:
                 return found
             after = found[-1]["id"]
+
+
+CHROMIUM = os.environ.get("QUARTCHAT_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+]

@@ -21,8 +21,10 @@ export class ChatSocket {
   }
 
   url() {
+    // The page's own host and scheme: wss:// under https://, never a hard-coded host.
     const url = new URL(this.wsPath, window.location.href);
-    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    url.protocol = window.location.protocol === "https:" ? "wss:" : "ws:";
+    url.host = window.location.host;
     url.searchParams.set("batch", "1");
     if (this.lastId !== null) url.searchParams.set("after", String(this.lastId));
     return url.toString();

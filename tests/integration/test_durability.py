@@ -220,3 +220,32 @@ async def test_locked_database_answers_unavailable_broadcasts_nothing_and_recove
             assert (await client.get("/healthz")).status_code == 200
     finally:
         await chat.aclose()
+
+
+async def test_db_backup_copies_a_live_database_consistently(start_server: StartServer, tmp_path: Path) -> None:
+    from ..support import run_cli
+
+    server = start_server(rate_limit="100000/1")
+    chat = Chat(server)
+    try:
+        room = unique("backup-")
+        user = await chat.user()
+        conn = await chat.open(user, room)
+
+        async def send_while_backing_up() -> None:
+            for i in range(300):
+                await conn.send_json({"type": "chat", "data": f"m{i}"})
+                await asyncio.sleep(0.002)
+
+        sending = asyncio.create_task(send_while_backing_up())
+        result = await asyncio.to_thread(run_cli, server.env, tmp_path, "db", "backup", str(tmp_path / "copy.db"))
+        await sending
+        assert result.returncode == 0, result.stderr
+        assert "integrity check ok" in result.stderr
+        copy = sqlite3.connect(tmp_path / "copy.db")
+        copied = [row[0] for row in copy.execute("SELECT id FROM messages ORDER BY id")]
+        assert copied == list(range(1, len(copied) + 1)), "a consistent prefix of the history"
+        again = await asyncio.to_thread(run_cli, server.env, tmp_path, "db", "backup", str(tmp_path / "copy.db"))
+        assert again.returncode == 2 and "exists" in again.stderr
+    finally:
+        await chat.aclose()
