@@ -131,7 +131,7 @@ async def messages(room: str) -> Response:
 @signed_in
 async def users(room: str) -> Response:
     room = room_or_error(room)
-    return jsonify(users=[u.to_dict() for u in runtime().hub.online(room)])
+    return jsonify(users=[u.to_dict() for u in await runtime().hub.online(room)])
 
 
 @bp.get("/healthz")

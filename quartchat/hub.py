@@ -4,6 +4,12 @@ Each connection has a bounded send queue drained by its own sender task, so a sl
 reader only ever fills its own queue; when that is full it is closed with 1013 and
 resumes later with `after`. Broadcasts are serialised once (StoredMessage.json) and
 the same string is queued for every connection.
+
+Order: every committed message names its predecessor in the room (`prev_id`). A room
+delivers a message only after its predecessor; one that arrives early (another
+process published it first) waits, and if the gap does not close soon — or the broker
+was cut off — the room is repaired from the database, which holds every committed
+message. So each connection sees its room's messages in id order, none missing.
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from .broker import Broker, Committed, Event, Presence
+from .broker import Broker, Committed, Event, Presence, Resync
+from .presence import PresenceRegistry
 from .protocol import JOIN, LEFT, CloseCode, StoredMessage, UserRef, batch_frame, now_ms, presence_frame
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -108,60 +117,80 @@ class Connection:
 @dataclass
 class RoomState:
     connections: set[Connection] = field(default_factory=set)
-    user_connections: Counter[str] = field(default_factory=Counter)
-    users: dict[str, UserRef] = field(default_factory=dict)
+    local_users: Counter[str] = field(default_factory=Counter)  # user id -> our connections
+    last_id: int | None = None  # the last message delivered here; None until primed
+    waiting: dict[int, StoredMessage] = field(default_factory=dict)  # by prev_id
+    priming: asyncio.Task[None] | None = None
+    repairing: bool = False
+
+
+GAP_WAIT_SECONDS = 0.5
+REPAIR_PAGE = 500
 
 
 class Hub:
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, presence: PresenceRegistry, store: Store, origin: str | None = None) -> None:
         self.broker = broker
-        self.origin = uuid.uuid4().hex
+        self.presence = presence
+        self.store = store
+        self.origin = origin or uuid.uuid4().hex
         self.rooms: dict[str, RoomState] = {}
         self.connections: set[Connection] = set()
         self.per_address: Counter[str] = Counter()
         self.accepting = True
-        self.dropped = 0  # connections closed because their queue filled
+        self.repairs = 0  # rooms repaired from the database
+        self._present: set[tuple[str, str]] = set()  # (room, user id) we told the registry of
         self._published = 0
         self._delivered_own = 0
         self._caught_up = asyncio.Event()  # every event we published has come back
         self._caught_up.set()
         self._outbox: asyncio.Queue[Event] = asyncio.Queue()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self._all_closed = asyncio.Event()
         self._all_closed.set()
 
-    def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self._deliver_forever(), name="hub-deliver"),
-            loop.create_task(self._publish_forever(), name="hub-publish"),
-        ]
+    async def start(self) -> None:
+        await self.presence.start(self._announce_left)
+        self._spawn(self._deliver_forever(), "hub-deliver")
+        self._spawn(self._publish_forever(), "hub-publish")
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.presence.stop()
+
+    def _spawn(self, work: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # Connections and presence -------------------------------------------------
 
     def register(self, connection: Connection) -> None:
-        """Add a connection; on the user's first one here, a join to the whole room.
-
-        The connection hears its own join at once (queued behind history and list,
-        which it is sent before its sender starts); the others hear it via the broker.
-        """
+        """Add a connection; from now on the room's messages are queued for it."""
         state = self.rooms.setdefault(connection.room, RoomState())
         state.connections.add(connection)
         self.connections.add(connection)
         self._all_closed.clear()
         self.per_address[connection.address] += 1
-        user = connection.user
-        state.user_connections[user.id] += 1
-        state.users[user.id] = user
-        if state.user_connections[user.id] == 1:
+        state.local_users[connection.user.id] += 1
+
+    async def join(self, connection: Connection) -> None:
+        """On the user's first connection in the room anywhere, a join to the room.
+
+        The connection hears its own join at once (queued behind history and list,
+        which it is sent before its sender starts); the others hear it via the broker.
+        """
+        room, user = connection.room, connection.user
+        state = self.rooms.get(room)
+        if state is None or state.local_users[user.id] != 1 or (room, user.id) in self._present:
+            return
+        self._present.add((room, user.id))
+        if await self.presence.add(room, user):
             ts_ms = now_ms()
-            connection.push(FRAME_ITEM, presence_frame(JOIN, connection.room, user, ts_ms))
-            self._publish_soon(Presence(JOIN, connection.room, user, ts_ms, self.origin, connection.id))
+            connection.push(FRAME_ITEM, presence_frame(JOIN, room, user, ts_ms))
+            self._outbox.put_nowait(Presence(JOIN, room, user, ts_ms, self.origin, connection.id))
 
     def unregister(self, connection: Connection) -> None:
         state = self.rooms.get(connection.room)
@@ -173,61 +202,154 @@ class Hub:
         if self.per_address[connection.address] <= 0:
             del self.per_address[connection.address]
         user = connection.user
-        state.user_connections[user.id] -= 1
-        if state.user_connections[user.id] <= 0:
-            del state.user_connections[user.id]
-            del state.users[user.id]
-            self._publish_soon(Presence(LEFT, connection.room, user, now_ms(), self.origin, connection.id))
+        state.local_users[user.id] -= 1
+        if state.local_users[user.id] <= 0:
+            del state.local_users[user.id]
+            if (connection.room, user.id) in self._present:
+                self._present.discard((connection.room, user.id))
+                self._spawn(self._leave(connection.room, user, connection.id), "presence-leave")
         if not state.connections:
             del self.rooms[connection.room]
+            if state.priming is not None:
+                state.priming.cancel()
         if not self.connections:
             self._all_closed.set()
 
-    def online(self, room: str) -> list[UserRef]:
-        """Users with a connection in the room, each once, sorted by name."""
+    async def _leave(self, room: str, user: UserRef, connection_id: int) -> None:
+        try:
+            if await self.presence.remove(room, user):
+                self._outbox.put_nowait(Presence(LEFT, room, user, now_ms(), self.origin, connection_id))
+        except Exception:
+            log.exception("presence: removing %s from %s failed", user.id, room)
+
+    async def _announce_left(self, room: str, user: UserRef) -> None:
+        """A dead process's user, reaped by the registry."""
+        self._outbox.put_nowait(Presence(LEFT, room, user, now_ms(), self.origin, 0))
+
+    async def online(self, room: str) -> list[UserRef]:
+        """Users with a connection in the room (in any process), each once, by name."""
+        return await self.presence.online(room)
+
+    # Order ----------------------------------------------------------------------
+
+    async def prime(self, room: str) -> None:
+        """Learn the room's last committed id, from which its live messages follow."""
         state = self.rooms.get(room)
-        users = state.users.values() if state else ()
-        return sorted(users, key=lambda u: (u.name.casefold(), u.name, u.id))
+        if state is None or state.last_id is not None:
+            return
+        if state.priming is None or state.priming.done():
+            state.priming = asyncio.get_running_loop().create_task(self._prime(room, state))
+        await asyncio.shield(state.priming)
+
+    async def _prime(self, room: str, state: RoomState) -> None:
+        last_id = await self.store.room_last_id(room)
+        if state.last_id is None:
+            state.last_id = last_id
+            self._settle(room, state)
+
+    def _accept(self, room: str, state: RoomState, message: StoredMessage) -> None:
+        if state.last_id is None:
+            state.waiting[message.prev_id] = message  # priming: the start is not known yet
+        elif message.id <= state.last_id:
+            return  # delivered already (a repair got there first)
+        elif message.prev_id <= state.last_id:
+            self._fan(state, message)
+            self._settle(room, state)
+        else:  # its predecessor has not come yet
+            state.waiting[message.prev_id] = message
+            self._schedule_repair(room, state, GAP_WAIT_SECONDS)
+
+    def _fan(self, state: RoomState, message: StoredMessage) -> None:
+        for connection in state.connections:
+            connection.push(CHAT_ITEM, message.json, message.id)
+        state.last_id = message.id
+
+    def _settle(self, room: str, state: RoomState) -> None:
+        """Deliver the waiting messages that now follow on; drop what came already."""
+        assert state.last_id is not None
+        while (following := state.waiting.pop(state.last_id, None)) is not None:
+            self._fan(state, following)
+        for prev_id in [p for p, m in state.waiting.items() if m.id <= (state.last_id or 0)]:
+            del state.waiting[prev_id]
+        if state.waiting:
+            self._schedule_repair(room, state, GAP_WAIT_SECONDS)
+
+    def _schedule_repair(self, room: str, state: RoomState, delay: float) -> None:
+        if not state.repairing:
+            state.repairing = True
+            self._spawn(self._repair(room, state, delay), f"repair-{room}")
+
+    async def _repair(self, room: str, state: RoomState, delay: float) -> None:
+        try:
+            await asyncio.sleep(delay)
+            if self.rooms.get(room) is not state or state.last_id is None:
+                return
+            if delay and not state.waiting:
+                return  # the gap closed by itself
+            self.repairs += 1
+            while True:
+                page = await self.store.after(room, state.last_id, REPAIR_PAGE)
+                for message in page.messages:
+                    if message.id > state.last_id:
+                        self._fan(state, message)
+                if not page.has_more:
+                    break
+        except Exception:
+            log.exception("repairing room %s from the database failed; trying again", room)
+            state.repairing = False
+            self._schedule_repair(room, state, 1.0)
+            return
+        state.repairing = False
+        self._settle(room, state)
 
     # Fan-out ------------------------------------------------------------------
 
     async def publish_committed(self, messages: Sequence[StoredMessage]) -> None:
         """The writer's hand-off: committed messages, in id order."""
+        event = Committed(tuple(messages), self.origin)
         self._published += 1
         self._caught_up.clear()
-        await self.broker.publish(Committed(tuple(messages), self.origin))
+        try:
+            await self.broker.publish(event)
+        except Exception as exc:
+            # Stored already: our own connections get it now, other processes repair
+            # from the database when the broker is back (their Resync).
+            log.warning("broker unavailable (%s): delivering %d messages locally", exc, len(messages))
+            self.deliver(event)
 
     def deliver(self, event: Event) -> None:
+        if isinstance(event, Resync):
+            for room, state in self.rooms.items():
+                if state.last_id is not None:
+                    self._schedule_repair(room, state, 0)
+            return
         if isinstance(event, Committed):
             if event.origin == self.origin:
                 self._delivered_own += 1
                 if self._delivered_own >= self._published:
                     self._caught_up.set()
             for message in event.messages:
-                state = self.rooms.get(message.room)
-                if state is not None:
-                    for connection in state.connections:
-                        connection.push(CHAT_ITEM, message.json, message.id)
+                found = self.rooms.get(message.room)
+                if found is not None:
+                    self._accept(message.room, found, message)
             return
-        state = self.rooms.get(event.room)
-        if state is None:
+        listeners = self.rooms.get(event.room)
+        if listeners is None:
             return
         frame = presence_frame(event.kind, event.room, event.user, event.ts_ms)
-        for connection in state.connections:
+        for connection in listeners.connections:
             if event.origin == self.origin and connection.id == event.connection_id:
                 continue
             connection.push(FRAME_ITEM, frame)
-
-    def _publish_soon(self, event: Event) -> None:
-        self._outbox.put_nowait(event)
 
     async def _publish_forever(self) -> None:
         while True:
             event = await self._outbox.get()
             try:
                 await self.broker.publish(event)
-            except Exception:
-                log.exception("publishing a %s event failed", type(event).__name__)
+            except Exception as exc:
+                log.warning("publishing a %s event failed: %s", type(event).__name__, exc)
+                self.deliver(event)  # at least this process's connections hear it
 
     async def _deliver_forever(self) -> None:
         while True:

@@ -81,6 +81,10 @@ class StoredMessage:
     text: str
     ts_ms: int
     client_id: str | None = None
+    # The room's previous message id when this one was committed (0: unknown, e.g. read
+    # back from the database). Lets every process deliver a room's messages in order
+    # and notice a gap (docs/scaling.md).
+    prev_id: int = field(default=0, compare=False)
     json: str = field(default="", compare=False, repr=False)
 
     def __post_init__(self) -> None:

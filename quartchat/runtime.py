@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator
 
 from quart import current_app
 
 from .accounts import Passwords
-from .broker import create_broker
+from .broker import Broker, create_broker
+from .broker.memory import MemoryBroker
 from .database import create_database
 from .hub import Hub
 from .limits import RateLimiter
+from .presence import MemoryPresence, PresenceRegistry, RedisPresence
 from .protocol import CloseCode
 from .settings import Settings
 from .store import Store
@@ -27,7 +30,8 @@ class Runtime:
         self.database = create_database(settings)
         self.store = Store(self.database)
         self.broker = create_broker(settings.broker_url)
-        self.hub = Hub(self.broker)
+        origin = uuid.uuid4().hex  # names this process to the others
+        self.hub = Hub(self.broker, create_presence(settings, self.broker, origin), self.store, origin)
         self.writer = MessageWriter(self.database, self.store, self.hub.publish_committed, settings.write_batch_size)
         self.passwords = Passwords()
         self.rate_limiter = RateLimiter(settings.rate_limit)
@@ -39,7 +43,7 @@ class Runtime:
     async def start(self) -> None:
         """Quart's before_serving."""
         await self.broker.connect()
-        self.hub.start()
+        await self.hub.start()
         self.writer.start()
 
     async def drain(self, grace: float = 10.0) -> None:
@@ -75,6 +79,15 @@ class Runtime:
         await self.hub.stop()
         await self.broker.disconnect()
         await self.database.dispose()
+
+
+def create_presence(settings: Settings, broker: Broker, origin: str) -> PresenceRegistry:
+    if isinstance(broker, MemoryBroker):
+        return MemoryPresence()
+    from .broker.redis import RedisBroker
+
+    assert isinstance(broker, RedisBroker)
+    return RedisPresence(broker.redis, origin, ttl=settings.presence_ttl)
 
 
 def runtime() -> Runtime:

@@ -40,6 +40,7 @@ class Settings:
     max_connections_per_address: int = 200
     send_queue_size: int = 1000
     write_batch_size: int = 256
+    presence_ttl: int = 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -83,6 +84,7 @@ class Settings:
             write_batch_size=_integer(
                 "WRITE_BATCH_SIZE", get("WRITE_BATCH_SIZE"), defaults.write_batch_size, 1, 10_000
             ),
+            presence_ttl=_integer("PRESENCE_TTL", get("PRESENCE_TTL"), defaults.presence_ttl, 1, 3600),
         )
 
     @property

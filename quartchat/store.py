@@ -104,6 +104,11 @@ class Store:
         newest = await self.newest(room, history_limit)
         return Page(newest.messages, newest.has_more, reset=True)
 
+    async def room_last_id(self, room: str) -> int:
+        """The room's last committed message id (0 for a room with none)."""
+        rows = await self._rows(select(Room.last_id).where(Room.name == room))
+        return int(rows[0].last_id) if rows else 0
+
     async def rooms(self) -> list[RoomSummary]:
         query = select(Room.name, Room.message_count, Room.last_id).order_by(Room.name)
         return [RoomSummary(r.name, r.message_count, r.last_id) for r in await self._rows(query)]

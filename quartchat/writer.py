@@ -179,8 +179,11 @@ class MessageWriter:
         # Taking each room's row first (in name order, so two writers cannot deadlock)
         # holds the room until commit: on PostgreSQL no other transaction can take an
         # id in that room and commit before us, so ids in a room grow in commit order.
+        # The row also tells us the room's last id so far: each message's predecessor.
+        last_ids: dict[str, int] = {}
         for room in sorted(per_room):
-            await connection.execute(_upsert_room(connection, room, per_room[room]))
+            result = await connection.execute(_upsert_room(connection, room, per_room[room]))
+            last_ids[room] = int(result.scalar_one())
         result = await connection.execute(
             insert(Message).returning(Message.id, sort_by_parameter_order=True),
             [
@@ -195,20 +198,29 @@ class MessageWriter:
             ],
         )
         ids = list(result.scalars().all())
-        last_ids: dict[str, int] = {}
+        stored = []
         for draft, message_id in zip(drafts, ids, strict=True):
-            last_ids[draft.room] = max(last_ids.get(draft.room, 0), message_id)
-        for room, last_id in sorted(last_ids.items()):
-            await connection.execute(update(Room).where(Room.name == room).values(last_id=last_id))
-        return [
-            StoredMessage(id=i, room=d.room, user=d.user, text=d.text, ts_ms=ts_ms, client_id=d.client_id)
-            for d, i in zip(drafts, ids, strict=True)
-        ]
+            stored.append(
+                StoredMessage(
+                    id=message_id,
+                    room=draft.room,
+                    user=draft.user,
+                    text=draft.text,
+                    ts_ms=ts_ms,
+                    client_id=draft.client_id,
+                    prev_id=last_ids[draft.room],
+                )
+            )
+            last_ids[draft.room] = message_id
+        for room in sorted(per_room):
+            await connection.execute(update(Room).where(Room.name == room).values(last_id=last_ids[room]))
+        return stored
 
 
 def _upsert_room(connection: AsyncConnection, room: str, count: int):  # type: ignore[no-untyped-def]
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     statement = dialect.insert(Room).values(name=room, message_count=count, last_id=0)
+    # last_id is not touched here: RETURNING gives the room's last id before this batch.
     return statement.on_conflict_do_update(
         index_elements=[Room.name], set_={"message_count": Room.message_count + count}
-    )
+    ).returning(Room.last_id)

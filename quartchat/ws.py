@@ -76,6 +76,7 @@ async def chat_socket(room: str) -> Response | None:
     # for this connection, and the sender drops what the history already held.
     rt.hub.register(connection)
     try:
+        await rt.hub.join(connection)
         await _open(rt, connection, None if after_text is None else int(after_text))
         if connection.close_code is None:
             await _serve(rt, connection)
@@ -97,9 +98,11 @@ async def chat_socket(room: str) -> Response | None:
 async def _open(rt: Runtime, connection: Connection, after: int | None) -> None:
     room, limit = connection.room, rt.settings.history_limit
     try:
+        await rt.hub.prime(room)  # live messages follow from the room's last committed id
         page = await (rt.store.newest(room, limit) if after is None else rt.store.resume(room, after, limit))
+        online = [u.to_dict() for u in await rt.hub.online(room)]
     except Exception:
-        log.exception("reading the history of %s failed", room)
+        log.exception("opening %s failed: the database or broker did not answer", room)
         connection.abort(CloseCode.TRY_AGAIN, "the database is unavailable: try again later")
         return
     if page.messages:
@@ -121,7 +124,6 @@ async def _open(rt: Runtime, connection: Connection, after: int | None) -> None:
         + "}"
     )
     await websocket.send(history)
-    online = [u.to_dict() for u in rt.hub.online(room)]
     await websocket.send(dumps({"type": LIST, "room": room, "data": online}))
 
 

@@ -30,7 +30,13 @@ class Presence:
     connection_id: int  # the connection that caused it (it hears its own join directly)
 
 
-Event = Committed | Presence
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """The broker was cut off and is back: events may have been lost meanwhile, so the
+    hub repairs every room it serves from the database (Redis pub/sub is at-most-once)."""
+
+
+Event = Committed | Presence | Resync
 
 
 class Broker(ABC):
@@ -53,4 +59,6 @@ def create_broker(url: str) -> Broker:
         from .memory import MemoryBroker
 
         return MemoryBroker()
-    raise ValueError(f"unsupported broker URL {url!r}")  # settings let only valid ones through
+    from .redis import RedisBroker  # needs the `redis` package: pip install quartchat[scale]
+
+    return RedisBroker(url)

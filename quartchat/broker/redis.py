@@ -1,0 +1,107 @@
+"""Several processes: events go through one Redis pub/sub channel.
+
+Redis pub/sub is at-most-once: whatever is published while a subscriber is cut off is
+gone. So after any reconnection the broker hands the hub a `Resync`, and the hub
+repairs every room it serves from the database, which stays the source of truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from ..protocol import StoredMessage, UserRef
+from . import Broker, Committed, Event, Presence, Resync
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "quartchat:events"
+RECONNECT_MAX_SECONDS = 5.0
+
+
+def encode(event: Event) -> bytes:
+    if isinstance(event, Committed):
+        return orjson.dumps({
+            "k": "c",
+            "o": event.origin,
+            "m": [[m.id, m.room, m.user.id, m.user.name, m.text, m.ts_ms, m.client_id, m.prev_id]
+                  for m in event.messages],
+        })  # fmt: skip
+    if isinstance(event, Presence):
+        return orjson.dumps({
+            "k": "p", "o": event.origin, "kind": event.kind, "room": event.room,
+            "user": [event.user.id, event.user.name], "ts": event.ts_ms, "c": event.connection_id,
+        })  # fmt: skip
+    raise TypeError(f"{type(event).__name__} is not published")
+
+
+def decode(raw: bytes) -> Event:
+    data: dict[str, Any] = orjson.loads(raw)
+    if data["k"] == "c":
+        return Committed(
+            tuple(
+                StoredMessage(id=m[0], room=m[1], user=UserRef(m[2], m[3]), text=m[4], ts_ms=m[5],
+                              client_id=m[6], prev_id=m[7])
+                for m in data["m"]
+            ),
+            data["o"],
+        )  # fmt: skip
+    user = UserRef(data["user"][0], data["user"][1])
+    return Presence(data["kind"], data["room"], user, data["ts"], data["o"], data["c"])
+
+
+class RedisBroker(Broker):
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.redis: aioredis.Redis = aioredis.from_url(url, health_check_interval=10)
+        self._pubsub: Any = None
+        self._connected = False
+
+    async def connect(self) -> None:
+        await self._subscribe()
+
+    async def disconnect(self) -> None:
+        if self._pubsub is not None:
+            await self._pubsub.aclose()
+        await self.redis.aclose()
+
+    async def publish(self, event: Event) -> None:
+        await self.redis.publish(CHANNEL, encode(event))
+
+    async def next_published(self) -> Event:
+        while True:
+            try:
+                if not self._connected:
+                    await self._subscribe()
+                    return Resync()
+                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+            except (RedisError, OSError) as lost:
+                await self._lost(lost)
+                continue
+            if message is not None and message["type"] == "message":
+                return decode(message["data"])
+
+    async def _subscribe(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                if self._pubsub is not None:
+                    await self._pubsub.aclose()
+                self._pubsub = self.redis.pubsub()
+                await self._pubsub.subscribe(CHANNEL)
+                self._connected = True
+                return
+            except (RedisError, OSError) as refused:
+                log.warning("Redis broker: cannot subscribe (%s); retrying in %.1f s", refused, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+
+    async def _lost(self, error: BaseException) -> None:
+        log.warning("Redis broker: connection lost (%s); reconnecting", error)
+        self._connected = False
+        await asyncio.sleep(0.1)

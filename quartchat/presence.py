@@ -1,0 +1,168 @@
+"""Who is online in each room: the union over every process (SPEC §7).
+
+`add` and `remove` count a user's connections in a room across all processes and say
+when the first one opened (a `join` is due) or the last one closed (a `left`).
+In memory that is a counter; with Redis the counters live in Redis, each process
+keeps a heartbeat key, and a process whose heartbeat expires (it died without saying
+goodbye) is reaped by the others: its users' counts are taken away and a `left` is
+published for each user who has no connection left anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .protocol import UserRef
+
+log = logging.getLogger(__name__)
+
+OnLeft = Callable[[str, UserRef], Awaitable[None]]
+_SEPARATOR = "\x1f"
+
+
+class PresenceRegistry(ABC):
+    async def start(self, on_left: OnLeft) -> None:  # noqa: B027 - optional for a backend
+        """Begin heartbeats; `on_left(room, user)` announces users of dead processes."""
+
+    async def stop(self) -> None:  # noqa: B027
+        pass
+
+    @abstractmethod
+    async def add(self, room: str, user: UserRef) -> bool:
+        """Count one more connection; True when it is the user's first in the room."""
+
+    @abstractmethod
+    async def remove(self, room: str, user: UserRef) -> bool:
+        """Count one connection less; True when it was the user's last in the room."""
+
+    @abstractmethod
+    async def online(self, room: str) -> list[UserRef]:
+        """Users with a connection in the room, each once, sorted by name."""
+
+
+def by_name(users: list[UserRef]) -> list[UserRef]:
+    return sorted(users, key=lambda u: (u.name.casefold(), u.name, u.id))
+
+
+class MemoryPresence(PresenceRegistry):
+    def __init__(self) -> None:
+        self._counts: dict[str, Counter[UserRef]] = {}
+
+    async def add(self, room: str, user: UserRef) -> bool:
+        counts = self._counts.setdefault(room, Counter())
+        counts[user] += 1
+        return counts[user] == 1
+
+    async def remove(self, room: str, user: UserRef) -> bool:
+        counts = self._counts.get(room)
+        if counts is None or counts[user] <= 0:
+            return False
+        counts[user] -= 1
+        if counts[user] > 0:
+            return False
+        del counts[user]
+        if not counts:
+            del self._counts[room]
+        return True
+
+    async def online(self, room: str) -> list[UserRef]:
+        return by_name(list(self._counts.get(room, {})))
+
+
+class RedisPresence(PresenceRegistry):
+    """Keys: `qc:online:<room>` hash user → connections (all processes);
+    `qc:conns:<origin>` hash room+user → connections (this process's share);
+    `qc:alive:<origin>` the heartbeat (expires after `ttl`); `qc:origins` the set of
+    processes that registered."""
+
+    def __init__(self, redis: Any, origin: str, ttl: float) -> None:
+        self.redis = redis
+        self.origin = origin
+        self.ttl = ttl
+        self._lock = asyncio.Lock()  # one process's changes reach Redis in order
+        self._task: asyncio.Task[None] | None = None
+        self._on_left: OnLeft | None = None
+
+    async def start(self, on_left: OnLeft) -> None:
+        self._on_left = on_left
+        await self._beat()
+        self._task = asyncio.get_running_loop().create_task(self._heartbeats(), name="presence-heartbeats")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        try:  # a clean exit: hand our users back now rather than after the ttl
+            await self.redis.delete(f"qc:alive:{self.origin}")
+            await self._reap(self.origin)
+        except Exception as exc:
+            log.warning("presence: could not clear this process's users: %s", exc)
+
+    async def add(self, room: str, user: UserRef) -> bool:
+        field = user.id + _SEPARATOR + user.name
+        async with self._lock, self.redis.pipeline(transaction=True) as pipe:
+            pipe.hincrby(f"qc:conns:{self.origin}", room + _SEPARATOR + field, 1)
+            pipe.hincrby(f"qc:online:{room}", field, 1)
+            _, total = await pipe.execute()
+        return int(total) == 1
+
+    async def remove(self, room: str, user: UserRef) -> bool:
+        field = user.id + _SEPARATOR + user.name
+        async with self._lock:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hincrby(f"qc:conns:{self.origin}", room + _SEPARATOR + field, -1)
+                pipe.hincrby(f"qc:online:{room}", field, -1)
+                mine, total = await pipe.execute()
+            if int(mine) <= 0:
+                await self.redis.hdel(f"qc:conns:{self.origin}", room + _SEPARATOR + field)
+            if int(total) <= 0:
+                await self.redis.hdel(f"qc:online:{room}", field)
+                return True
+        return False
+
+    async def online(self, room: str) -> list[UserRef]:
+        counts = await self.redis.hgetall(f"qc:online:{room}")
+        users = []
+        for field, count in counts.items():
+            if int(count) > 0:
+                user_id, _, name = field.decode().partition(_SEPARATOR)
+                users.append(UserRef(user_id, name))
+        return by_name(users)
+
+    async def _beat(self) -> None:
+        await self.redis.set(f"qc:alive:{self.origin}", "1", px=int(self.ttl * 1000))
+        await self.redis.sadd("qc:origins", self.origin)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                await self._beat()
+                for raw in await self.redis.smembers("qc:origins"):
+                    origin = raw.decode()
+                    if origin != self.origin and not await self.redis.exists(f"qc:alive:{origin}"):
+                        await self._reap(origin)
+            except Exception as exc:  # Redis away: try again at the next beat
+                log.warning("presence heartbeat failed: %s", exc)
+
+    async def _reap(self, origin: str) -> None:
+        """Take a gone process's connections out of every room, once (a lock key)."""
+        if not await self.redis.set(f"qc:reaping:{origin}", "1", nx=True, px=int(self.ttl * 1000)):
+            return
+        shares = await self.redis.hgetall(f"qc:conns:{origin}")
+        for key, count in shares.items():
+            room, _, field = key.decode().partition(_SEPARATOR)
+            total = await self.redis.hincrby(f"qc:online:{room}", field, -int(count))
+            if int(total) <= 0:
+                await self.redis.hdel(f"qc:online:{room}", field)
+                user_id, _, name = field.partition(_SEPARATOR)
+                if self._on_left is not None and origin != self.origin:
+                    await self._on_left(room, UserRef(user_id, name))
+        await self.redis.delete(f"qc:conns:{origin}")
+        await self.redis.srem("qc:origins", origin)
+        log.info("presence: reaped process %s (%d room memberships)", origin, len(shares))
