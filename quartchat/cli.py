@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import logging
 import sys
 import uuid
 from pathlib import Path
@@ -16,6 +15,7 @@ from tqdm import tqdm
 from .accounts import CredentialsError, Passwords, check_password, clean_name, name_key
 from .database import create_database
 from .export import FORMATS, ExportError, ExportQuery, count, formatter, parse_time, render
+from .logs import configure_logging
 from .rooms import valid_room
 from .settings import Settings, SettingsError, check_database_url
 from .store import Store
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     try:
         settings = Settings.from_env()
         if args.command == "serve":
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from . import migrate  # Alembic is loaded only by the commands that need it
-    from .server import hypercorn_config, run
+    from .server import hypercorn_config, run, run_workers
 
     if args.config is not None and not args.config.is_file():
         raise UsageError(f"--config: no such file: {args.config}")
@@ -97,11 +97,12 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             f"--workers {workers} needs QUARTCHAT_BROKER_URL=redis://…: with memory:// each "
             "worker would hold its own share of the chat"
         )
-    if workers > 1:
-        raise UsageError("several workers are not supported yet (see the scale-out issue)")
     settings.resolved_secret_key()  # made once, before anything else reads it
-    migrate.upgrade(settings.database_url)
-    run(settings, config)
+    migrate.upgrade(settings.database_url)  # once, before any worker starts
+    if workers > 1:
+        run_workers(settings, config, workers)
+    else:
+        run(settings, config)
     return 0
 
 

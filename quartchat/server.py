@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
 import signal
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -14,6 +16,7 @@ from hypercorn.config import Config
 from quart import Quart
 
 from .app import create_app
+from .logs import configure_logging
 from .resources import resource
 from .runtime import Runtime
 from .settings import Settings
@@ -32,6 +35,7 @@ def hypercorn_config(path: Path | None, bind: str | None) -> Config:
 
 def run(settings: Settings, config: Config) -> None:
     """Serve until SIGTERM or SIGINT, in this process, on uvloop where installed."""
+    configure_logging()
     app = create_app(settings)
     for name in ("hypercorn.error", "hypercorn.access"):
         logging.getLogger(name).propagate = False  # Hypercorn has its own handlers
@@ -55,6 +59,41 @@ async def _serve(app: Quart, config: Config) -> None:
         config.graceful_timeout = LINGER_SECONDS
 
     await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)
+
+
+def run_workers(settings: Settings, config: Config, workers: int) -> None:
+    """`workers` processes, each a whole server on the same port (SO_REUSEPORT: the
+    kernel spreads connections). The parent forwards SIGTERM/SIGINT, waits for every
+    worker's graceful shutdown, and starts a new worker if one dies meanwhile."""
+    config.workers = workers  # makes Hypercorn set SO_REUSEPORT on each worker's socket
+    context = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def spawn() -> multiprocessing.process.BaseProcess:
+        process = context.Process(target=run, args=(settings, config), name="quartchat-worker")
+        process.start()
+        return process
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for process in processes:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signal.SIGTERM)
+
+    processes = [spawn() for _ in range(workers)]
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    while processes:
+        for index, process in enumerate(list(processes)):
+            process.join(timeout=0.2)
+            if process.exitcode is None:
+                continue
+            if stopping:
+                processes.remove(process)
+            else:
+                log.error("worker %s exited with %s; starting another", process.pid, process.exitcode)
+                processes[index] = spawn()
 
 
 def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +20,10 @@ StartServer = Callable[..., Server]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One server shared by a module's tests (they use unique rooms and users)."""
-    instance = Server(tmp_path_factory.mktemp("server"), rate_limit="100000/1").start()
+    """One server shared by a module's tests (they use unique rooms and users), on
+    QUARTCHAT_TEST_DATABASE_URL when set (the PostgreSQL pass of tests/run), else SQLite."""
+    database_url = os.environ.get("QUARTCHAT_TEST_DATABASE_URL") or None
+    instance = Server(tmp_path_factory.mktemp("server"), database_url, rate_limit="100000/1").start()
     yield instance
     instance.stop()
 
@@ -84,3 +89,60 @@ async def browser() -> AsyncIterator[Any]:
         instance = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield instance
         await instance.close()
+
+
+class RedisServer:
+    """A private redis-server on a free loopback port, stoppable and restartable."""
+
+    def __init__(self, workdir: Path) -> None:
+        from .support import free_port
+
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(100):
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    from .support import need_service
+
+    need_service(shutil.which("redis-server") is not None, "redis-server (apt-get install redis-server)")
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        need_service(False, "the redis package (pip install .[scale])")
+    instance = RedisServer(tmp_path).start()
+    yield instance
+    instance.stop()

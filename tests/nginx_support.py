@@ -53,6 +53,7 @@ def filled_config(
     http_port: int = 80,
     https_port: int = 443,
     ws_read_timeout: int | None = None,
+    workers: int | None = None,
 ) -> str:
     """nginx.conf with its documented placeholders pointed into `prefix` (and ports)."""
     text = (REPOSITORY / "nginx.conf").read_text()
@@ -70,6 +71,8 @@ def filled_config(
     }
     if upstreams is not None:
         replacements["server 127.0.0.1:8000;"] = " ".join(f"server 127.0.0.1:{port};" for port in upstreams)
+    if workers is not None:  # one worker: one round-robin, so a test can predict the spread
+        replacements["worker_processes auto;"] = f"worker_processes {workers};"
     if ws_read_timeout is not None:
         replacements["proxy_read_timeout 75s;"] = f"proxy_read_timeout {ws_read_timeout}s;"
     for placeholder, value in replacements.items():
@@ -82,12 +85,16 @@ def filled_config(
 
 
 class Nginx:
-    def __init__(self, prefix: Path, upstreams: list[int], ws_read_timeout: int | None = None) -> None:
+    def __init__(
+        self, prefix: Path, upstreams: list[int], ws_read_timeout: int | None = None, workers: int | None = None
+    ) -> None:
         need_service(os.path.exists(NGINX), "nginx (apt-get install nginx-light)")
         self.prefix = prefix
         self.http_port, self.https_port = free_port(), free_port()
         self.config = prefix / "nginx.conf"
-        self.config.write_text(filled_config(prefix, upstreams, self.http_port, self.https_port, ws_read_timeout))
+        self.config.write_text(
+            filled_config(prefix, upstreams, self.http_port, self.https_port, ws_read_timeout, workers)
+        )
         self.base_url = f"https://127.0.0.1:{self.https_port}"
         self.ws_url = f"wss://127.0.0.1:{self.https_port}"
         self.process: subprocess.Popen[bytes] | None = None

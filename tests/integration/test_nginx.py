@@ -13,7 +13,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, expect
 
-from ..conftest import StartServer
+from ..conftest import RedisServer, StartServer
 from ..nginx_support import NGINX, REPOSITORY, Nginx, filled_config
 from ..support import CHROMIUM, CHROMIUM_ARGS, PASSWORD, Chat, Server, need_service, unique
 
@@ -211,3 +211,40 @@ async def test_an_export_of_100000_messages_streams_through_nginx_whole(
         assert count == 100_000 and json.loads(last)["id"] == 100_000
     finally:
         await chat.aclose()
+
+
+async def test_nginx_balances_two_instances_without_sticky_sessions(
+    start_server: StartServer, tmp_path: Path, postgres_url: str, redis_server: RedisServer
+) -> None:
+    servers = []
+    for index in range(2):
+        workdir = tmp_path / f"instance-{index}"
+        workdir.mkdir()
+        servers.append(
+            start_server(
+                workdir=workdir,
+                database_url=postgres_url,
+                broker_url=redis_server.url,
+                trusted_proxy_hops="1",
+                rate_limit="100000/1",
+            )
+        )
+    nginx = Nginx(tmp_path / "nginx", [s.port for s in servers], workers=1).start()
+    chat = Chat(nginx, Nginx.client_ssl())
+    try:
+        room = unique("lb-")
+        users = [await chat.user() for _ in range(6)]  # sign-ins first: the upgrades then alternate
+        conns = [await chat.open(user, room) for user in users]
+        for i, conn in enumerate(conns):
+            await conn.send_json({"type": "chat", "data": f"from {i}", "client_id": f"lb-{i}"})
+            await asyncio.sleep(0.05)
+        views = [[(await conn.expect("chat"))["data"] for _ in range(6)] for conn in conns]
+        assert all(view == [f"from {i}" for i in range(6)] for view in views), views
+        for conn in conns:
+            await conn.ws.close()
+        await asyncio.sleep(0.5)
+        landed = [len(re.findall(r"websocket closed", s.log())) for s in servers]
+        assert sum(landed) == 6 and all(count > 0 for count in landed), f"sockets per instance: {landed}"
+    finally:
+        await chat.aclose()
+        nginx.stop()
