@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import insert, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -176,14 +176,22 @@ class MessageWriter:
         # Ids grow with commits, and so must times, even if the clock steps back.
         ts_ms = self._last_ts = max(now_ms(), self._last_ts)
         per_room = Counter(d.room for d in drafts)
-        # Taking each room's row first (in name order, so two writers cannot deadlock)
-        # holds the room until commit: on PostgreSQL no other transaction can take an
-        # id in that room and commit before us, so ids in a room grow in commit order.
-        # The row also tells us the room's last id so far: each message's predecessor.
-        last_ids: dict[str, int] = {}
-        for room in sorted(per_room):
-            result = await connection.execute(_upsert_room(connection, room, per_room[room]))
-            last_ids[room] = int(result.scalar_one())
+        rooms = sorted(per_room)
+        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+        # Four statements a batch, however many rooms it touches. First make sure each
+        # room has its row, then take the rows (in name order, so two writers cannot
+        # deadlock) and hold them until commit: on PostgreSQL no other transaction can
+        # then take an id in these rooms and commit before us, so ids in a room grow in
+        # commit order. (SQLite's single writer already holds the whole database.) The
+        # rows also give each room's last id so far: each message's predecessor.
+        await connection.execute(
+            dialect.insert(Room).on_conflict_do_nothing(),
+            [{"name": room, "message_count": 0, "last_id": 0} for room in rooms],
+        )
+        locked = select(Room.name, Room.last_id).where(Room.name.in_(rooms)).order_by(Room.name)
+        if connection.dialect.name == "postgresql":
+            locked = locked.with_for_update()
+        last_ids = {row.name: int(row.last_id) for row in await connection.execute(locked)}
         result = await connection.execute(
             insert(Message).returning(Message.id, sort_by_parameter_order=True),
             [
@@ -212,15 +220,10 @@ class MessageWriter:
                 )
             )
             last_ids[draft.room] = message_id
-        for room in sorted(per_room):
-            await connection.execute(update(Room).where(Room.name == room).values(last_id=last_ids[room]))
+        await connection.execute(
+            update(Room)
+            .where(Room.name == bindparam("room"))
+            .values(message_count=Room.message_count + bindparam("added"), last_id=bindparam("last")),
+            [{"room": room, "added": per_room[room], "last": last_ids[room]} for room in rooms],
+        )
         return stored
-
-
-def _upsert_room(connection: AsyncConnection, room: str, count: int):  # type: ignore[no-untyped-def]
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(Room).values(name=room, message_count=count, last_id=0)
-    # last_id is not touched here: RETURNING gives the room's last id before this batch.
-    return statement.on_conflict_do_update(
-        index_elements=[Room.name], set_={"message_count": Room.message_count + count}
-    ).returning(Room.last_id)

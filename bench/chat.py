@@ -1,0 +1,221 @@
+"""Chat load benchmark: quartchat (and baselines) on one core, load on the other.
+
+    python bench/chat.py --suite scale     # SQLite+memory, PostgreSQL+Redis, 2 workers
+    python bench/chat.py --suite perf      # quartchat against the inmem and naive baselines
+    options: --seconds 10 --repeat 3 --json results.json
+
+Each server is started fresh (new database) pinned with `taskset -c 0`; the load
+generator (bench/loadgen.py) runs pinned to core 1 and reports its own CPU share, so
+one can see it is not the bottleneck. Figures are medians of --repeat runs; compare
+them as ratios within one run (the machine is noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BENCH = Path(__file__).resolve().parent
+# Node's ws client costs ~3 µs a frame, so it outpaces the server it measures; the Python
+# one (bench/loadgen.py) saturates its own core first. `npm install` in bench/ for Node.
+LOADGEN = (
+    ["node", str(BENCH / "loadgen.mjs")]
+    if shutil.which("node") and (BENCH / "node_modules" / "ws").exists()
+    else [sys.executable, str(BENCH / "loadgen.py")]
+)
+SCENARIOS: dict[str, list[str]] = {
+    "closed": ["--clients", "100", "--senders", "10", "--mode", "closed", "--batch"],
+    "closed-nobatch": ["--clients", "100", "--senders", "10", "--mode", "closed"],
+    "steady": ["--clients", "100", "--senders", "10", "--mode", "steady", "--rate", "200", "--batch"],
+    "fanout": ["--clients", "1000", "--senders", "1", "--mode", "closed", "--batch"],
+    "rooms": ["--clients", "200", "--rooms", "100", "--senders", "50", "--mode", "closed", "--batch"],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pin(core: int) -> list[str]:
+    return ["taskset", "-c", str(core)] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
+
+
+class Target:
+    """One server configuration, started fresh for each measurement."""
+
+    def __init__(self, name: str, kind: str, workdir: Path, **options: str) -> None:
+        self.name, self.kind, self.workdir, self.options = name, kind, workdir, options
+        self.process: subprocess.Popen[bytes] | None = None
+        self.cleanup: list[list[str]] = []
+
+    def start(self) -> str:
+        port = free_port()
+        run = Path(tempfile.mkdtemp(dir=self.workdir))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("QUARTCHAT_")}
+        env.update(
+            QUARTCHAT_SECRET_KEY="benchmark-secret-key-0123456789",
+            QUARTCHAT_RATE_LIMIT="1000000/1",
+            QUARTCHAT_MAX_CONNECTIONS_PER_ADDRESS="100000",
+        )
+        if self.kind == "inmem":
+            command = [sys.executable, str(BENCH / "inmem_server.py"), "--bind", f"127.0.0.1:{port}"]
+        else:
+            command = [sys.executable, "-m", "quartchat", "serve", "--bind", f"127.0.0.1:{port}"]
+            env["QUARTCHAT_DATABASE_URL"] = f"sqlite+aiosqlite:///{run}/bench.db"
+            if self.options.get("postgres"):
+                name = f"qc_bench_{port}"
+                subprocess.run(
+                    [sys.executable, "-m", "tests.postgres_database", "create", name],
+                    check=True,
+                    capture_output=True,
+                    cwd=BENCH.parent,
+                )
+                env["QUARTCHAT_DATABASE_URL"] = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+                self.cleanup.append([sys.executable, "-m", "tests.postgres_database", "drop", name])
+            if self.options.get("redis"):
+                env["QUARTCHAT_BROKER_URL"] = self.options["redis"]
+            if self.options.get("workers"):
+                command += ["--workers", self.options["workers"]]
+            if self.options.get("synchronous"):
+                env["QUARTCHAT_SQLITE_SYNCHRONOUS"] = self.options["synchronous"]
+            if self.options.get("batch_size"):
+                env["QUARTCHAT_WRITE_BATCH_SIZE"] = self.options["batch_size"]
+        self.process = subprocess.Popen(
+            [*pin(0), *command],
+            env=env,
+            cwd=run,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    return url
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise SystemExit(f"{self.name} did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        for command in self.cleanup:
+            subprocess.run(command, capture_output=True, cwd=BENCH.parent)
+        self.cleanup = []
+
+
+def measure(target: Target, scenario: str, seconds: float) -> dict[str, Any]:
+    url = target.start()
+    try:
+        args = list(SCENARIOS[scenario])
+        if target.kind == "inmem" and "--batch" in args:
+            args.remove("--batch")  # the baseline sends one frame per message
+        output = subprocess.run(
+            [*pin(1), *LOADGEN, "--url", url, "--seconds", str(seconds), *args],
+            capture_output=True,
+            text=True,
+            timeout=seconds * 4 + 300,
+        )
+        if output.returncode != 0:
+            raise SystemExit(f"load generator failed on {target.name}/{scenario}:\n{output.stderr[-3000:]}")
+        result: dict[str, Any] = json.loads(output.stdout.strip().splitlines()[-1])
+        return result
+    finally:
+        target.stop()
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", choices=["scale", "perf"], default="perf")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--scenarios", help="comma-separated subset")
+    parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], help="SQLite's setting for quartchat targets")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="quartchat-bench-"))
+    redis_port = free_port()
+    redis = (
+        subprocess.Popen(
+            ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            cwd=workdir,
+        )
+        if args.suite == "scale"
+        else None
+    )
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    if args.suite == "scale":
+        targets = [
+            Target("1 process, SQLite + memory", "quartchat", workdir),
+            Target("1 process, PostgreSQL + Redis", "quartchat", workdir, postgres="1", redis=redis_url),
+            Target("2 workers, PostgreSQL + Redis", "quartchat", workdir, postgres="1", redis=redis_url, workers="2"),
+        ]
+        plan = [(t, s) for s in ("closed", "steady", "rooms") for t in targets]
+    else:
+        quartchat = Target("quartchat", "quartchat", workdir)
+        inmem = Target("inmem", "inmem", workdir)
+        naive = Target("naive", "quartchat", workdir, batch_size="1")
+        plan = [
+            (quartchat, "closed"),
+            (inmem, "closed"),
+            (naive, "closed"),
+            (quartchat, "closed-nobatch"),
+            (quartchat, "steady"),
+            (inmem, "steady"),
+            (quartchat, "fanout"),
+            (inmem, "fanout"),
+            (quartchat, "rooms"),
+        ]
+    if args.synchronous:
+        for target, _ in plan:
+            target.options["synchronous"] = args.synchronous
+    if args.scenarios:
+        wanted = set(args.scenarios.split(","))
+        plan = [(t, s) for t, s in plan if s in wanted]
+    results = []
+    try:
+        for target, scenario in plan:
+            runs = [measure(target, scenario, args.seconds) for _ in range(args.repeat)]
+            row = {"target": target.name, "scenario": scenario, **median_of(runs)}
+            results.append(row)
+            print(
+                f"{scenario:>15} {target.name:>32}  {row['deliveries_per_s']:>10,.0f} deliveries/s  "
+                f"{row['sent_per_s']:>8,.0f} sent/s  p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms  "
+                f"loadgen CPU {row['loadgen_cpu_share']:.0%}",
+                flush=True,
+            )
+    finally:
+        if redis is not None:
+            redis.terminate()
+        shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
