@@ -54,12 +54,17 @@ def signed_in(view: Callable[P, Awaitable[Any]]) -> Callable[P, Awaitable[Any]]:
     return checked
 
 
-def check_json_post() -> None:
+async def check_json_post() -> None:
     """JSON posts need the JSON content type (no cross-site form can send it) and,
     from a browser, our own Origin."""
-    if not origin_allowed(request.headers.get("Origin"), runtime().settings.allowed_origins):
-        raise ApiError(403, "cross-site requests are refused")
-    if request.method == "POST" and request.mimetype != "application/json":
+    allowed = origin_allowed(request.headers.get("Origin"), runtime().settings.allowed_origins)
+    json_type = request.method != "POST" or request.mimetype == "application/json"
+    if not (allowed and json_type):
+        # Read the (size-capped) body first: refusing with it unread makes Hypercorn
+        # drop the keep-alive connection under a client that is about to reuse it.
+        await request.get_data()
+        if not allowed:
+            raise ApiError(403, "cross-site requests are refused")
         raise ApiError(415, "send JSON with Content-Type: application/json")
 
 
@@ -75,7 +80,7 @@ def message_page(page: Page) -> dict[str, Any]:
 
 @bp.post("/api/session")
 async def sign_in() -> Response:
-    check_json_post()
+    await check_json_post()
     body = await request.get_json(silent=True)
     if not isinstance(body, dict):
         raise ApiError(422, 'send {"name": …, "password": …}')
@@ -90,7 +95,7 @@ async def sign_in() -> Response:
 
 @bp.delete("/api/session")
 async def sign_out() -> Response:
-    check_json_post()
+    await check_json_post()
     await end_session(runtime().store)
     return Response(status=204)
 
