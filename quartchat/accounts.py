@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .protocol import UserRef
 from .store import Store
+from .throttle import SignInThrottle
 
 NAME_MAX_CHARS = 32
 PASSWORD_MIN_CHARS, PASSWORD_MAX_CHARS = 8, 128
@@ -20,12 +21,14 @@ _NAME_PUNCTUATION = frozenset("_-. ")
 
 
 class CredentialsError(Exception):
-    """Sign-in refused; `status` is 422 (invalid input) or 401 (wrong password)."""
+    """Sign-in refused; `status` is 422 (invalid input), 401 (wrong password) or 429
+    (too many failures: try again after `retry_after` seconds)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: float = 0.0) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after
 
 
 def clean_name(raw: object) -> str:
@@ -80,11 +83,25 @@ class Passwords:
         return self._hasher.hash(password)
 
 
-async def authenticate(store: Store, passwords: Passwords, raw_name: object, raw_password: object) -> UserRef:
-    """The user with this name and password; the first sign-in with a free name creates it."""
+async def authenticate(
+    store: Store,
+    passwords: Passwords,
+    raw_name: object,
+    raw_password: object,
+    throttle: SignInThrottle | None = None,
+    address: str = "",
+) -> UserRef:
+    """The user with this name and password; the first sign-in with a free name creates it.
+
+    With a throttle, repeated failures for a name or from an address must wait.
+    """
     name = clean_name(raw_name)
     password = check_password(raw_password)
     key = name_key(name)
+    if throttle is not None:
+        wait = throttle.retry_after(key, address)
+        if wait > 0:
+            raise CredentialsError(429, f"too many failed sign-ins: try again in {wait:.0f} s", wait)
     account = await store.account_by_name_key(key)
     if account is None:
         user_id = str(uuid.uuid4())
@@ -98,5 +115,9 @@ async def authenticate(store: Store, passwords: Passwords, raw_name: object, raw
     if account.password_hash is None:
         raise CredentialsError(401, "this name is reserved: an operator must set its password")
     if not await passwords.verify(account.password_hash, password):
+        if throttle is not None:
+            throttle.failed(key, address)
         raise CredentialsError(401, "wrong name or password")
+    if throttle is not None:
+        throttle.succeeded(key)
     return UserRef(account.id, account.name)

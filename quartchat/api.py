@@ -14,6 +14,7 @@ from .accounts import CredentialsError, authenticate
 from .auth import current_user, end_session, origin_allowed, start_session
 from .export import ExportError, ExportQuery, formatter, parse_time, render
 from .export import filename as export_filename
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .rooms import valid_room
 from .runtime import runtime
 from .store import Page
@@ -86,8 +87,14 @@ async def sign_in() -> Response:
         raise ApiError(422, 'send {"name": …, "password": …}')
     rt = runtime()
     try:
-        user = await authenticate(rt.store, rt.passwords, body.get("name"), body.get("password"))
+        user = await authenticate(
+            rt.store, rt.passwords, body.get("name"), body.get("password"), rt.throttle, request.remote_addr or ""
+        )
     except CredentialsError as refused:
+        if refused.status == 429:
+            response = error(429, refused.message)
+            response.headers["Retry-After"] = str(max(1, round(refused.retry_after)))
+            return response
         raise ApiError(refused.status, refused.message) from None
     await start_session(rt.store, user)
     return jsonify(user=user.to_dict())
@@ -137,6 +144,12 @@ async def messages(room: str) -> Response:
 async def users(room: str) -> Response:
     room = room_or_error(room)
     return jsonify(users=[u.to_dict() for u in await runtime().hub.online(room)])
+
+
+@bp.get("/metrics")
+async def metrics() -> Response:
+    """Prometheus text format. Keep it internal: nginx.conf serves it to localhost only."""
+    return Response(runtime().metrics.render(), content_type=METRICS_CONTENT_TYPE)
 
 
 @bp.get("/healthz")

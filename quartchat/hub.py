@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .broker import Broker, Committed, Event, Presence, Resync
+from .metrics import Metrics
 from .presence import PresenceRegistry
 from .protocol import JOIN, LEFT, CloseCode, StoredMessage, UserRef, batch_frame, now_ms, presence_frame
 from .store import Store
@@ -139,6 +140,7 @@ class Hub:
         self.per_address: Counter[str] = Counter()
         self.accepting = True
         self.repairs = 0  # rooms repaired from the database
+        self.metrics: Metrics | None = None
         self._present: set[tuple[str, str]] = set()  # (room, user id) we told the registry of
         self._published = 0
         self._delivered_own = 0
@@ -175,6 +177,8 @@ class Hub:
         self._all_closed.clear()
         self.per_address[connection.address] += 1
         state.local_users[connection.user.id] += 1
+        if self.metrics is not None:
+            self.metrics.connections.set(len(self.connections))
 
     async def join(self, connection: Connection) -> None:
         """On the user's first connection in the room anywhere, a join to the room.
@@ -214,6 +218,12 @@ class Hub:
                 state.priming.cancel()
         if not self.connections:
             self._all_closed.set()
+        if self.metrics is not None:
+            self.metrics.connections.set(len(self.connections))
+            if connection.close_code is not None:
+                self.metrics.closes.labels(code=str(connection.close_code)).inc()
+                if connection.close_code == CloseCode.TRY_AGAIN:
+                    self.metrics.send_queue_drops.inc()
 
     async def _leave(self, room: str, user: UserRef, connection_id: int) -> None:
         try:
@@ -263,6 +273,8 @@ class Hub:
         for connection in state.connections:
             connection.push(CHAT_ITEM, message.json, message.id)
         state.last_id = message.id
+        if self.metrics is not None:
+            self.metrics.broadcasts.inc(len(state.connections))
 
     def _settle(self, room: str, state: RoomState) -> None:
         """Deliver the waiting messages that now follow on; drop what came already."""

@@ -76,7 +76,9 @@ async def signin() -> Response | tuple[str, int]:
         return await _signin_again(next_url, problem, form.get("name", ""), 403)
     rt = runtime()
     try:
-        user = await authenticate(rt.store, rt.passwords, form.get("name"), form.get("password"))
+        user = await authenticate(
+            rt.store, rt.passwords, form.get("name"), form.get("password"), rt.throttle, request.remote_addr or ""
+        )
     except CredentialsError as refused:
         return await _signin_again(next_url, refused.message, form.get("name", ""), refused.status)
     await start_session(rt.store, user)

@@ -15,10 +15,12 @@ from .broker.memory import MemoryBroker
 from .database import create_database
 from .hub import Hub
 from .limits import RateLimiter
+from .metrics import Metrics
 from .presence import MemoryPresence, PresenceRegistry, RedisPresence
 from .protocol import CloseCode
 from .settings import Settings
 from .store import Store
+from .throttle import SignInThrottle
 from .writer import MessageWriter
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,10 @@ class Runtime:
         self.hub = Hub(self.broker, create_presence(settings, self.broker, origin), self.store, origin)
         self.writer = MessageWriter(self.database, self.store, self.hub.publish_committed, settings.write_batch_size)
         self.passwords = Passwords()
+        self.metrics = Metrics()
+        self.throttle = SignInThrottle()
+        self.writer.metrics = self.metrics
+        self.hub.metrics = self.metrics
         self.rate_limiter = RateLimiter(settings.rate_limit)
         self._drained = False
         self._downloads = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .database import Database
+from .metrics import Metrics
 from .models import Message, Room
 from .protocol import StoredMessage, UserRef, now_ms
 from .store import Store
@@ -64,6 +66,7 @@ class MessageWriter:
         self._closing = False
         self._last_ts = 0
         self.failing = False  # the last batch could not be stored
+        self.metrics: Metrics | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="message-writer")
@@ -115,6 +118,7 @@ class MessageWriter:
                 return
 
     async def _commit(self, drafts: list[Draft], futures: list[asyncio.Future[Outcome]]) -> None:
+        started = time.perf_counter()
         try:
             outcomes = await self._store(drafts)
         except IntegrityError:
@@ -137,6 +141,9 @@ class MessageWriter:
         self.batches += 1
         fresh = [o.message for o in outcomes if o.fresh]
         self.committed += len(fresh)
+        if self.metrics is not None:
+            self.metrics.commit_seconds.observe(time.perf_counter() - started)
+            self.metrics.messages_stored.inc(len(fresh))
         if fresh:
             try:
                 await self.on_commit(fresh)

@@ -150,6 +150,7 @@ async def _read(rt: Runtime, connection: Connection) -> None:
 
     def refuse(code: ErrorCode, message: str, client_id: str | None) -> None:
         connection.push(FRAME_ITEM, error_frame(code, message, client_id))
+        rt.metrics.errors.labels(code=code.value).inc()
         if not refusals.allow():
             connection.abort(CloseCode.POLICY, "flooding: far past the rate limit")
 
@@ -176,10 +177,11 @@ async def _read(rt: Runtime, connection: Connection) -> None:
             continue
         await in_flight.acquire()
         stored = rt.writer.submit(Draft(connection.room, connection.user, frame.text, frame.client_id))
-        stored.add_done_callback(partial(_stored, connection, in_flight, frame.client_id))
+        stored.add_done_callback(partial(_stored, rt, connection, in_flight, frame.client_id))
 
 
 def _stored(
+    rt: Runtime,
     connection: Connection,
     in_flight: asyncio.Semaphore,
     client_id: str | None,
@@ -191,6 +193,8 @@ def _stored(
     if stored.cancelled():
         return
     failure = stored.exception()
+    if failure is not None:
+        rt.metrics.errors.labels(code=ErrorCode.UNAVAILABLE.value).inc()
     if isinstance(failure, Unavailable):
         connection.push(FRAME_ITEM, error_frame(ErrorCode.UNAVAILABLE, str(failure), client_id))
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from datetime import UTC, datetime
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from ..conftest import StartServer
-from ..support import Chat, run_cli, unique
+from ..support import PASSWORD, Chat, run_cli, unique
 
 
 async def test_security_headers_on_every_page(chat: Chat) -> None:
@@ -84,3 +85,39 @@ async def test_an_export_stopped_halfway_does_not_hurt_the_server(start_server: 
         assert not re.search(r"Traceback", server.log()), server.log()
     finally:
         await chat.aclose()
+
+
+async def test_repeated_wrong_passwords_are_throttled_but_never_for_good(chat: Chat) -> None:
+    name = unique("victim")
+    await chat.user(name)
+    attacker = chat.http()
+    for _ in range(5):
+        wrong = await attacker.post("/api/session", json={"name": name, "password": "not the password"})
+        assert wrong.status_code == 401
+    throttled = await attacker.post("/api/session", json={"name": name, "password": PASSWORD})
+    assert throttled.status_code == 429 and throttled.headers["retry-after"] == "1"
+    await asyncio.sleep(1.1)
+    owner = await chat.http().post("/api/session", json={"name": name, "password": PASSWORD})
+    assert owner.status_code == 200, "the owner gets in once the short wait is over"
+
+
+async def test_metrics_count_connections_messages_broadcasts_errors_and_commits(chat: Chat) -> None:
+    room = unique("metrics-")
+    sender = await chat.open(await chat.user(), room)
+    await chat.open(await chat.user(), room)
+    await sender.say("counted")
+    await sender.ws.send('{"type": "dance"}')
+    assert (await sender.expect("error"))["code"] == "bad_request"
+    response = await chat.http().get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for line in response.text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            samples[key] = float(value)
+    assert samples["quartchat_connections"] >= 2
+    assert samples["quartchat_messages_stored_total"] >= 1
+    assert samples["quartchat_broadcasts_total"] >= 2
+    assert samples['quartchat_errors_total{code="bad_request"}'] >= 1
+    assert samples["quartchat_commit_seconds_count"] >= 1
+    assert "quartchat_send_queue_drops_total" in samples

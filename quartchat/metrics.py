@@ -1,0 +1,44 @@
+"""Prometheus metrics (`GET /metrics`), per process, with prometheus_client.
+
+Each app has its own registry (tests run several apps in one process). With several
+workers each answers for itself; scrape each instance's port, or aggregate.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.connections = Gauge("quartchat_connections", "Open WebSocket connections", registry=self.registry)
+        self.messages_stored = Counter(
+            "quartchat_messages_stored", "Chat messages committed by this process", registry=self.registry
+        )
+        self.broadcasts = Counter(
+            "quartchat_broadcasts", "Chat messages queued for delivery to a connection", registry=self.registry
+        )
+        self.send_queue_drops = Counter(
+            "quartchat_send_queue_drops",
+            "Connections closed with 1013 because their send queue filled",
+            registry=self.registry,
+        )
+        self.commit_seconds = Histogram(
+            "quartchat_commit_seconds",
+            "Time to commit one batch of messages",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=self.registry,
+        )
+        self.errors = Counter("quartchat_errors", "Error frames sent, by code", ["code"], registry=self.registry)
+        self.closes = Counter(
+            "quartchat_websocket_closes",
+            "WebSockets closed by the server, by close code",
+            ["code"],
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

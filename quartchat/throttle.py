@@ -1,0 +1,59 @@
+"""Sign-in throttling (brute force), per name and per address, that never locks a
+victim out for long: after a few free failures each further attempt must wait twice as
+long as the last (at most a minute), and a quiet quarter of an hour forgets them."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+FREE_PER_NAME = 5
+FREE_PER_ADDRESS = 20
+WINDOW_SECONDS = 15 * 60
+MAX_DELAY_SECONDS = 60.0
+
+
+@dataclass
+class _Failures:
+    count: int = 0
+    last: float = 0.0
+
+
+class SignInThrottle:
+    def __init__(self) -> None:
+        self._by_name: dict[str, _Failures] = {}
+        self._by_address: dict[str, _Failures] = {}
+
+    def retry_after(self, name_key: str, address: str, now: float | None = None) -> float:
+        """Seconds to wait before this attempt may be checked (0: go ahead)."""
+        now = time.monotonic() if now is None else now
+        return max(
+            self._wait(self._by_name.get(name_key), FREE_PER_NAME, now),
+            self._wait(self._by_address.get(address), FREE_PER_ADDRESS, now),
+        )
+
+    def failed(self, name_key: str, address: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        for table, key in ((self._by_name, name_key), (self._by_address, address)):
+            failures = table.get(key)
+            if failures is None or now - failures.last > WINDOW_SECONDS:
+                failures = table[key] = _Failures()
+            failures.count += 1
+            failures.last = now
+        if len(self._by_name) + len(self._by_address) > 100_000:
+            self._forget(now)
+
+    def succeeded(self, name_key: str) -> None:
+        self._by_name.pop(name_key, None)
+
+    @staticmethod
+    def _wait(failures: _Failures | None, free: int, now: float) -> float:
+        if failures is None or failures.count < free or now - failures.last > WINDOW_SECONDS:
+            return 0.0
+        delay = min(MAX_DELAY_SECONDS, 2.0 ** (failures.count - free))
+        return max(0.0, failures.last + delay - now)
+
+    def _forget(self, now: float) -> None:
+        for table in (self._by_name, self._by_address):
+            for key in [k for k, f in table.items() if now - f.last > WINDOW_SECONDS]:
+                del table[key]
