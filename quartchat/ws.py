@@ -155,7 +155,9 @@ async def _read(rt: Runtime, connection: Connection) -> None:
             connection.abort(CloseCode.POLICY, "flooding: far past the rate limit")
 
     while connection.close_code is None:
-        raw = await websocket.receive()
+        received: str | bytes | None = await websocket.receive()
+        # Quart hands over `bytes or text`: an empty binary frame arrives as None.
+        raw = b"" if received is None else received
         if len(raw) > MAX_FRAME_BYTES:  # Hypercorn enforces it too (hypercorn.toml)
             connection.abort(CloseCode.TOO_BIG, "frame larger than 64 KiB")
             return

@@ -1,0 +1,129 @@
+"""Hostile input against a real server: arbitrary frames (Hypothesis), caps, traversal,
+metacharacters. Each: the right answer, the server keeps serving, nothing stored wrongly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from ..conftest import StartServer
+from ..support import Chat, Server, unique
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=50),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+chat_frames = st.fixed_dictionaries(
+    {"type": st.sampled_from(["chat", "ping", "dance", ""]) | st.integers() | st.none()},
+    optional={"data": json_values | st.text(max_size=300), "client_id": json_values | st.text(max_size=80)},
+).map(json.dumps)
+frames = st.lists(
+    chat_frames
+    | st.text(max_size=300)
+    | st.binary(max_size=300)
+    | st.integers(min_value=1, max_value=2000).map(lambda depth: "[" * depth + "]" * depth)
+    | st.integers(min_value=20, max_value=400).map(
+        lambda digits: '{"type":"chat","data":"n","x":' + "9" * digits + "}"
+    ),
+    min_size=1,
+    max_size=15,
+)
+
+
+async def drive(server: Server, sent: list[str | bytes]) -> None:
+    chat = Chat(server)
+    try:
+        room = unique("fuzz-")
+        user = await chat.user()
+        sender = await chat.open(user, room)
+        listener = await chat.open(await chat.user(), room)
+        for frame in sent:
+            await sender.ws.send(frame)
+        await sender.send_json({"type": "ping"})
+        await sender.send_json({"type": "chat", "data": "end of the fuzz", "client_id": "fuzz-marker"})
+        pongs = 0
+        while True:  # replies to earlier frames may still come: read to our marker
+            reply = await sender.recv()
+            assert reply["type"] in ("chat", "error", "join", "left", "pong"), reply
+            if reply["type"] == "error":
+                assert reply["code"] in ("bad_request", "empty", "too_long", "rate_limited", "unavailable")
+            pongs += reply["type"] == "pong"
+            if reply["type"] == "chat" and reply.get("client_id") == "fuzz-marker":
+                marker = reply
+                break
+        assert pongs >= 1, "the connection answered the ping"
+        broadcast: list[dict[str, Any]] = []
+        while True:
+            frame = await listener.recv()
+            if frame["type"] == "chat":
+                broadcast.append(frame)
+                if frame["id"] == marker["id"]:
+                    break
+        assert await chat.all_messages(user, room) == broadcast, "stored == broadcast"
+    except ConnectionClosed as closed:
+        raise AssertionError(f"the server closed the connection: {closed}") from None
+    finally:
+        await chat.aclose()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sent=frames)
+def test_arbitrary_frames_never_crash_never_1011_and_stored_equals_broadcast(server: Server, sent: list[Any]) -> None:
+    asyncio.run(drive(server, sent))
+    assert httpx.get(f"{server.base_url}/healthz", trust_env=False).status_code == 200
+
+
+async def test_connections_per_address_are_capped(start_server: StartServer) -> None:
+    chat = Chat(start_server(max_connections_per_address="3"))
+    try:
+        user = await chat.user()
+        opened = [await chat.open(user, unique("cap-")) for _ in range(3)]
+        try:
+            await chat.connect(user, unique("cap-"))
+        except InvalidStatus as refused:
+            assert refused.response.status_code == 429
+        else:
+            raise AssertionError("a fourth connection from one address was accepted")
+        await opened[0].ws.close()
+        await asyncio.sleep(0.3)
+        assert (await chat.open(user, unique("cap-"))).history["type"] == "history"
+    finally:
+        await chat.aclose()
+
+
+async def test_static_paths_cannot_leave_the_static_folder(chat: Chat) -> None:
+    client = chat.http()
+    for path in (
+        "/static/../quartchat/settings.py",
+        "/static/%2e%2e/pyproject.toml",
+        "/static/..%2fpyproject.toml",
+        "/static/v/abc/../../pyproject.toml",
+        "/static/js/../../migrations/env.py",
+    ):
+        response = await client.get(path)
+        assert response.status_code == 404 or "quartchat" not in response.text[:200], path
+        assert "[project]" not in response.text and "import" not in response.text[:50], path
+
+
+async def test_sql_metacharacters_and_markup_in_names_rooms_and_texts_are_just_text(chat: Chat) -> None:
+    name = "Robert'); DROP TABLE users;--"[:0] + "O.Brien-x" + unique("")
+    user = await chat.user(name)
+    room = unique("x-")
+    conn = await chat.open(user, room)
+    texts = ["'; DROP TABLE messages; --", '" OR 1=1 --', "<b>bold</b> & <i>", "%s %d {0} \\x00", "😀 ' \" \\"]
+    for text in texts:
+        assert (await conn.say(text))["data"] == text
+    await conn.send_json({"type": "chat", "data": "a\u0000b"})
+    assert (await conn.expect("error"))["code"] == "bad_request"
+    assert [m["data"] for m in await chat.all_messages(user, room)] == texts
+    bad = await user.http.get("/api/rooms/x'%20OR%201=1/messages")
+    assert bad.status_code in (404, 422)
+    taken = await chat.http().post("/api/session", json={"name": "x' OR '1'='1", "password": "whatever123"})
+    assert taken.status_code == 422
