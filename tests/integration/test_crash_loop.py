@@ -129,7 +129,8 @@ async def test_crash_loop_loses_nothing_seen_and_duplicates_nothing(
         assert len(final) >= before
         print(
             f"crash loop: {ROUNDS} rounds, {seen_total} deliveries seen, {before} stored before the retries, "
-            f"{sum(len(i) for i in sent.values())} client_ids sent, {len(final)} stored after them, 0 lost, 0 duplicated"
+            f"{sum(len(i) for i in sent.values())} client_ids sent, {len(final)} stored after them, "
+            "0 lost, 0 duplicated"
         )
     finally:
         await chat.aclose()
