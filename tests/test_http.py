@@ -132,3 +132,17 @@ async def test_a_page_without_session_redirects_303_with_next(app: Quart) -> Non
 async def test_healthz(app: Quart) -> None:
     response = await app.test_client().get("/healthz")
     assert response.status_code == 200 and await response.get_json() == {"status": "ok"}
+
+
+async def test_a_session_older_than_its_lifetime_counts_as_no_session(app: Quart, tmp_path: Path) -> None:
+    import sqlite3
+
+    from quartchat.auth import SESSION_LIFETIME
+
+    client = app.test_client()
+    await sign_in(client, "old-timer")
+    assert (await client.get("/api/rooms")).status_code == 200
+    expired_ms = int(SESSION_LIFETIME.total_seconds() * 1000) + 60_000
+    with sqlite3.connect(tmp_path / "h.db") as database:  # the session row is a month and a minute old
+        database.execute("UPDATE sessions SET created_ms = created_ms - ?", (expired_ms,))
+    assert (await client.get("/api/rooms")).status_code == 401
