@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 
 from ..conftest import StartServer
-from ..support import PASSWORD, Chat, quartchat_env, run_cli, unique
+from ..support import PASSWORD, Chat, Server, quartchat_env, run_cli, unique
 
 
 async def seed_sqlite(start_server: StartServer, workdir: Path) -> tuple[str, list[dict[str, object]], str]:
@@ -25,6 +25,19 @@ async def seed_sqlite(start_server: StartServer, workdir: Path) -> tuple[str, li
     return server.database_url, sent, name
 
 
+def serve_postgres(start_server: StartServer, tmp_path: Path, postgres_url: str) -> Server:
+    """A server on the PostgreSQL database the history was moved into."""
+    workdir = tmp_path / "pg"
+    workdir.mkdir()
+    return start_server(workdir=workdir, database_url=postgres_url)
+
+
+async def sign_in_status(server: Server, name: str, password: str) -> int:
+    async with httpx.AsyncClient(base_url=server.base_url, trust_env=False) as client:
+        response = await client.post("/api/session", json={"name": name, "password": password})
+        return response.status_code
+
+
 async def test_db_copy_moves_accounts_with_passwords_and_messages(
     start_server: StartServer, postgres_url: str, tmp_path: Path
 ) -> None:
@@ -38,14 +51,10 @@ async def test_db_copy_moves_accounts_with_passwords_and_messages(
     again = run_cli(quartchat_env(sqlite), tmp_path, "db", "copy", "--to", postgres_url)
     assert again.returncode == 2 and "not empty" in again.stderr
 
-    pg_dir = tmp_path / "pg"
-    pg_dir.mkdir()
-    server = start_server(workdir=pg_dir, database_url=postgres_url)
+    server = serve_postgres(start_server, tmp_path, postgres_url)
     chat = Chat(server)
     try:
-        async with httpx.AsyncClient(base_url=server.base_url, trust_env=False) as client:
-            signed_in = await client.post("/api/session", json={"name": name, "password": PASSWORD})
-            assert signed_in.status_code == 200, "the copied account keeps its password"
+        assert await sign_in_status(server, name, PASSWORD) == 200, "the copied account keeps its password"
         user = await chat.user(name)
         assert (await chat.messages(user, "lobby"))["messages"] == sent
         newer = await (await chat.open(user, "lobby")).say("after the move")
@@ -72,20 +81,14 @@ async def test_import_into_postgresql_keeps_ids_and_reserves_names(
     exported = run_cli(pg_env, tmp_path, "export")
     assert [json.loads(line) for line in exported.stdout.splitlines()] == sent
 
-    pg_dir = tmp_path / "pg"
-    pg_dir.mkdir()
-    server = start_server(workdir=pg_dir, database_url=postgres_url)
+    server = serve_postgres(start_server, tmp_path, postgres_url)
     chat = Chat(server)
     try:
-        async with httpx.AsyncClient(base_url=server.base_url, trust_env=False) as client:
-            claimed = await client.post("/api/session", json={"name": name, "password": PASSWORD})
-            assert claimed.status_code == 401, "an imported name cannot be claimed"
+        assert await sign_in_status(server, name, PASSWORD) == 401, "an imported name cannot be claimed"
         other = await chat.user()
         newer = await (await chat.open(other, "lobby")).say("new on postgres")
         assert newer["id"] > sent[-1]["id"]  # type: ignore[operator]
         assert run_cli(pg_env, tmp_path, "user", "password", name, stdin="a new password!\n").returncode == 0
-        async with httpx.AsyncClient(base_url=server.base_url, trust_env=False) as client:
-            signed_in = await client.post("/api/session", json={"name": name, "password": "a new password!"})
-            assert signed_in.status_code == 200
+        assert await sign_in_status(server, name, "a new password!") == 200
     finally:
         await chat.aclose()
