@@ -12,14 +12,21 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .accounts import CredentialsError, Passwords, check_password, clean_name, name_key
-from .database import create_database
-from .export import FORMATS, ExportError, ExportQuery, count, formatter, parse_time, render
+from .export import (
+    FORMATS,
+    ExportError,
+    ExportQuery,
+    Format,
+    SqliteFile,
+    count,
+    formatter,
+    parse_time,
+    render,
+    render_sqlite,
+)
 from .logs import configure_logging
 from .rooms import valid_room
 from .settings import Settings, SettingsError, check_database_url
-from .store import Store
-from .transfer import TransferError, copy_database, import_file, table_counts
 
 
 class UsageError(Exception):
@@ -77,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "import":
             return _import(settings, args.file)
         return _user_password(settings, args.name)
-    except (SettingsError, UsageError, TransferError) as problem:
+    except (SettingsError, UsageError) as problem:
         print(f"quartchat: {problem}", file=sys.stderr)
         return 2
 
@@ -123,6 +130,8 @@ def _db(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _user_password(settings: Settings, raw_name: str) -> int:
+    from .accounts import CredentialsError, check_password, clean_name
+
     try:
         name = clean_name(raw_name)
         if sys.stdin.isatty():
@@ -140,6 +149,11 @@ def _user_password(settings: Settings, raw_name: str) -> int:
 
 
 async def _set_password(settings: Settings, name: str, password: str) -> bool:
+    # Loaded here, not at the top: `quartchat export` starts faster without them.
+    from .accounts import Passwords, name_key
+    from .database import create_database
+    from .store import Store
+
     database = create_database(settings)
     try:
         store = Store(database)
@@ -166,34 +180,66 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
         query = ExportQuery(args.room, parse_time(args.since, "--since"), parse_time(args.until, "--until"))
     except ExportError as bad:
         raise UsageError(str(bad)) from None
-    asyncio.run(_write_export(settings, query, args.format, args.output))
+    output = formatter(args.format, query.room)
+    if settings.sqlite_path is not None and output.wants_json:
+        _write_sqlite_export(settings.sqlite_path, query, output, args.output)
+    else:
+        asyncio.run(_write_export(settings, query, output, args.output))
     return 0
 
 
-async def _write_export(settings: Settings, query: ExportQuery, format_name: str, output: Path | None) -> None:
+def _write_sqlite_export(path: Path, query: ExportQuery, output: Format, target: Path | None) -> None:
+    """ndjson and json from an SQLite file: synchronous, bytes in and bytes out."""
+    try:
+        database = SqliteFile(path)
+        try:
+            if target is None:
+                sys.stdout.buffer.writelines(render_sqlite(database, query, output))
+                sys.stdout.buffer.flush()
+                return
+            total = database.count(query) if sys.stderr.isatty() else None
+            with target.open("wb") as file, _progress_bar(total, "msg") as bar:
+                file.writelines(render_sqlite(database, query, output, bar.update))
+        finally:
+            database.close()
+    except ExportError as bad:
+        raise UsageError(str(bad)) from None
+
+
+async def _write_export(settings: Settings, query: ExportQuery, output: Format, target: Path | None) -> None:
+    from .database import create_database
+
     database = create_database(settings)
     try:
         engine = database.reader
-        if output is None:
-            async for piece in render(engine, query, formatter(format_name, query.room)):
+        if target is None:
+            async for piece in render(engine, query, output):
                 sys.stdout.buffer.write(piece.encode("utf-8"))
             sys.stdout.buffer.flush()
             return
         total = await count(engine, query) if sys.stderr.isatty() else None
-        with output.open("w", encoding="utf-8", newline="") as target, _progress_bar(total, "msg") as bar:
-            async for piece in render(engine, query, formatter(format_name, query.room), bar.update):
-                target.write(piece)
+        with target.open("w", encoding="utf-8", newline="") as file, _progress_bar(total, "msg") as bar:
+            async for piece in render(engine, query, output, bar.update):
+                file.write(piece)
     finally:
         await database.dispose()
 
 
 def _import(settings: Settings, path: str) -> int:
-    read, added = asyncio.run(_run_import(settings, path))
+    from .transfer import TransferError
+
+    try:
+        read, added = asyncio.run(_run_import(settings, path))
+    except TransferError as bad:
+        raise UsageError(str(bad)) from None
     print(f"read {read} messages, added {added} ({read - added} were already here)", file=sys.stderr)
     return 0
 
 
 async def _run_import(settings: Settings, path: str) -> tuple[int, int]:
+    from .database import create_database
+    from .transfer import import_file
+
     database = create_database(settings)
     try:
         with _progress_bar(None, "msg") as bar:
@@ -211,14 +257,22 @@ def _copy(settings: Settings, target_url: str) -> int:
         raise UsageError(str(bad).replace("QUARTCHAT_DATABASE_URL", "--to")) from None
     if target_url == settings.database_url:
         raise UsageError("--to names the database being copied")
+    from .transfer import TransferError
+
     migrate.upgrade(target_url)
-    copied = asyncio.run(_run_copy(settings, target_url))
+    try:
+        copied = asyncio.run(_run_copy(settings, target_url))
+    except TransferError as bad:
+        raise UsageError(str(bad)) from None
     summary = ", ".join(f"{count} {table}" for table, count in copied.items())
     print(f"copied and verified: {summary}", file=sys.stderr)
     return 0
 
 
 async def _run_copy(settings: Settings, target_url: str) -> dict[str, int]:
+    from .database import create_database
+    from .transfer import copy_database, table_counts
+
     source = create_database(settings)
     target = create_database(Settings(database_url=target_url, sqlite_synchronous=settings.sqlite_synchronous))
     try:

@@ -10,9 +10,7 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from .settings import Settings
-
-SQLITE_BUSY_TIMEOUT_MS = 5000
+from .settings import SQLITE_BUSY_TIMEOUT_MS, Settings
 
 
 @dataclass

@@ -69,4 +69,7 @@ class Message(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
     text: Mapped[str] = mapped_column(Text)
     ts_ms: Mapped[int] = mapped_column(BigInteger)
+    # The same time as SPEC §5 writes it ("2026-11-24T15:31:06.123Z"), kept so that an
+    # export need not format every date again: on SQLite that was a third of its cost.
+    ts: Mapped[str] = mapped_column(String(32), server_default="")
     client_id: Mapped[str | None] = mapped_column(String(64))

@@ -14,6 +14,8 @@ from sqlalchemy.exc import ArgumentError
 
 PREFIX = "QUARTCHAT_"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///quartchat.db"
+# How long an SQLite connection waits for another one's lock before it gives up.
+SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
 class SettingsError(Exception):

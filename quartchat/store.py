@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from sqlalchemy import Row, Select, delete, insert, select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .database import Database
 from .models import Message, Room, Session, User
 from .protocol import RESUME_LIMIT, StoredMessage, UserRef, now_ms
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from .database import Database
 
 AnySelect: TypeAlias = Select[*tuple[Any, ...]]
 

@@ -3,12 +3,15 @@ whole deployment, accounts and password hashes included)."""
 
 from __future__ import annotations
 
-import json
+import asyncio
+import functools
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import orjson
 from sqlalchemy import Table, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -16,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from .accounts import CredentialsError, clean_name, name_key
 from .export import ExportError, parse_time
 from .models import Base, Message, Room, User
+from .protocol import format_ts
 from .rooms import valid_room
 
 BATCH = 5000
@@ -34,6 +38,7 @@ class Record:
     user_name: str
     text: str
     ts_ms: int
+    ts: str  # as protocol.format_ts writes ts_ms
     client_id: str | None
 
 
@@ -43,8 +48,8 @@ def read_export(source: TextIO, name: str) -> Iterator[tuple[str, dict[str, Any]
     stripped = first.strip()
     if name.endswith(".json") or (stripped.startswith("{") and '"messages"' in stripped and '"id"' not in stripped[:8]):
         try:
-            document = json.loads(first + source.read())
-        except json.JSONDecodeError as bad:
+            document = orjson.loads(first + source.read())
+        except orjson.JSONDecodeError as bad:
             raise TransferError(f"{name}: not a JSON export: {bad}") from None
         if not isinstance(document, dict) or not isinstance(document.get("messages"), list):
             raise TransferError(f'{name}: a JSON export is an object with a "messages" list')
@@ -56,11 +61,18 @@ def read_export(source: TextIO, name: str) -> Iterator[tuple[str, dict[str, Any]
     while line:
         if line.strip():
             try:
-                yield f"line {line_number}", json.loads(line)
-            except json.JSONDecodeError as bad:
+                yield f"line {line_number}", orjson.loads(line)
+            except orjson.JSONDecodeError as bad:
                 raise TransferError(f"{name}: line {line_number}: not JSON ({bad.msg})") from None
         line = source.readline()
         line_number += 1
+
+
+# What protocol.format_ts writes: for these, parsing and formatting again gives the
+# same text back (years before 1000 are left to format_ts).
+CANONICAL_TS = re.compile(r"[1-9]\d{3}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+_clean_name = functools.lru_cache(maxsize=65536)(clean_name)
 
 
 def to_record(where: str, message: object) -> Record:
@@ -81,7 +93,9 @@ def to_record(where: str, message: object) -> Record:
     if not isinstance(user, dict) or not isinstance(user.get("id"), str) or not 0 < len(user["id"]) <= 36:
         raise wrong('"user" must be {"id": "…", "name": "…"}')
     try:
-        user_name = clean_name(user.get("name"))
+        name = user.get("name")
+        # An export repeats a few hundred names a million times: check each once.
+        user_name = _clean_name(name) if isinstance(name, str) else clean_name(name)
     except CredentialsError as bad:
         raise wrong(f'"user.name": {bad.message}') from None
     if not isinstance(data, str) or "\x00" in data:
@@ -91,12 +105,14 @@ def to_record(where: str, message: object) -> Record:
         ts_ms = parse_time(ts if isinstance(ts, str) else None, "ts")
     except ExportError as bad:
         raise wrong(str(bad)) from None
-    if ts_ms is None:
+    if ts_ms is None or not isinstance(ts, str):
         raise wrong('"ts" is missing')
     client_id = message.get("client_id")
     if client_id is not None and (not isinstance(client_id, str) or not 0 < len(client_id) <= 64):
         raise wrong('"client_id" must be a string of at most 64 characters')
-    return Record(message_id, room, user["id"], user_name, data, ts_ms, client_id)
+    # Our own exports write times as format_ts does; anything else is rewritten so.
+    ts_text = ts if CANONICAL_TS.fullmatch(ts) else format_ts(ts_ms)
+    return Record(message_id, room, user["id"], user_name, data, ts_ms, ts_text, client_id)
 
 
 def _dialect(connection: AsyncConnection) -> Any:
@@ -111,26 +127,39 @@ async def import_records(
     read = 0
     known_users: dict[str, str] = {}  # id -> name_key
     rooms: set[str] = set()
+    batches = _checked_batches(records)
     async with engine.begin() as connection:
         before = await connection.scalar(select(func.count()).select_from(Message)) or 0
-        chunk: list[Record] = []
-        for where, message in records:
-            chunk.append(to_record(where, message))
-            if len(chunk) >= BATCH:
+        # Checking the next batch (Python, in a thread) overlaps with inserting this
+        # one (SQLite or the network, which let go of the GIL): the two halves of an
+        # import take about as long as each other.
+        checking = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+        try:
+            while (chunk := await checking) is not None:
+                checking = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
                 await _import_chunk(connection, chunk, known_users, rooms)
                 read += len(chunk)
                 if progress:
                     progress(len(chunk))
-                chunk = []
-        if chunk:
-            await _import_chunk(connection, chunk, known_users, rooms)
-            read += len(chunk)
-            if progress:
-                progress(len(chunk))
+        finally:
+            await asyncio.wait([checking])  # let the thread finish before the file closes
+            if not checking.cancelled():
+                checking.exception()  # seen: what matters is the error being raised already
         await _recount_rooms(connection, sorted(rooms))
         await _advance_sequence(connection)
         after = await connection.scalar(select(func.count()).select_from(Message)) or 0
     return read, after - before
+
+
+def _checked_batches(records: Iterator[tuple[str, dict[str, Any]]]) -> Iterator[list[Record]]:
+    chunk: list[Record] = []
+    for where, message in records:
+        chunk.append(to_record(where, message))
+        if len(chunk) >= BATCH:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 async def _import_chunk(
@@ -174,6 +203,7 @@ async def _import_chunk(
                 "user_id": r.user_id,
                 "text": r.text,
                 "ts_ms": r.ts_ms,
+                "ts": r.ts,
                 "client_id": r.client_id,
             }
             for r in chunk

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from .database import Database
 from .metrics import Metrics
 from .models import Message, Room
-from .protocol import StoredMessage, UserRef, now_ms
+from .protocol import StoredMessage, UserRef, format_ts, now_ms
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -182,6 +182,7 @@ class MessageWriter:
             return []
         # Ids grow with commits, and so must times, even if the clock steps back.
         ts_ms = self._last_ts = max(now_ms(), self._last_ts)
+        ts = format_ts(ts_ms)
         per_room = Counter(d.room for d in drafts)
         rooms = sorted(per_room)
         dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
@@ -207,6 +208,7 @@ class MessageWriter:
                     "user_id": d.user.id,
                     "text": d.text,
                     "ts_ms": ts_ms,
+                    "ts": ts,
                     "client_id": d.client_id,
                 }
                 for d in drafts

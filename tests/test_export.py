@@ -242,7 +242,8 @@ def test_export_progress_bar_only_on_a_terminal(filled: Any, tmp_path: Path) -> 
     assert b"12.0/12.0" in shown and b"msg/s" in shown, shown
 
 
-def test_sqlite_renders_times_exactly_as_the_protocol_does(tmp_path: Path) -> None:
+def test_sqlite_strftime_renders_times_exactly_as_the_protocol_does(tmp_path: Path) -> None:
+    """Migration 0002 fills messages.ts of older rows with this expression."""
     import random
     import sqlite3
 
@@ -253,3 +254,75 @@ def test_sqlite_renders_times_exactly_as_the_protocol_does(tmp_path: Path) -> No
     for ts_ms in samples:
         rendered = connection.execute("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', ? / 1000.0, 'unixepoch')", (ts_ms,))
         assert rendered.fetchone()[0] == format_ts(ts_ms)
+
+
+@pytest.mark.parametrize(
+    "bounds",
+    [{}, {"room": "lobby"}, {"room": "other"}, {"since": "2026-11-24T10:00:03.003Z", "until": "2026-11-24T10:00:09"}],
+    ids=["all", "room", "other-room", "since-until"],
+)
+@pytest.mark.parametrize("fmt", ["ndjson", "json"])
+def test_the_command_lines_direct_sqlite_read_equals_the_servers_export(
+    filled: Any, fmt: str, bounds: dict[str, str]
+) -> None:
+    """`quartchat export` reads ndjson and json with Python's sqlite3 directly; the
+    server streams them through SQLAlchemy. Both must write the same bytes."""
+    import asyncio
+
+    from quartchat.database import create_database
+    from quartchat.export import ExportQuery, SqliteFile, formatter, parse_time, render, render_sqlite
+    from quartchat.settings import Settings
+
+    env, _ = filled
+    settings = Settings(database_url=env["QUARTCHAT_DATABASE_URL"])
+    query = ExportQuery(
+        bounds.get("room"), parse_time(bounds.get("since"), "since"), parse_time(bounds.get("until"), "until")
+    )
+
+    async def served() -> str:
+        database = create_database(settings)
+        try:
+            return "".join([piece async for piece in render(database.reader, query, formatter(fmt, query.room))])
+        finally:
+            await database.dispose()
+
+    assert settings.sqlite_path is not None
+    direct = SqliteFile(settings.sqlite_path)
+    try:
+        written = b"".join(render_sqlite(direct, query, formatter(fmt, query.room))).decode()
+    finally:
+        direct.close()
+    through_server = asyncio.run(served())
+    if fmt == "json":  # written a moment apart
+        written, through_server = json.loads(written), json.loads(through_server)
+        assert written.pop("exported_at") <= through_server.pop("exported_at")
+    assert written == through_server
+    assert written  # not trivially equal: each case selects something or writes the wrapper
+
+
+def test_import_stores_times_in_the_protocols_form_whatever_form_they_came_in(tmp_path: Path) -> None:
+    forms = {
+        1: ("2026-11-24T10:00:01Z", "2026-11-24T10:00:01.000Z"),
+        2: ("2026-11-24T11:00:02.5+01:00", "2026-11-24T10:00:02.500Z"),
+        3: ("2026-11-24 10:00:03.123456", "2026-11-24T10:00:03.123Z"),
+        4: ("2026-11-24T10:00:04.004Z", "2026-11-24T10:00:04.004Z"),
+    }
+    dump = tmp_path / "forms.ndjson"
+    dump.write_text("".join(json.dumps({**message(i, "x"), "ts": given}) + "\n" for i, (given, _) in forms.items()))
+    env = quartchat_env(sqlite_url(tmp_path / "f.db"))
+    assert run_cli(env, tmp_path, "db", "upgrade").returncode == 0
+    assert run_cli(env, tmp_path, "import", str(dump)).returncode == 0
+    for fmt in ("ndjson", "csv"):
+        shown = export(env, tmp_path, "--format", fmt)
+        for _, canonical in forms.values():
+            assert canonical in shown, (fmt, canonical)
+
+
+def test_export_explains_a_missing_or_unmigrated_database(tmp_path: Path) -> None:
+    missing = run_cli(quartchat_env(sqlite_url(tmp_path / "none.db")), tmp_path, "export")
+    assert missing.returncode == 2 and "no database at" in missing.stderr
+    assert not (tmp_path / "none.db").exists(), "the export created an empty database"
+    env = quartchat_env(sqlite_url(tmp_path / "old.db"))
+    assert run_cli(env, tmp_path, "db", "upgrade", "0001").returncode == 0
+    old = run_cli(env, tmp_path, "export")
+    assert old.returncode == 2 and "quartchat db upgrade" in old.stderr, old.stderr

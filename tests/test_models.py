@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import Connection, create_engine, inspect, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from quartchat import migrate
 from quartchat.models import Base, Message
+from quartchat.protocol import format_ts
 from quartchat.store import message_select
 
 
@@ -28,11 +31,54 @@ def test_autogenerate_finds_nothing_between_models_and_migrations(migrated: str)
 
 def test_downgrade_to_base_and_upgrade_again(tmp_path: Path, migrated: str) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/m.db"
-    assert migrate.current(url).startswith("0001")
+    assert migrate.current(url).startswith("0002")
     migrate.downgrade(url, "base")
     assert inspect(create_engine(migrated)).get_table_names() == ["alembic_version"]
     migrate.upgrade(url)
     assert {"users", "sessions", "rooms", "messages"} <= set(inspect(create_engine(migrated)).get_table_names())
+
+
+# Edges of the formatting: whole seconds, .999, before 1970, a leap day, far ahead.
+TIMES_MS = [0, 999, 1_790_000_000_000, 1_790_000_000_999, -1_500, 951_782_400_123, 253_402_300_799_999]
+
+
+def _fill_at_0001(connection: Connection) -> None:
+    connection.execute(text("INSERT INTO rooms VALUES ('r', :n, :n)"), {"n": len(TIMES_MS)})
+    connection.execute(text("INSERT INTO users VALUES ('u', 'U', 'u', NULL, 0)"))
+    for number, ts_ms in enumerate(TIMES_MS, start=1):
+        connection.execute(
+            text("INSERT INTO messages (id, room, user_id, text, ts_ms) VALUES (:id, 'r', 'u', 'x', :ts)"),
+            {"id": number, "ts": ts_ms},
+        )
+
+
+def _stored_times(connection: Connection) -> list[tuple[int, str]]:
+    return [(row.ts_ms, row.ts) for row in connection.execute(text("SELECT ts_ms, ts FROM messages ORDER BY id"))]
+
+
+def test_migration_0002_writes_every_old_time_as_the_protocol_does(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/old.db"
+    migrate.upgrade(url, "0001")
+    engine = create_engine(f"sqlite:///{tmp_path}/old.db")
+    with engine.begin() as connection:
+        _fill_at_0001(connection)
+    migrate.upgrade(url)
+    with engine.connect() as connection:
+        assert _stored_times(connection) == [(ms, format_ts(ms)) for ms in TIMES_MS]
+
+
+async def test_migration_0002_on_postgresql(postgres_url: str) -> None:
+    await asyncio.to_thread(migrate.upgrade, postgres_url, "0001")
+    engine = create_async_engine(postgres_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_fill_at_0001)
+        await asyncio.to_thread(migrate.upgrade, postgres_url)
+        async with engine.connect() as connection:
+            stored = await connection.run_sync(_stored_times)
+    finally:
+        await engine.dispose()
+    assert stored == [(ms, format_ts(ms)) for ms in TIMES_MS]
 
 
 def test_the_database_runs_in_wal_mode(migrated: str) -> None:
