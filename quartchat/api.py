@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import wraps
 from typing import Any, ParamSpec
@@ -152,10 +153,19 @@ async def metrics() -> Response:
     return Response(runtime().metrics.render(), content_type=METRICS_CONTENT_TYPE)
 
 
+MIN_FREE_DISK_BYTES = 1024 * 1024
+
+
 @bp.get("/healthz")
 async def healthz() -> Response:
     """200 while the database can be read and written; 503 otherwise."""
     chat = runtime()
+    database_file = chat.settings.sqlite_path
+    if database_file is not None and shutil.disk_usage(database_file.parent).free < MIN_FREE_DISK_BYTES:
+        # A full disk still lets SQLite take its lock and even reuse WAL space for a
+        # tiny write, while a real message fails: say so before it does.
+        log.warning("health check: less than 1 MiB free beside %s", database_file)
+        return error(503, "the database's disk is full")
     try:
         await chat.database.ping()
         if chat.writer.failing:  # the last batch failed: is the write lock back?

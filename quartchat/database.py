@@ -30,29 +30,46 @@ class Database:
         async with self.reader.connect() as connection:
             await connection.execute(text("SELECT version_num FROM alembic_version"))
 
+    async def checkpoint(self) -> tuple[int, int, int] | None:
+        """Copy committed WAL pages into an SQLite database file (PASSIVE: it waits
+        for nobody and nobody waits for it); (busy, WAL pages, pages copied). None
+        elsewhere."""
+        if self.reader.dialect.name != "sqlite":
+            return None
+        async with self.reader.connect() as connection:
+            row: tuple[Any, ...] = tuple((await connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")).one())
+        return int(row[0]), int(row[1]), int(row[2])
+
     async def dispose(self) -> None:
         await self.writer.dispose()
         if self.reader is not self.writer:
             await self.reader.dispose()
 
 
-def create_database(settings: Settings) -> Database:
+def create_database(settings: Settings, background_checkpoints: bool = False) -> Database:
+    """`background_checkpoints`: on SQLite the writer's commits never checkpoint the
+    WAL themselves; whoever asks for this must call `checkpoint()` now and then (the
+    server does, every second). Otherwise the commit that crosses 1,000 WAL pages
+    copies them all into the database and fsyncs it, and every message waits behind
+    it: a quarter-second stall here, every few hundred commits."""
     if not settings.is_sqlite:
         engine = create_async_engine(settings.database_url, pool_size=10, max_overflow=10, pool_pre_ping=True)
         return Database(reader=engine, writer=engine)
     return Database(
         reader=_sqlite_engine(settings, begin="BEGIN"),
-        writer=_sqlite_engine(settings, begin="BEGIN IMMEDIATE", pool_size=1),
+        writer=_sqlite_engine(
+            settings, begin="BEGIN IMMEDIATE", pool_size=1, autocheckpoint=not background_checkpoints
+        ),
     )
 
 
-def _sqlite_engine(settings: Settings, begin: str, pool_size: int = 5) -> AsyncEngine:
+def _sqlite_engine(settings: Settings, begin: str, pool_size: int = 5, autocheckpoint: bool = True) -> AsyncEngine:
     engine = create_async_engine(settings.database_url, pool_size=pool_size, max_overflow=0)
-    configure_sqlite(engine, settings.sqlite_synchronous, begin)
+    configure_sqlite(engine, settings.sqlite_synchronous, begin, autocheckpoint)
     return engine
 
 
-def configure_sqlite(engine: AsyncEngine, synchronous: str, begin: str = "BEGIN") -> None:
+def configure_sqlite(engine: AsyncEngine, synchronous: str, begin: str = "BEGIN", autocheckpoint: bool = True) -> None:
     """WAL, a busy timeout, the chosen `synchronous`, and our own BEGIN (SQLAlchemy's
     documented recipe: the driver's implicit transactions are turned off)."""
 
@@ -64,6 +81,8 @@ def configure_sqlite(engine: AsyncEngine, synchronous: str, begin: str = "BEGIN"
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute(f"PRAGMA synchronous = {synchronous}")
         cursor.execute("PRAGMA foreign_keys = ON")
+        if not autocheckpoint:
+            cursor.execute("PRAGMA wal_autocheckpoint = 0")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

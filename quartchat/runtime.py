@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.database = create_database(settings)
+        self.database = create_database(settings, background_checkpoints=True)
         self.store = Store(self.database)
         self.broker = create_broker(settings.broker_url)
         origin = uuid.uuid4().hex  # names this process to the others
@@ -45,12 +45,25 @@ class Runtime:
         self._downloads = 0
         self._no_downloads = asyncio.Event()
         self._no_downloads.set()
+        self._checkpoints: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Quart's before_serving."""
         await self.broker.connect()
         await self.hub.start()
         self.writer.start()
+        if self.settings.is_sqlite:
+            self._checkpoints = asyncio.get_running_loop().create_task(self._checkpoint_now_and_then())
+
+    async def _checkpoint_now_and_then(self, interval: float = 1.0) -> None:
+        """SQLite's WAL is copied into the database here, on a reader connection (its
+        own thread), so that no commit waits for it (database.create_database)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.database.checkpoint()
+            except Exception as exc:  # a full disk, a lock: try again next time
+                log.warning("WAL checkpoint failed: %s", exc)
 
     async def drain(self, grace: float = 10.0) -> None:
         """Graceful shutdown, before the listener closes: commit what was taken, let
@@ -82,6 +95,9 @@ class Runtime:
     async def stop(self) -> None:
         """Quart's after_serving."""
         await self.drain()
+        if self._checkpoints is not None:
+            self._checkpoints.cancel()
+            await asyncio.gather(self._checkpoints, return_exceptions=True)
         await self.hub.stop()
         await self.broker.disconnect()
         await self.database.dispose()

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -84,9 +84,13 @@ class MessageWriter:
         return await self.submit(draft)
 
     async def probe(self) -> None:
-        """Take the write lock and let it go: raises while writes cannot be stored."""
-        async with self.database.writer.begin():
-            pass
+        """Write and commit one unchanged row: raises while writes cannot be stored.
+
+        Taking the lock alone is not enough: on a full disk the lock is free but a
+        commit fails, so the probe rewrites a room's counter to the value it has."""
+        async with self.database.writer.begin() as connection:
+            first = select(func.min(Room.name)).scalar_subquery()
+            await connection.execute(update(Room).where(Room.name == first).values(last_id=Room.last_id))
         self.failing = False
 
     async def close(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import secrets
@@ -281,6 +282,75 @@ class Chat:
             if not page["has_more"]:
                 return found
             after = found[-1]["id"]
+
+
+class RawSocket:
+    """A WebSocket spoken by hand, to send what no client library will: invalid UTF-8,
+    stray continuation frames, a message split anywhere."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, server: Server, path: str, cookie: str, receive_buffer: int | None = None) -> RawSocket:
+        sock = socket.socket()
+        if receive_buffer is not None:  # set before connecting, so the window stays small
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                f"Origin: {server.base_url}\r\nCookie: {cookie}\r\n\r\n"
+            ).encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        return cls(reader, writer)
+
+    def send(self, opcode: int, payload: bytes, fin: bool = True) -> None:
+        mask = os.urandom(4)
+        length = len(payload)
+        header = bytes([(0x80 if fin else 0) | opcode])
+        if length < 126:
+            header += bytes([0x80 | length])
+        else:
+            header += bytes([0x80 | 126]) + length.to_bytes(2, "big")
+        self.writer.write(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+    async def frame(self) -> tuple[int, bytes]:
+        first, second = await asyncio.wait_for(self.reader.readexactly(2), 10)
+        length = second & 0x7F
+        if length == 126:
+            length = int.from_bytes(await self.reader.readexactly(2), "big")
+        elif length == 127:
+            length = int.from_bytes(await self.reader.readexactly(8), "big")
+        return first & 0x0F, await self.reader.readexactly(length)
+
+    async def message(self, kind: str) -> dict[str, Any]:
+        """The next message of `kind` (skipping others); fails on a close frame."""
+        while True:
+            opcode, payload = await self.frame()
+            assert opcode != 0x8, f"closed: {int.from_bytes(payload[:2], 'big')} {payload[2:]!r}"
+            if opcode == 0x1 and (found := json.loads(payload))["type"] == kind:
+                return dict(found)
+
+    async def close_code(self) -> int | None:
+        """The code of the server's close frame; None if it dropped the connection
+        without one (what Hypercorn does on a frame wsproto cannot parse)."""
+        while True:
+            try:
+                opcode, payload = await self.frame()
+            except asyncio.IncompleteReadError:
+                return None
+            if opcode == 0x8:
+                return int.from_bytes(payload[:2], "big")
+
+
+TEXT, CONTINUATION, PING, PONG = 0x1, 0x0, 0x9, 0xA
 
 
 CHROMIUM = os.environ.get("QUARTCHAT_CHROMIUM", "/usr/bin/chromium")

@@ -117,3 +117,30 @@ async def test_rooms_keep_their_count_and_last_id(database: Database) -> None:
     rooms = {r.name: r for r in await Store(database).rooms()}
     assert (rooms["room-0"].messages, rooms["room-1"].messages) == (4, 3)
     assert rooms["room-0"].last_id == max(o.message.id for o in outcomes if o.message.room == "room-0")
+
+
+@pytest.mark.parametrize("background", [False, True])
+async def test_commits_leave_checkpoints_to_the_background_when_asked(tmp_path: Path, background: bool) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/c.db"
+    await asyncio.to_thread(migrate.upgrade, url)
+    db = create_database(Settings(database_url=url), background_checkpoints=background)
+    try:
+        await add_user(db, ALICE)
+        writer = MessageWriter(db, Store(db), Committed())
+        writer.start()
+        for i in range(300):  # 300 commits of a 3 KB message: far past 1,000 WAL pages
+            await writer.submit(Draft("r", ALICE, f"{i} " + "x" * 3000))
+        await writer.close()
+        wal_bytes = (tmp_path / "c.db-wal").stat().st_size
+        result = await db.checkpoint()
+    finally:
+        await db.dispose()
+    assert result is not None
+    busy, pages, copied = result
+    if background:
+        # Nothing was copied by the commits: the WAL holds them all, until checkpoint().
+        assert busy == 0 and pages == copied and pages > 1000, result
+        assert wal_bytes > 1000 * 4096
+    else:
+        # SQLite's own auto-checkpoint ran in the commits and restarted the WAL.
+        assert pages < 1000, result

@@ -8,6 +8,7 @@ import signal
 import socket
 import sqlite3
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -247,5 +248,25 @@ async def test_db_backup_copies_a_live_database_consistently(start_server: Start
         assert copied == list(range(1, len(copied) + 1)), "a consistent prefix of the history"
         again = await asyncio.to_thread(run_cli, server.env, tmp_path, "db", "backup", str(tmp_path / "copy.db"))
         assert again.returncode == 2 and "exists" in again.stderr
+    finally:
+        await chat.aclose()
+
+
+async def test_the_server_copies_the_wal_into_the_database_in_the_background(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """Commits never checkpoint (a stall for everyone); the server's own task does."""
+    server = start_server(rate_limit="100000/1")
+    chat = Chat(server)
+    try:
+        user = await chat.user()
+        conn = await chat.open(user, unique("wal-"))
+        size_before = (tmp_path / "chat.db").stat().st_size
+        for i in range(400):
+            await conn.say(f"{i} " + "x" * 3000)
+        deadline = time.monotonic() + 10
+        while (tmp_path / "chat.db").stat().st_size < size_before + 400 * 3000:
+            assert time.monotonic() < deadline, "the WAL was not copied into the database within 10 s"
+            await asyncio.sleep(0.2)
     finally:
         await chat.aclose()

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from ..conftest import StartServer
-from ..support import Chat, Server, unique
+from ..support import CONTINUATION, PING, PONG, TEXT, Chat, RawSocket, Server, unique
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=50),
@@ -127,3 +127,48 @@ async def test_sql_metacharacters_and_markup_in_names_rooms_and_texts_are_just_t
     assert bad.status_code in (404, 422)
     taken = await chat.http().post("/api/session", json={"name": "x' OR '1'='1", "password": "whatever123"})
     assert taken.status_code == 422
+
+
+async def test_split_messages_invalid_utf8_and_stray_continuations(chat: Chat, server: Server) -> None:
+    room = unique("frames-")
+    user = await chat.user()
+    watcher = await chat.open(await chat.user(), room)
+
+    raw = await RawSocket.open(server, f"/ws/chat/{room}", user.cookie)
+    await raw.message("list")
+    # A message in three fragments, split inside a UTF-8 character, a ping between them.
+    whole = json.dumps({"type": "chat", "data": "拆开的消息", "client_id": "split-1"}, ensure_ascii=False).encode()
+    cut = whole.index("开".encode()) + 1
+    raw.send(TEXT, whole[:10], fin=False)
+    raw.send(CONTINUATION, whole[10:cut], fin=False)
+    raw.send(PING, b"still there?")
+    raw.send(CONTINUATION, whole[cut:])
+    texts = []
+    while (received := await raw.frame())[0] != PONG:  # presence frames may come first
+        texts.append(json.loads(received[1]))
+    assert received[1] == b"still there?"
+    chats = [t for t in texts if t["type"] == "chat"] or [await raw.message("chat")]
+    assert chats[0]["data"] == "拆开的消息"
+    assert (await watcher.expect("chat"))["client_id"] == "split-1"
+
+    # A protocol failure fails the connection (RFC 6455 §7.1.7). Hypercorn drops it
+    # without the close frame the RFC says it SHOULD send (1007 here, 1002 below):
+    # wsproto reports the failure, and Hypercorn answers a close only in the closing
+    # state. Either way the socket is gone at once and nothing of it is stored.
+    raw.send(TEXT, b'{"type":"chat","data":"\xff\xfe not UTF-8"}')
+    assert await raw.close_code() in (1007, None)
+
+    stray = await RawSocket.open(server, f"/ws/chat/{room}", user.cookie)
+    await stray.message("list")
+    stray.send(CONTINUATION, b'"data":"a continuation of nothing"}')
+    assert await stray.close_code() in (1002, None)
+
+    unfinished = await RawSocket.open(server, f"/ws/chat/{room}", user.cookie)
+    await unfinished.message("list")
+    unfinished.send(TEXT, b'{"type":"chat",', fin=False)
+    unfinished.send(TEXT, b'"data":"a new message before the last ended"}')
+    assert await unfinished.close_code() in (1002, None)
+
+    # Nothing of the broken ones was stored or broadcast; the room goes on.
+    said = await watcher.say("still serving")
+    assert [m["data"] for m in await chat.all_messages(user, room)] == ["拆开的消息", said["data"]]
