@@ -72,8 +72,8 @@ class Target:
             QUARTCHAT_RATE_LIMIT="1000000/1",
             QUARTCHAT_MAX_CONNECTIONS_PER_ADDRESS="100000",
         )
-        if self.kind == "inmem":
-            command = [sys.executable, str(BENCH / "inmem_server.py"), "--bind", f"127.0.0.1:{port}"]
+        if self.kind in ("inmem", "rawasgi"):
+            command = [sys.executable, str(BENCH / f"{self.kind}_server.py"), "--bind", f"127.0.0.1:{port}"]
         else:
             command = [sys.executable, "-m", "quartchat", "serve", "--bind", f"127.0.0.1:{port}"]
             env["QUARTCHAT_DATABASE_URL"] = f"sqlite+aiosqlite:///{run}/bench.db"
@@ -128,7 +128,7 @@ def measure(target: Target, scenario: str, seconds: float) -> dict[str, Any]:
     url = target.start()
     try:
         args = list(SCENARIOS[scenario])
-        if target.kind == "inmem" and "--batch" in args:
+        if target.kind in ("inmem", "rawasgi") and "--batch" in args:
             args.remove("--batch")  # the baseline sends one frame per message
         output = subprocess.run(
             [*pin(1), *LOADGEN, "--url", url, "--seconds", str(seconds), *args],
@@ -180,6 +180,8 @@ def main() -> None:
         quartchat = Target("quartchat", "quartchat", workdir)
         inmem = Target("inmem", "inmem", workdir)
         naive = Target("naive", "quartchat", workdir, batch_size="1")
+        # inmem without Quart: what is left of a frame's cost is Hypercorn's.
+        rawasgi = Target("rawasgi", "rawasgi", workdir)
         plan = [
             (quartchat, "closed"),
             (inmem, "closed"),
@@ -189,6 +191,8 @@ def main() -> None:
             (inmem, "steady"),
             (quartchat, "fanout"),
             (inmem, "fanout"),
+            (rawasgi, "fanout"),
+            (rawasgi, "closed"),
             (quartchat, "rooms"),
         ]
     if args.synchronous:
