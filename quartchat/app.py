@@ -12,6 +12,7 @@ from .resources import resource
 from .runtime import Runtime
 from .settings import Settings
 from .static import register_static
+from .ws import KeepAsgiSend
 
 MAX_REQUEST_BYTES = 64 * 1024
 access_log = logging.getLogger("quartchat.access")
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         )
         return response
 
+    app.asgi_app = KeepAsgiSend(app.asgi_app)  # type: ignore[method-assign]
     if settings.trusted_proxy_hops:
         from .proxy import TrustedProxies
 

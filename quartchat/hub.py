@@ -89,10 +89,16 @@ class Connection:
                 continue
             items = list(self.queue)
             self.queue.clear()
-            for frame in self._frames(items):
+            for sent, frame in enumerate(self._frames(items), start=1):
                 if self.close_code is not None:
                     return
                 await send(frame)
+                if sent % 64 == 0:
+                    await asyncio.sleep(0)
+            if self.queue:
+                # A send need not yield (a socket with room takes the bytes at once):
+                # before the next round, let other senders and the readers have a turn.
+                await asyncio.sleep(0)
 
     def _frames(self, items: list[tuple[int, int, str]]) -> Iterator[str]:
         chats: list[str] = []
