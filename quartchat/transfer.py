@@ -194,21 +194,22 @@ async def _import_chunk(
             [{"name": room, "message_count": 0, "last_id": 0} for room in sorted(fresh_rooms)],
         )
         rooms |= fresh_rooms
+    rows = [(r.id, r.room, r.user_id, r.text, r.ts_ms, r.ts, r.client_id) for r in chunk]
+    if connection.dialect.name == "sqlite":
+        # The driver's executemany, without SQLAlchemy's per-row parameter processing
+        # (a fifth of an import's time; these values need no conversion).
+        await connection.exec_driver_sql(SQLITE_INSERT_MESSAGES, rows)
+        return
     await connection.execute(
-        dialect.insert(Message).on_conflict_do_nothing(),
-        [
-            {
-                "id": r.id,
-                "room": r.room,
-                "user_id": r.user_id,
-                "text": r.text,
-                "ts_ms": r.ts_ms,
-                "ts": r.ts,
-                "client_id": r.client_id,
-            }
-            for r in chunk
-        ],
+        dialect.insert(Message).on_conflict_do_nothing(), [dict(zip(MESSAGE_COLUMNS, row, strict=True)) for row in rows]
     )
+
+
+MESSAGE_COLUMNS = ("id", "room", "user_id", "text", "ts_ms", "ts", "client_id")
+SQLITE_INSERT_MESSAGES = (
+    f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}) VALUES ({', '.join('?' * len(MESSAGE_COLUMNS))}) "
+    "ON CONFLICT DO NOTHING"
+)
 
 
 async def _recount_rooms(connection: AsyncConnection, rooms: Sequence[str]) -> None:

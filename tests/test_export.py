@@ -326,3 +326,11 @@ def test_export_explains_a_missing_or_unmigrated_database(tmp_path: Path) -> Non
     assert run_cli(env, tmp_path, "db", "upgrade", "0001").returncode == 0
     old = run_cli(env, tmp_path, "export")
     assert old.returncode == 2 and "quartchat db upgrade" in old.stderr, old.stderr
+
+
+def test_the_sqlite_import_statement_names_every_message_column() -> None:
+    """SQLite's import inserts with hand-written SQL: a new column must join it."""
+    from quartchat.models import Message
+    from quartchat.transfer import MESSAGE_COLUMNS
+
+    assert sorted(MESSAGE_COLUMNS) == sorted(Message.__table__.columns.keys())
