@@ -58,12 +58,19 @@ class Runtime:
     async def _checkpoint_now_and_then(self, interval: float = 1.0) -> None:
         """SQLite's WAL is copied into the database here, on a reader connection (its
         own thread), so that no commit waits for it (database.create_database)."""
+        failing = False
         while True:
             await asyncio.sleep(interval)
             try:
                 await self.database.checkpoint()
             except Exception as exc:  # a full disk, a lock: try again next time
-                log.warning("WAL checkpoint failed: %s", exc)
+                if not failing:  # one line when it starts failing, not one a second
+                    log.warning("WAL checkpoints are failing: %s", exc)
+                failing = True
+            else:
+                if failing:
+                    log.info("WAL checkpoints work again")
+                failing = False
 
     async def drain(self, grace: float = 10.0) -> None:
         """Graceful shutdown, before the listener closes: commit what was taken, let
