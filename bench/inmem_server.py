@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
-from datetime import UTC, datetime
 
+from baseline import broadcast, rooms
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from quart import Quart, jsonify, request, websocket
 
 app = Quart(__name__)
-rooms: dict[str, set[asyncio.Queue[str]]] = {}
-ids = itertools.count(1)
 
 
 @app.post("/api/session")
@@ -51,16 +48,7 @@ async def chat(room: str) -> None:
     sending = asyncio.create_task(sender())
     try:
         while True:
-            frame = json.loads(await websocket.receive())
-            if frame.get("type") != "chat":
-                continue
-            message = json.dumps({
-                "id": next(ids), "type": "chat", "room": room, "user": {"id": name, "name": name},
-                "data": frame["data"], "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            })  # fmt: skip
-            for member in members:
-                if not member.full():
-                    member.put_nowait(message)
+            broadcast(room, name, await websocket.receive())
     finally:
         sending.cancel()
         members.discard(queue)

@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
-from datetime import UTC, datetime
 from http.cookies import SimpleCookie
 from typing import Any
 
+from baseline import broadcast, rooms
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 Scope = dict[str, Any]
 Receive = Any
 Send = Any
-
-rooms: dict[str, set[asyncio.Queue[str]]] = {}
-ids = itertools.count(1)
 
 
 async def http(scope: Scope, receive: Receive, send: Send) -> None:
@@ -66,16 +62,7 @@ async def chat(scope: Scope, receive: Receive, send: Send) -> None:
             event = await receive()
             if event["type"] == "websocket.disconnect":
                 return
-            frame = json.loads(event.get("text") or event.get("bytes") or b"{}")
-            if frame.get("type") != "chat":
-                continue
-            message = json.dumps({
-                "id": next(ids), "type": "chat", "room": room, "user": {"id": name, "name": name},
-                "data": frame["data"], "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            })  # fmt: skip
-            for member in members:
-                if not member.full():
-                    member.put_nowait(message)
+            broadcast(room, name, event.get("text") or event.get("bytes") or b"{}")
     finally:
         sending.cancel()
         members.discard(queue)
