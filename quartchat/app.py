@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
 
-from quart import Quart, Response, render_template, request
+from quart import Quart, Response, g, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from .auth import configure_sessions
@@ -55,17 +56,27 @@ def create_app(settings: Settings | None = None) -> Quart:
             return api.error(status, exc.description or exc.name)
         return await render_template("error.html", status=status, title=exc.name), status
 
+    @app.before_request
+    async def note_start() -> None:
+        g.started = time.perf_counter()
+
     @app.after_request
     async def security_headers_and_log(response: Response) -> Response:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
-        # The client's address as the trusted proxies report it; never a cookie.
+        # The client's address as the trusted proxies report it; the user if the
+        # request looked its session up; never a cookie, a password or a query string.
+        user = g.get("user")
+        started = g.get("started")
         access_log.info(
-            "request address=%s method=%s path=%s status=%d",
+            "request address=%s method=%s path=%s status=%d user=%s room=%s ms=%.1f",
             request.remote_addr,
             request.method,
             request.path,
             response.status_code,
+            user.id if user is not None else "-",
+            (request.view_args or {}).get("room", "-"),
+            (time.perf_counter() - started) * 1000 if started is not None else 0.0,
         )
         return response
 

@@ -6,7 +6,16 @@ workers each answers for itself; scrape each instance's port, or aggregate.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -39,6 +48,11 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
+        # The process's memory and CPU, and Python's garbage collections by generation:
+        # a full (generation 2) collection stops every delivery while it runs.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -49,6 +50,11 @@ class Runtime:
 
     async def start(self) -> None:
         """Quart's before_serving."""
+        # Everything made so far (modules, the app, its routes) lives as long as the
+        # process: keep it out of the collector's full passes, which stop the event
+        # loop for as long as they take to walk every object.
+        gc.collect()
+        gc.freeze()
         await self.broker.connect()
         await self.hub.start()
         self.writer.start()

@@ -121,3 +121,36 @@ async def test_metrics_count_connections_messages_broadcasts_errors_and_commits(
     assert samples['quartchat_errors_total{code="bad_request"}'] >= 1
     assert samples["quartchat_commit_seconds_count"] >= 1
     assert "quartchat_send_queue_drops_total" in samples
+
+
+async def test_log_lines_name_address_user_room_duration_and_close_code_never_secrets(
+    start_server: StartServer,
+) -> None:
+    server = start_server()
+    chat = Chat(server)
+    try:
+        user = await chat.user()
+        room = unique("log-")
+        assert (await user.http.get(f"/api/rooms/{room}/messages")).status_code == 200
+        conn = await chat.open(user, room)
+        await conn.say("logged")
+        await conn.ws.close()
+        cookie = user.cookie
+        for _ in range(50):  # the session's line is written when the server sees the close
+            if "websocket closed" in server.log():
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await chat.aclose()
+    log = server.log()
+    request_line = re.search(
+        rf"request address=127\.0\.0\.1 method=GET path=/api/rooms/{room}/messages status=200 "
+        rf"user={user.id} room={room} ms=\d+\.\d", log
+    )
+    assert request_line, log
+    assert re.search(r"request address=127\.0\.0\.1 method=POST path=/api/session status=200 user=\S+ room=- ms=", log)
+    ws_line = re.search(
+        rf"websocket closed address=127\.0\.0\.1 user={user.id} room={room} seconds=\d+\.\d code=\S+", log
+    )
+    assert ws_line, log
+    assert PASSWORD not in log and cookie.split("=", 1)[1] not in log

@@ -4,7 +4,9 @@ connections. Real server, real sockets; figures printed for docs/reliability.md.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import re
 import signal
 import statistics
 import time
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 from websockets.exceptions import ConnectionClosed
 
 from ..conftest import StartServer
@@ -137,10 +140,31 @@ def rss_kib(server: Server) -> int:
     raise AssertionError("no VmRSS")
 
 
+def full_gc_count(server: Server) -> int:
+    """The server's generation-2 collections so far (its /metrics)."""
+    metrics = httpx.get(f"{server.base_url}/metrics", trust_env=False).text
+    found = re.search(r'^python_gc_collections_total\{generation="2"\} (\S+)$', metrics, re.M)
+    assert found, "no python_gc_collections_total in /metrics"
+    return int(float(found.group(1)))
+
+
 async def measure(clients: list[Client], senders: list[Conn], seconds: float, rate: float) -> list[float]:
-    """Each sender says its send time `rate` times a second; the readers' delays (ms)."""
+    """Each sender says its send time `rate` times a second; the readers' delays (ms).
+
+    This process's own garbage collector is off while it measures: with 1,000 sockets
+    and every message kept, one of its full collections took 130-190 ms, and would be
+    counted as the server's delay."""
     for client in clients:
         client.seen.clear()
+    gc.collect()
+    gc.disable()
+    try:
+        return await _measure(clients, senders, seconds, rate)
+    finally:
+        gc.enable()
+
+
+async def _measure(clients: list[Client], senders: list[Conn], seconds: float, rate: float) -> list[float]:
 
     async def talk(number: int, conn: Conn) -> None:
         await asyncio.sleep(number / rate / len(senders))  # spread out, not in bursts
@@ -195,19 +219,32 @@ async def test_a_hundred_stalled_readers_among_a_thousand_connections_do_not_slo
         rate = 2.0
 
         await measure(clients, senders, 2.0, rate)  # warm up
-        # Three rounds of: 5 s without, 100 stalled readers join, 5 s with them, they go.
-        # A round's tail can hold one SQLite checkpoint (an fsync of the database, which
-        # every commit waits behind): the median of three rounds is what is compared.
+        # Three rounds of: 5 s without, 100 stalled readers join, 5 s with them, they go;
+        # the median of the three is compared. A window in which the server ran a full
+        # garbage collection (a pause of 100-400 ms at this size, whatever the readers
+        # do: docs/reliability.md) is measured again, up to twice.
         rss_start = rss_kib(server)
         without, with_stalled, rss_peak = [], [], rss_start
+        paused = 0  # windows measured again: a full garbage collection fell in them
+
+        async def window() -> list[float]:
+            nonlocal paused
+            for _ in range(3):
+                before = full_gc_count(server)
+                delays = await measure(clients, senders, 5.0, rate)
+                if full_gc_count(server) == before:
+                    break
+                paused += 1
+            return delays
+
         for _ in range(3):
-            without.append(await measure(clients, senders, 5.0, rate))
+            without.append(await window())
             stalled = []
             for number in range(100):  # they finish the handshake, then never read again
                 user, room = users[number % len(users)], rooms[number % len(rooms)]
                 stalled.append(await RawSocket.open(server, f"/ws/chat/{room}", user.cookie, receive_buffer=4096))
             await asyncio.sleep(1.5)  # their `join` notices have gone out to everyone
-            with_stalled.append(await measure(clients, senders, 5.0, rate))
+            with_stalled.append(await window())
             rss_peak = max(rss_peak, rss_kib(server))
             for raw in stalled:
                 raw.writer.close()
@@ -224,7 +261,8 @@ async def test_a_hundred_stalled_readers_among_a_thousand_connections_do_not_slo
             f"({tail_with / tail_without:.2f}x; rounds {[round(p99(d)) for d in without]} / "
             f"{[round(p99(d)) for d in with_stalled]} ms); p50 {statistics.median(without[1]):.1f} / "
             f"{statistics.median(with_stalled[1]):.1f} ms; {len(without[0])} deliveries a window; "
-            f"server RSS {rss_start / 1024:.0f} MiB, at most {rss_peak / 1024:.0f} MiB"
+            f"server RSS {rss_start / 1024:.0f} MiB, at most {rss_peak / 1024:.0f} MiB; "
+            f"{paused} windows measured again for a full garbage collection in the server"
         )
         # Tails under 10 ms are within this shared machine's jitter.
         assert tail_with <= 2 * max(tail_without, 10.0), f"p99 grew {tail_with / tail_without:.2f}x"

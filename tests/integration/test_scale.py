@@ -106,7 +106,11 @@ async def test_workers_behind_one_bind_share_one_chat(
 ) -> None:
     server = Server(tmp_path, database_url=postgres_url, broker_url=redis_server.url, rate_limit="100000/1")
     server.extra_args = ["--workers", "2"]
-    server.start()
+    server.start()  # healthy as soon as one worker answers
+    for _ in range(100):  # until both listen, or every connection lands on the first
+        if len(set(re.findall(r"\[(\d+)\] hypercorn\.error: Running on", server.log()))) == 2:
+            break
+        await asyncio.sleep(0.1)
     chat = Chat(server)
     try:
         room = unique("workers-")
