@@ -25,16 +25,17 @@ def main() -> None:
     parser.add_argument("--scenario", default="closed", choices=sorted(SCENARIOS))
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("profile.txt"))
+    parser.add_argument("--wait", type=float, default=10.0, help="seconds of sign-ins and warm-up to skip")
     args = parser.parse_args()
     target = Target("quartchat", "quartchat", Path(tempfile.mkdtemp(prefix="quartchat-profile-")))
     url = target.start()
     try:
         assert target.process is not None
         load = subprocess.Popen(
-            [*pin(1), *LOADGEN, "--url", url, "--seconds", str(args.seconds + 12), *SCENARIOS[args.scenario]],
+            [*pin(1), *LOADGEN, "--url", url, "--seconds", str(args.seconds + args.wait + 2), *SCENARIOS[args.scenario]],
             stdout=subprocess.DEVNULL,
         )
-        time.sleep(10)  # past the sign-ins (argon2, on purpose slow) and the warm-up
+        time.sleep(args.wait)  # past the sign-ins (argon2, on purpose slow) and the warm-up
         subprocess.run(
             [
                 "py-spy",

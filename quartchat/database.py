@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,12 @@ class Database:
 
     reader: AsyncEngine
     writer: AsyncEngine
+    # A new engine for the message writer, which runs on an event loop of its own: an
+    # engine's connections belong to the loop that opened them. Like `writer`, but on
+    # SQLite its transactions begin at their first write statement, by the driver
+    # itself (no round trip of their own), and a connection going back to the pool
+    # is not rolled back again (every transaction of the writer ends itself).
+    open_writer: Callable[[], AsyncEngine]
 
     async def ping(self) -> None:
         async with self.reader.connect() as connection:
@@ -54,28 +61,48 @@ def create_database(settings: Settings, background_checkpoints: bool = False) ->
     it: a quarter-second stall here, every few hundred commits."""
     if not settings.is_sqlite:
         engine = create_async_engine(settings.database_url, pool_size=10, max_overflow=10, pool_pre_ping=True)
-        return Database(reader=engine, writer=engine)
+        return Database(
+            reader=engine,
+            writer=engine,
+            open_writer=lambda: create_async_engine(
+                settings.database_url, pool_size=1, max_overflow=1, pool_pre_ping=True, pool_reset_on_return=None
+            ),
+        )
+    autocheckpoint = not background_checkpoints
     return Database(
         reader=_sqlite_engine(settings, begin="BEGIN"),
-        writer=_sqlite_engine(
-            settings, begin="BEGIN IMMEDIATE", pool_size=1, autocheckpoint=not background_checkpoints
+        writer=_sqlite_engine(settings, begin="BEGIN IMMEDIATE", pool_size=1, autocheckpoint=autocheckpoint),
+        open_writer=lambda: _sqlite_engine(
+            settings, begin=None, pool_size=1, autocheckpoint=autocheckpoint, pool_reset_on_return=None
         ),
     )
 
 
-def _sqlite_engine(settings: Settings, begin: str, pool_size: int = 5, autocheckpoint: bool = True) -> AsyncEngine:
-    engine = create_async_engine(settings.database_url, pool_size=pool_size, max_overflow=0)
+def _sqlite_engine(
+    settings: Settings,
+    begin: str | None,
+    pool_size: int = 5,
+    autocheckpoint: bool = True,
+    pool_reset_on_return: str | None = "rollback",
+) -> AsyncEngine:
+    engine = create_async_engine(
+        settings.database_url, pool_size=pool_size, max_overflow=0, pool_reset_on_return=pool_reset_on_return
+    )
     configure_sqlite(engine, settings.sqlite_synchronous, begin, autocheckpoint)
     return engine
 
 
-def configure_sqlite(engine: AsyncEngine, synchronous: str, begin: str = "BEGIN", autocheckpoint: bool = True) -> None:
+def configure_sqlite(
+    engine: AsyncEngine, synchronous: str, begin: str | None = "BEGIN", autocheckpoint: bool = True
+) -> None:
     """WAL, a busy timeout, the chosen `synchronous`, and our own BEGIN (SQLAlchemy's
-    documented recipe: the driver's implicit transactions are turned off)."""
+    documented recipe: the driver's implicit transactions are turned off). With
+    `begin=None` the driver's implicit transactions stay on, as BEGIN IMMEDIATE: they
+    begin before a transaction's first INSERT, UPDATE or DELETE, and must begin with one."""
 
     @event.listens_for(engine.sync_engine, "connect")
     def on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
-        dbapi_connection.isolation_level = None
+        dbapi_connection.isolation_level = None if begin is not None else "IMMEDIATE"
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA journal_mode = WAL")
@@ -85,6 +112,9 @@ def configure_sqlite(engine: AsyncEngine, synchronous: str, begin: str = "BEGIN"
             cursor.execute("PRAGMA wal_autocheckpoint = 0")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
-    def on_begin(connection: Any) -> None:
-        connection.exec_driver_sql(begin)
+    if begin is not None:
+        statement = begin
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def on_begin(connection: Any) -> None:
+            connection.exec_driver_sql(statement)

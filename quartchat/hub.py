@@ -56,16 +56,27 @@ class Connection:
         self.close_code: int | None = None
         self.close_reason = ""
         self.closed = asyncio.Event()
-        self._wake = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None  # the idle sender waits on it
 
     def push(self, kind: int, text: str, message_id: int = 0) -> None:
+        if self.enqueue(kind, text, message_id):
+            self.wake()
+
+    def enqueue(self, kind: int, text: str, message_id: int = 0) -> bool:
+        """Queue a frame without waking the sender; False if the connection is closed
+        (or has just been closed for a full queue)."""
         if self.close_code is not None:
-            return
+            return False
         if len(self.queue) >= self.capacity:
             self.abort(CloseCode.TRY_AGAIN, "send queue full: reconnect with after")
-            return
+            return False
         self.queue.append((kind, message_id, text))
-        self._wake.set()
+        return True
+
+    def wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def abort(self, code: int, reason: str) -> None:
         """Close now, dropping whatever is queued."""
@@ -78,14 +89,25 @@ class Connection:
         """Close once everything already queued has been sent."""
         if self.close_code is None:
             self.queue.append((CLOSE_ITEM, code, reason))
-            self._wake.set()
+            self.wake()
 
     async def run_sender(self, send: Callable[[str], Awaitable[None]]) -> None:
         """Drain the queue into `send`, coalescing queued chat messages when asked to."""
+        loop = asyncio.get_running_loop()
         while self.close_code is None:
             if not self.queue:
-                self._wake.clear()
-                await self._wake.wait()
+                # A bare future, not an Event: one broadcast wakes every connection of
+                # a room, and this is the cheapest wake-up asyncio has.
+                self._waiter = loop.create_future()
+                await self._waiter
+                continue
+            if len(self.queue) == 1:  # the usual case: one frame as it is
+                kind, message_id, text = self.queue.popleft()
+                if kind == CLOSE_ITEM:
+                    self.abort(message_id, text)
+                    return
+                if kind != CHAT_ITEM or message_id > self.skip_through:
+                    await send(text)
                 continue
             items = list(self.queue)
             self.queue.clear()
@@ -119,6 +141,17 @@ class Connection:
             yield text
         if chats:
             yield chats[0] if len(chats) == 1 else batch_frame(chats)
+
+
+WAKE_CHUNK = 128
+
+
+def _wake_from(connections: list[Connection], start: int) -> None:
+    end = start + WAKE_CHUNK
+    for connection in connections[start:end]:
+        connection.wake()
+    if end < len(connections):
+        asyncio.get_running_loop().call_soon(_wake_from, connections, end)
 
 
 @dataclass
@@ -276,8 +309,19 @@ class Hub:
             self._schedule_repair(room, state, GAP_WAIT_SECONDS)
 
     def _fan(self, state: RoomState, message: StoredMessage) -> None:
+        # Queued for everyone now (so each connection's queue stays in id order); the
+        # author's own connections are woken first, then the others WAKE_CHUNK at a
+        # time, one event-loop pass each, so that in a large room the loop reads the
+        # sockets between chunks: the author, who has its echo, is already sending
+        # the next message and its commit runs while the rest are sent this one.
+        authors: list[Connection] = []
+        others: list[Connection] = []
         for connection in state.connections:
-            connection.push(CHAT_ITEM, message.json, message.id)
+            if connection.enqueue(CHAT_ITEM, message.json, message.id):
+                (authors if connection.user.id == message.user.id else others).append(connection)
+        for connection in authors:
+            connection.wake()
+        _wake_from(others, 0)
         state.last_id = message.id
         if self.metrics is not None:
             self.metrics.broadcasts.inc(len(state.connections))
