@@ -32,7 +32,8 @@ def main() -> None:
     try:
         assert target.process is not None
         load = subprocess.Popen(
-            [*pin(1), *LOADGEN, "--url", url, "--seconds", str(args.seconds + args.wait + 2), *SCENARIOS[args.scenario]],
+            [*pin(1), *LOADGEN, "--url", url, "--seconds", str(args.seconds + args.wait + 2)]
+            + SCENARIOS[args.scenario],
             stdout=subprocess.DEVNULL,
         )
         time.sleep(args.wait)  # past the sign-ins (argon2, on purpose slow) and the warm-up
