@@ -72,8 +72,9 @@ def create_database(settings: Settings, background_checkpoints: bool = False) ->
     return Database(
         reader=_sqlite_engine(settings, begin="BEGIN"),
         writer=_sqlite_engine(settings, begin="BEGIN IMMEDIATE", pool_size=1, autocheckpoint=autocheckpoint),
+        # Two connections: the writer holds one; `probe` takes the other.
         open_writer=lambda: _sqlite_engine(
-            settings, begin=None, pool_size=1, autocheckpoint=autocheckpoint, pool_reset_on_return=None
+            settings, begin=None, pool_size=1, max_overflow=1, autocheckpoint=autocheckpoint, pool_reset_on_return=None
         ),
     )
 
@@ -82,11 +83,15 @@ def _sqlite_engine(
     settings: Settings,
     begin: str | None,
     pool_size: int = 5,
+    max_overflow: int = 0,
     autocheckpoint: bool = True,
     pool_reset_on_return: str | None = "rollback",
 ) -> AsyncEngine:
     engine = create_async_engine(
-        settings.database_url, pool_size=pool_size, max_overflow=0, pool_reset_on_return=pool_reset_on_return
+        settings.database_url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_reset_on_return=pool_reset_on_return,
     )
     configure_sqlite(engine, settings.sqlite_synchronous, begin, autocheckpoint)
     return engine

@@ -95,6 +95,9 @@ class MessageWriter:
         self._hand_off: asyncio.Task[None] | None = None
         self._thread: threading.Thread | None = None
         self._engine: AsyncEngine | None = None
+        # Held from one batch to the next (no pool checkout each time); dropped after a
+        # failure, so that the next batch starts on a new one.
+        self._connection: AsyncConnection | None = None
 
     def start(self) -> None:
         self._server_loop = asyncio.get_running_loop()
@@ -185,6 +188,7 @@ class MessageWriter:
                 await self._has_work.wait()
                 self._has_work.clear()
         finally:
+            await self._drop_connection()
             await self._engine.dispose()
 
     async def _commit(self, drafts: list[Draft]) -> list[Outcome] | None:
@@ -199,7 +203,16 @@ class MessageWriter:
                 log.exception("storing a batch of %d messages failed", len(drafts))
         except Exception:
             log.exception("storing a batch of %d messages failed", len(drafts))
+        await self._drop_connection()
         return None
+
+    async def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                await connection.close()
+            except Exception as exc:  # a connection to a database that went away
+                log.warning("closing the writer's connection failed: %s", exc)
 
     async def _probe(self) -> None:
         assert self._engine is not None
@@ -237,7 +250,10 @@ class MessageWriter:
 
     async def _store(self, drafts: list[Draft]) -> list[Outcome]:
         assert self._engine is not None
-        async with self._engine.begin() as connection:
+        if self._connection is None:
+            self._connection = await self._engine.connect()
+        connection = self._connection
+        async with connection.begin():
             # Taking the rooms first makes the transaction's first statement a write: on
             # SQLite that is where it begins (IMMEDIATE), so the lookup below is inside it.
             last_ids = await self._take_rooms(connection, sorted({d.room for d in drafts}))
