@@ -144,3 +144,45 @@ async def test_commits_leave_checkpoints_to_the_background_when_asked(tmp_path: 
     else:
         # SQLite's own auto-checkpoint ran in the commits and restarted the WAL.
         assert pages < 1000, result
+
+
+async def test_the_writer_engine_runs_sqlite_on_its_own_thread_without_a_driver_thread(tmp_path: Path) -> None:
+    """The message writer's engine makes each driver call at once on the thread that
+    awaits it (the writer's own); aiosqlite's thread is not started, and what it commits
+    is in the database for every other connection."""
+    import threading
+
+    from sqlalchemy import text
+
+    url = f"sqlite+aiosqlite:///{tmp_path}/inline.db"
+    await asyncio.to_thread(migrate.upgrade, url)
+    db = create_database(Settings(database_url=url))
+    engine = db.open_writer()
+    seen: list[int] = []
+
+    def run() -> None:
+        async def main() -> None:
+            threads_before = threading.active_count()
+            async with engine.connect() as connection:
+                raw = await connection.get_raw_connection()
+                driver = raw.driver_connection
+                assert driver is not None
+                await driver.create_function("thread_id", 0, lambda: threading.get_ident() % 2**62)
+                async with connection.begin():
+                    seen.append(int((await connection.execute(text("SELECT thread_id()"))).scalar_one()))
+                    await connection.execute(
+                        text("INSERT INTO rooms (name, message_count, last_id) VALUES ('t', 0, 0)")
+                    )
+                assert threading.active_count() == threads_before
+            await engine.dispose()
+
+        asyncio.run(main())
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(20)
+    assert seen == [worker.ident % 2**62]  # type: ignore[operator]
+    async with db.reader.connect() as reader:
+        assert (await reader.execute(text("SELECT name FROM rooms"))).scalars().all() == ["t"]
+    await db.dispose()
+
