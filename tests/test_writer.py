@@ -12,7 +12,7 @@ from sqlalchemy import insert
 from quartchat import migrate
 from quartchat.database import Database, create_database
 from quartchat.models import User
-from quartchat.protocol import StoredMessage, UserRef
+from quartchat.protocol import StoredMessage, UserRef, format_ts
 from quartchat.settings import Settings
 from quartchat.store import Store
 from quartchat.writer import Draft, MessageWriter, Unavailable
@@ -186,3 +186,41 @@ async def test_the_writer_engine_runs_sqlite_on_its_own_thread_without_a_driver_
         assert (await reader.execute(text("SELECT name FROM rooms"))).scalars().all() == ["t"]
     await db.dispose()
 
+
+async def test_a_batch_stores_every_column_and_keeps_the_rooms_counters(database: Database) -> None:
+    """Many rooms in one batch, and more rows than one SQLite INSERT takes: every column
+    as sent, ids in submission order, each message's predecessor in its room, and each
+    room's count and last id."""
+    from sqlalchemy import select
+
+    from quartchat.models import Message, Room
+
+    committed = Committed()
+    writer = MessageWriter(database, Store(database), committed, batch_size=2500)
+    writer.start()
+    drafts = [Draft(f"room-{i % 7}", ALICE, f"text {i} ✓", f"c{i}" if i % 2 else None) for i in range(2500)]
+    first = await writer.submit(Draft("room-0", ALICE, "before"))
+    outcomes = await asyncio.gather(*(writer.submit(d) for d in drafts))
+    await writer.close()
+    assert writer.batches <= 3
+    ids = [o.message.id for o in outcomes]
+    assert ids == sorted(ids) and len(set(ids)) == 2500 and ids[0] > first.message.id
+    previous = {"room-0": first.message.id}
+    for draft, outcome in zip(drafts, outcomes, strict=True):
+        assert (outcome.message.room, outcome.message.text, outcome.message.client_id) == (
+            draft.room,
+            draft.text,
+            draft.client_id,
+        )
+        assert outcome.message.prev_id == previous.get(draft.room, 0)
+        previous[draft.room] = outcome.message.id
+    async with database.reader.connect() as connection:
+        rows = (await connection.execute(select(Message).order_by(Message.id))).all()
+        rooms = {r.name: (r.message_count, r.last_id) for r in (await connection.execute(select(Room))).all()}
+    assert [(r.id, r.room, r.user_id, r.text, r.client_id) for r in rows[1:]] == [
+        (o.message.id, d.room, ALICE.id, d.text, d.client_id) for d, o in zip(drafts, outcomes, strict=True)
+    ]
+    assert all(r.ts == format_ts(r.ts_ms) for r in rows)
+    assert rooms == {
+        room: (sum(d.room == room for d in drafts) + (room == "room-0"), previous[room]) for room in previous
+    }
