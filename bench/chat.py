@@ -7,7 +7,8 @@
 Each server is started fresh (new database) pinned with `taskset -c 0`; the load
 generator (bench/loadgen.py) runs pinned to core 1 and reports its own CPU share, so
 one can see it is not the bottleneck. Figures are medians of --repeat runs; compare
-them as ratios within one run (the machine is noisy).
+them as ratios within one run (the machine is noisy); the repeats go round the
+whole plan, so a drift in the machine's speed touches every target alike.
 """
 
 from __future__ import annotations
@@ -199,6 +200,8 @@ def main() -> None:
             (rawasgi, "fanout"),
             (rawasgi, "closed"),
             (quartchat, "rooms"),
+            # What one core does with the same load and nothing stored: the ceiling.
+            (inmem, "rooms"),
         ]
     if args.synchronous:
         for target, _ in plan:
@@ -208,9 +211,16 @@ def main() -> None:
         plan = [(t, s) for t, s in plan if s in wanted]
     results = []
     try:
-        for target, scenario in plan:
-            runs = [measure(target, scenario, args.seconds) for _ in range(args.repeat)]
-            row = {"target": target.name, "scenario": scenario, **median_of(runs)}
+        # Round-robin: each repeat runs the whole plan once, so that a machine whose
+        # speed drifts over minutes (this one does, by 2x) slows every target alike and
+        # the ratios within one run stay fair.
+        runs: list[list[dict[str, Any]]] = [[] for _ in plan]
+        for repeat in range(args.repeat):
+            for index, (target, scenario) in enumerate(plan):
+                runs[index].append(measure(target, scenario, args.seconds))
+                print(f"  run {repeat + 1}/{args.repeat}: {scenario} {target.name}", file=sys.stderr, flush=True)
+        for (target, scenario), measured in zip(plan, runs, strict=True):
+            row = {"target": target.name, "scenario": scenario, **median_of(measured)}
             results.append(row)
             print(
                 f"{scenario:>15} {target.name:>32}  {row['deliveries_per_s']:>10,.0f} deliveries/s  "
