@@ -99,6 +99,8 @@ class Target:
                 env["QUARTCHAT_SQLITE_SYNCHRONOUS"] = self.options["synchronous"]
             if self.options.get("batch_size"):
                 env["QUARTCHAT_WRITE_BATCH_SIZE"] = self.options["batch_size"]
+            if self.options.get("source"):  # another checkout's quartchat (--compare)
+                env["PYTHONPATH"] = self.options["source"]
         self.process = subprocess.Popen(
             [*pin(0), *command],
             env=env,
@@ -160,6 +162,12 @@ def main() -> None:
     parser.add_argument("--scenarios", help="comma-separated subset")
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], help="SQLite's setting for quartchat targets")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        help="another checkout (say a git worktree of main): its quartchat runs as one more "
+        "target beside each quartchat row, in the same round-robin, for an A/B of a change",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="quartchat-bench-"))
     redis_port = free_port()
@@ -203,6 +211,15 @@ def main() -> None:
             # What one core does with the same load and nothing stored: the ceiling.
             (inmem, "rooms"),
         ]
+    if args.compare:
+        # Each quartchat target (not naive) gets its twin from the other checkout.
+        source = str(args.compare.resolve())
+        twins = {
+            id(t): Target(f"{t.name}@{args.compare.name}", t.kind, workdir, **t.options, source=source)
+            for t, _ in plan
+            if t.kind == "quartchat" and not t.options.get("batch_size")
+        }
+        plan = [row for t, s in plan for row in [(t, s)] + ([(twins[id(t)], s)] if id(t) in twins else [])]
     if args.synchronous:
         for target, _ in plan:
             target.options["synchronous"] = args.synchronous

@@ -1,0 +1,108 @@
+"""The message writer alone: milliseconds per batch, idle and beside a busy thread.
+
+    python bench/writer.py [--rooms 20] [--messages 20] [--busy] [--switch-interval S]
+
+Runs MessageWriter's transaction (`_store`) on an SQLite file in a loop, pinned to
+core 0 when taskset is there. `--busy` starts a thread spinning Python on the same
+core, as the server's event loop does under load: the writer then waits for the GIL
+after each call that released it (the commit's fsync above all), for up to the
+interpreter's switch interval (5 ms unless `--switch-interval`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from sqlalchemy import insert
+
+from quartchat import migrate
+from quartchat.database import create_database
+from quartchat.models import User
+from quartchat.protocol import UserRef
+from quartchat.settings import Settings
+from quartchat.store import Store
+from quartchat.writer import Draft, MessageWriter
+
+
+async def measure(rooms: int, messages: int, busy: bool, batches: int) -> list[float]:
+    workdir = tempfile.mkdtemp(prefix="quartchat-writer-")
+    url = f"sqlite+aiosqlite:///{workdir}/writer.db"
+    try:
+        await asyncio.to_thread(migrate.upgrade, url)
+        database = create_database(Settings(database_url=url))
+        users = [UserRef(f"u{i}", f"user{i}") for i in range(messages)]
+        async with database.writer.begin() as connection:
+            for user in users:
+                await connection.execute(
+                    insert(User).values(
+                        id=user.id, name=user.name, name_key=user.name, password_hash=None, created_ms=0
+                    )
+                )
+
+        async def unused(_: object) -> None:
+            return None
+
+        writer = MessageWriter(database, Store(database), unused)
+        writer._engine = database.open_writer()
+        drafts = [
+            Draft(f"room{i % rooms}", users[i], "a chat message of about sixty characters, like most")
+            for i in range(messages)
+        ]
+        for _ in range(20):  # warm up: statement caches, the rooms' rows
+            await writer._store(drafts)
+        stop = threading.Event()
+
+        def spin() -> None:
+            while not stop.is_set():
+                sum(range(100))
+
+        spinner = threading.Thread(target=spin, daemon=True)
+        if busy:
+            spinner.start()
+        seconds = []
+        for _ in range(batches):
+            started = time.perf_counter()
+            await writer._store(drafts)
+            seconds.append(time.perf_counter() - started)
+        stop.set()
+        await writer._drop_connection()
+        await writer._engine.dispose()
+        await database.dispose()
+        return sorted(seconds)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rooms", type=int, default=20)
+    parser.add_argument("--messages", type=int, default=20)
+    parser.add_argument("--batches", type=int, default=200)
+    parser.add_argument("--busy", action="store_true", help="a thread spinning Python on the same core")
+    parser.add_argument("--switch-interval", type=float, help="sys.setswitchinterval, seconds")
+    args = parser.parse_args()
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1 and not os.environ.get("QUARTCHAT_BENCH_PINNED"):
+        os.environ["QUARTCHAT_BENCH_PINNED"] = "1"
+        os.execvp("taskset", ["taskset", "-c", "0", sys.executable, *sys.argv])
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
+    seconds = asyncio.run(measure(args.rooms, args.messages, args.busy, args.batches))
+    n = len(seconds)
+    print(
+        f"{args.messages} messages in {args.rooms} rooms, busy={args.busy}, "
+        f"switch interval {sys.getswitchinterval() * 1e3:g} ms: "
+        f"median {seconds[n // 2] * 1e3:.2f} ms, p90 {seconds[n * 9 // 10] * 1e3:.2f} ms a batch"
+    )
+
+
+if __name__ == "__main__":
+    main()
