@@ -215,11 +215,11 @@ def main() -> None:
         # Each quartchat target (not naive) gets its twin from the other checkout.
         source = str(args.compare.resolve())
         twins = {
-            id(t): Target(f"{t.name}@{args.compare.name}", t.kind, workdir, **t.options, source=source)
+            t: Target(f"{t.name}@{args.compare.name}", t.kind, workdir, **t.options, source=source)
             for t, _ in plan
             if t.kind == "quartchat" and not t.options.get("batch_size")
         }
-        plan = [row for t, s in plan for row in [(t, s)] + ([(twins[id(t)], s)] if id(t) in twins else [])]
+        plan = [row for t, s in plan for row in [(t, s)] + ([(twins[t], s)] if t in twins else [])]
     if args.synchronous:
         for target, _ in plan:
             target.options["synchronous"] = args.synchronous

@@ -3,7 +3,7 @@
     python bench/writer.py [--rooms 20] [--messages 20] [--busy] [--switch-interval S]
 
 Runs MessageWriter's transaction (`_store`) on an SQLite file in a loop, pinned to
-core 0 when taskset is there. `--busy` starts a thread spinning Python on the same
+core 0. `--busy` starts a thread spinning Python on the same
 core, as the server's event loop does under load: the writer then waits for the GIL
 after each call that released it (the commit's fsync above all), for up to the
 interpreter's switch interval (5 ms unless `--switch-interval`).
@@ -65,9 +65,8 @@ async def measure(rooms: int, messages: int, busy: bool, batches: int) -> list[f
             while not stop.is_set():
                 sum(range(100))
 
-        spinner = threading.Thread(target=spin, daemon=True)
         if busy:
-            spinner.start()
+            threading.Thread(target=spin, daemon=True).start()
         seconds = []
         for _ in range(batches):
             started = time.perf_counter()
@@ -90,10 +89,9 @@ def main() -> None:
     parser.add_argument("--busy", action="store_true", help="a thread spinning Python on the same core")
     parser.add_argument("--switch-interval", type=float, help="sys.setswitchinterval, seconds")
     args = parser.parse_args()
-    if shutil.which("taskset") and (os.cpu_count() or 1) > 1 and not os.environ.get("QUARTCHAT_BENCH_PINNED"):
-        os.environ["QUARTCHAT_BENCH_PINNED"] = "1"
-        os.execvp("taskset", ["taskset", "-c", "0", sys.executable, *sys.argv])
-    if args.switch_interval:
+    if (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {0})  # the spinning thread, started later, shares core 0
+    if args.switch_interval is not None:
         sys.setswitchinterval(args.switch_interval)
     seconds = asyncio.run(measure(args.rooms, args.messages, args.busy, args.batches))
     n = len(seconds)
