@@ -162,10 +162,21 @@ class RoomState:
     waiting: dict[int, StoredMessage] = field(default_factory=dict)  # by prev_id
     priming: asyncio.Task[None] | None = None
     repairing: bool = False
+    # A Resync came while a repair was pending or reading: whatever that repair reads
+    # (or read) may predate what was lost, so it must read the database (again).
+    read_again: bool = False
 
 
 GAP_WAIT_SECONDS = 0.5
 REPAIR_PAGE = 500
+# Committed batches whose publish failed, kept to publish again once the broker is
+# back: the other processes may have resynced already (their subscription came back
+# before our publish failed), so only this copy tells them. Beyond the bound the
+# oldest go; an outage that long has cut every subscriber, and they all resync.
+UNPUBLISHED_MAX = 10_000
+CATCH_UP_SECONDS = 1.0  # at shutdown, for our own published messages to come back
+REPUBLISH_FIRST_SECONDS = 0.2
+REPUBLISH_MAX_SECONDS = 5.0
 
 
 class Hub:
@@ -186,6 +197,8 @@ class Hub:
         self._caught_up = asyncio.Event()  # every event we published has come back
         self._caught_up.set()
         self._outbox: asyncio.Queue[Event] = asyncio.Queue()
+        self._unpublished: deque[Committed] = deque()
+        self._republish = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._all_closed = asyncio.Event()
         self._all_closed.set()
@@ -194,6 +207,7 @@ class Hub:
         await self.presence.start(self._announce_left)
         self._spawn(self._deliver_forever(), "hub-deliver")
         self._spawn(self._publish_forever(), "hub-publish")
+        self._spawn(self._republish_forever(), "hub-republish")
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -336,33 +350,41 @@ class Hub:
         if state.waiting:
             self._schedule_repair(room, state, GAP_WAIT_SECONDS)
 
-    def _schedule_repair(self, room: str, state: RoomState, delay: float) -> None:
-        if not state.repairing:
-            state.repairing = True
-            self._spawn(self._repair(room, state, delay), f"repair-{room}")
+    def _schedule_repair(self, room: str, state: RoomState, delay: float, resync: bool = False) -> None:
+        if state.repairing:
+            state.read_again = state.read_again or resync
+            return
+        state.repairing = True
+        self._spawn(self._repair(room, state, delay), f"repair-{room}")
 
     async def _repair(self, room: str, state: RoomState, delay: float) -> None:
         try:
-            await asyncio.sleep(delay)
-            if self.rooms.get(room) is not state or state.last_id is None:
-                return
-            if delay and not state.waiting:
-                return  # the gap closed by itself
-            self.repairs += 1
-            while True:
-                page = await self.store.after(room, state.last_id, REPAIR_PAGE)
-                for message in page.messages:
-                    if message.id > state.last_id:
-                        self._fan(state, message)
-                if not page.has_more:
-                    break
+            read = await self._read_missing(room, state, delay)
         except Exception:
             log.exception("repairing room %s from the database failed; trying again", room)
             state.repairing = False
-            self._schedule_repair(room, state, 1.0)
+            self._schedule_repair(room, state, 1.0, resync=True)
             return
-        state.repairing = False
-        self._settle(room, state)
+        state.repairing = False  # on every way out, or the room could never repair again
+        if read:
+            self._settle(room, state)
+
+    async def _read_missing(self, room: str, state: RoomState, delay: float) -> bool:
+        """Deliver what the database holds after the room's last id; False if not needed."""
+        await asyncio.sleep(delay)
+        if self.rooms.get(room) is not state or state.last_id is None:
+            return False
+        if delay and not state.waiting and not state.read_again:
+            return False  # the gap closed by itself
+        self.repairs += 1
+        while True:
+            state.read_again = False
+            page = await self.store.after(room, state.last_id, REPAIR_PAGE)
+            for message in page.messages:
+                if message.id > state.last_id:
+                    self._fan(state, message)
+            if not page.has_more and not state.read_again:
+                return True
 
     # Fan-out ------------------------------------------------------------------
 
@@ -374,19 +396,43 @@ class Hub:
         try:
             await self.broker.publish(event)
         except Exception as exc:
-            # Stored already: our own connections get it now, other processes repair
-            # from the database when the broker is back (their Resync).
+            # Stored already: our own connections get it now; the other processes when
+            # it is published again, or from the database on their Resync.
             log.warning("broker unavailable (%s): delivering %d messages locally", exc, len(messages))
             self.deliver(event)
+            self._keep_unpublished(Committed(event.messages, self.origin, again=True))
+
+    def _keep_unpublished(self, event: Committed) -> None:
+        if len(self._unpublished) >= UNPUBLISHED_MAX:
+            self._unpublished.popleft()
+        self._unpublished.append(event)
+        self._republish.set()
+
+    async def _republish_forever(self) -> None:
+        delay = REPUBLISH_FIRST_SECONDS
+        while True:
+            await self._republish.wait()
+            await asyncio.sleep(delay)
+            while self._unpublished:
+                try:
+                    await self.broker.publish(self._unpublished[0])
+                except Exception:
+                    delay = min(delay * 2, REPUBLISH_MAX_SECONDS)
+                    break
+                self._unpublished.popleft()
+            else:
+                log.info("broker back: published again what could not be published")
+                self._republish.clear()
+                delay = REPUBLISH_FIRST_SECONDS
 
     def deliver(self, event: Event) -> None:
         if isinstance(event, Resync):
             for room, state in self.rooms.items():
                 if state.last_id is not None:
-                    self._schedule_repair(room, state, 0)
+                    self._schedule_repair(room, state, 0, resync=True)
             return
         if isinstance(event, Committed):
-            if event.origin == self.origin:
+            if event.origin == self.origin and not event.again:
                 self._delivered_own += 1
                 if self._delivered_own >= self._published:
                     self._caught_up.set()
@@ -423,15 +469,26 @@ class Hub:
 
     # Shutdown -----------------------------------------------------------------
 
+    async def _read_all_rooms(self) -> None:
+        for room, state in list(self.rooms.items()):
+            if await self._read_missing(room, state, 0):
+                self._settle(room, state)
+
     async def close_all(self, code: int, reason: str, grace: float = 10.0) -> None:
         """Stop taking connections; let each send what it has queued, then close it."""
         self.accepting = False
         deadline = time.monotonic() + grace
         try:
             # Our own committed messages must reach our connections before they close.
-            await asyncio.wait_for(self._caught_up.wait(), grace)
+            await asyncio.wait_for(self._caught_up.wait(), min(grace, CATCH_UP_SECONDS))
         except TimeoutError:
-            log.warning("closing before every committed message was delivered")
+            # The broker is away (it would hand them back within milliseconds): the
+            # database has every one of them.
+            log.warning("the broker did not hand back what we committed: reading our rooms from the database")
+            try:
+                await asyncio.wait_for(self._read_all_rooms(), max(0.1, deadline - time.monotonic()))
+            except Exception as exc:
+                log.warning("closing before every committed message was delivered (%s)", exc or type(exc).__name__)
         for connection in list(self.connections):
             connection.finish(code, reason)
         try:

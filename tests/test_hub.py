@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from quartchat.broker import Committed
+from quartchat.broker import Committed, Event, Resync
 from quartchat.broker.memory import MemoryBroker
 from quartchat.hub import CHAT_ITEM, FRAME_ITEM, Connection, Hub
 from quartchat.presence import MemoryPresence
@@ -19,13 +19,14 @@ def message(message_id: int, room: str = "r") -> StoredMessage:
     return StoredMessage(message_id, room, ALICE, f"m{message_id}", 0)
 
 
-async def sent_frames(connection: Connection) -> list[str]:
+async def sent_frames(connection: Connection, finish: bool = True) -> list[str]:
     frames: list[str] = []
 
     async def send(frame: str) -> None:
         frames.append(frame)
 
-    connection.finish(CloseCode.NORMAL, "done")
+    if finish:
+        connection.finish(CloseCode.NORMAL, "done")
     await connection.run_sender(send)
     return frames
 
@@ -145,3 +146,136 @@ async def test_a_gap_that_does_not_close_is_repaired_from_the_database() -> None
     await asyncio.sleep(0.8)
     assert [item[1] for item in connection.queue] == [21, 22]
     assert hub.repairs == 1
+
+
+async def test_a_resync_during_a_pending_gap_repair_still_reads_the_database() -> None:
+    # 13 was published while this process's broker was cut off: only the database has it.
+    history = [chained(11, 0), chained(12, 11), chained(13, 12)]
+    hub = Hub(MemoryBroker(), MemoryPresence(), StoreWithHistory(history))  # type: ignore[arg-type]
+    connection = await open_connection(hub, ALICE)
+    connection.queue.clear()
+    hub.deliver(Committed((chained(12, 11),), "elsewhere"))  # early: a gap repair is now pending
+    hub.deliver(Resync())  # the broker is back
+    hub.deliver(Committed((chained(11, 0),), "elsewhere"))  # the gap closes by itself
+    assert [item[1] for item in connection.queue] == [11, 12]
+    await asyncio.sleep(0.8)
+    assert [item[1] for item in connection.queue] == [11, 12, 13], "the Resync's repair was skipped"
+
+
+class SlowStore(StoreWithHistory):
+    """A database read that takes until the test lets it finish, from a snapshot."""
+
+    def __init__(self, messages: list[StoredMessage]) -> None:
+        super().__init__(messages)
+        self.reading = asyncio.Event()
+        self.finish = asyncio.Event()
+
+    async def after(self, room: str, after_id: int, limit: int) -> Page:
+        snapshot = [m for m in self.messages if m.id > after_id][:limit]
+        self.reading.set()
+        await self.finish.wait()
+        return Page(snapshot, False)
+
+
+async def test_a_resync_during_a_repairs_read_reads_again_afterwards() -> None:
+    store = SlowStore([chained(11, 0)])
+    hub = Hub(MemoryBroker(), MemoryPresence(), store)  # type: ignore[arg-type]
+    connection = await open_connection(hub, ALICE)
+    connection.queue.clear()
+    hub.deliver(Resync())
+    await asyncio.wait_for(store.reading.wait(), 1)
+    # While the repair reads, 12 is committed and published into the outage of a
+    # second cut-off; the broker reconnects again and says so.
+    store.messages.append(chained(12, 11))
+    hub.deliver(Resync())
+    store.finish.set()
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if len(connection.queue) == 2:
+            break
+    assert [item[1] for item in connection.queue] == [11, 12]
+
+
+async def test_a_room_whose_gap_closed_by_itself_can_still_be_repaired_later() -> None:
+    history = [chained(11, 0), chained(12, 11), chained(13, 12), chained(14, 13)]
+    hub = Hub(MemoryBroker(), MemoryPresence(), StoreWithHistory(history))  # type: ignore[arg-type]
+    connection = await open_connection(hub, ALICE)
+    connection.queue.clear()
+    hub.deliver(Committed((chained(12, 11),), "elsewhere"))
+    hub.deliver(Committed((chained(11, 0),), "elsewhere"))  # that gap closed by itself
+    await asyncio.sleep(0.8)  # its repair woke and found nothing to do
+    hub.deliver(Committed((chained(14, 13),), "elsewhere"))  # 13 is lost this time
+    await asyncio.sleep(0.8)
+    assert [item[1] for item in connection.queue] == [11, 12, 13, 14]
+    assert hub.repairs == 1
+
+
+class FailingBroker(MemoryBroker):
+    """Stands in for Redis refusing publishes (test_broker.py and test_scale.py use the real one)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.sent: list[Event] = []
+
+    async def publish(self, event: Event) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("broker away")
+        self.sent.append(event)
+        await super().publish(event)
+
+
+async def test_a_batch_whose_publish_failed_is_delivered_locally_and_published_again() -> None:
+    broker = FailingBroker(failures=3)  # the first publish and two retries fail
+    hub = Hub(broker, MemoryPresence(), NoStore())  # type: ignore[arg-type]
+    await hub.start()
+    try:
+        connection = await open_connection(hub, ALICE)
+        connection.queue.clear()
+        await hub.publish_committed([chained(1, 0)])
+        assert [item[1] for item in connection.queue] == [1], "delivered here at once"
+        for _ in range(50):  # retries after 0.2, 0.4 and 0.8 s
+            if broker.sent:
+                break
+            await asyncio.sleep(0.1)
+        [event] = broker.sent
+        assert isinstance(event, Committed) and event.again and event.messages == (chained(1, 0),)
+        other = Hub(MemoryBroker(), MemoryPresence(), NoStore())  # type: ignore[arg-type]
+        elsewhere = await open_connection(other, BOB)
+        elsewhere.queue.clear()
+        other.deliver(event)
+        assert [item[1] for item in elsewhere.queue] == [1], "another process gets it"
+        await asyncio.sleep(0.05)  # our own delivery task has it back too
+        assert [item[1] for item in connection.queue] == [1], "and here it is not delivered twice"
+        assert hub._caught_up.is_set() and hub._delivered_own == hub._published == 1
+    finally:
+        await hub.stop()
+
+
+class SwallowingBroker(MemoryBroker):
+    """Takes every publish and hands nothing back: a subscription cut after the publish."""
+
+    async def publish(self, event: Event) -> None:
+        pass
+
+
+async def test_shutdown_reads_from_the_database_what_the_broker_never_handed_back() -> None:
+    store = StoreWithHistory([chained(1, 0)])
+    hub = Hub(SwallowingBroker(), MemoryPresence(), store)  # type: ignore[arg-type]
+    await hub.start()
+    try:
+        connection = await open_connection(hub, ALICE)
+        connection.queue.clear()
+        await hub.publish_committed([chained(1, 0)])
+        assert not connection.queue
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        closing = asyncio.ensure_future(hub.close_all(CloseCode.GOING_AWAY, "bye", grace=10))
+        frames = [json.loads(f) for f in await asyncio.wait_for(sent_frames(connection, finish=False), 5)]
+        hub.unregister(connection)
+        await closing
+        assert loop.time() - started < 3, "waited for the broker the whole grace"
+        assert [f["id"] for f in frames] == [1]
+    finally:
+        await hub.stop()

@@ -18,6 +18,9 @@ class Committed:
 
     messages: tuple[StoredMessage, ...]
     origin: str  # the publishing process
+    # Published again once the broker was back, after a publish that failed (the
+    # origin delivered it locally then, so it does not count it as its own again).
+    again: bool = False
 
 
 @dataclass(frozen=True, slots=True)

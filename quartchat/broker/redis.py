@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from ..protocol import StoredMessage, UserRef
@@ -29,6 +31,7 @@ def encode(event: Event) -> bytes:
         return orjson.dumps({
             "k": "c",
             "o": event.origin,
+            "a": event.again,
             "m": [[m.id, m.room, m.user.id, m.user.name, m.text, m.ts_ms, m.client_id, m.prev_id]
                   for m in event.messages],
         })  # fmt: skip
@@ -50,6 +53,7 @@ def decode(raw: bytes) -> Event:
                 for m in data["m"]
             ),
             data["o"],
+            data.get("a", False),
         )  # fmt: skip
     user = UserRef(data["user"][0], data["user"][1])
     return Presence(data["kind"], data["room"], user, data["ts"], data["o"], data["c"])
@@ -58,7 +62,14 @@ def decode(raw: bytes) -> Event:
 class RedisBroker(Broker):
     def __init__(self, url: str) -> None:
         self.url = url
-        self.redis: aioredis.Redis = aioredis.from_url(url, health_check_interval=10)
+        # A publish gets one retry, on a fresh connection: after a Redis restart the
+        # pooled one is dead though Redis is back. Otherwise it fails at once (the hub
+        # delivers locally and publishes it again later) rather than hold the writer.
+        self.redis: aioredis.Redis = aioredis.from_url(url, retry=Retry(NoBackoff(), 1))
+        # No retries inside redis-py for the subscription: a pub/sub connection it
+        # re-made by itself would be resubscribed silently, losing what was published
+        # meanwhile without a Resync. This class does its own reconnecting.
+        self._subscriber: aioredis.Redis = aioredis.from_url(url, health_check_interval=10, retry=Retry(NoBackoff(), 0))
         self._pubsub: Any = None
         self._connected = False
 
@@ -68,6 +79,7 @@ class RedisBroker(Broker):
     async def disconnect(self) -> None:
         if self._pubsub is not None:
             await self._pubsub.aclose()
+        await self._subscriber.aclose()
         await self.redis.aclose()
 
     async def publish(self, event: Event) -> None:
@@ -92,7 +104,7 @@ class RedisBroker(Broker):
             try:
                 if self._pubsub is not None:
                     await self._pubsub.aclose()
-                self._pubsub = self.redis.pubsub()
+                self._pubsub = self._subscriber.pubsub()
                 await self._pubsub.subscribe(CHANNEL)
                 self._connected = True
                 return

@@ -145,7 +145,8 @@ async def test_log_lines_name_address_user_room_duration_and_close_code_never_se
     log = server.log()
     request_line = re.search(
         rf"request address=127\.0\.0\.1 method=GET path=/api/rooms/{room}/messages status=200 "
-        rf"user={user.id} room={room} ms=\d+\.\d", log
+        rf"user={user.id} room={room} ms=\d+\.\d",
+        log,
     )
     assert request_line, log
     assert re.search(r"request address=127\.0\.0\.1 method=POST path=/api/session status=200 user=\S+ room=- ms=", log)

@@ -183,3 +183,34 @@ async def test_redis_stopped_and_started_clients_end_with_exactly_the_committed_
     finally:
         await one.aclose()
         await two.aclose()
+
+
+async def test_a_batch_whose_publish_failed_reaches_the_other_instance_when_redis_takes_it_again(
+    start_server: StartServer, tmp_path: Path, postgres_url: str, redis_server: RedisServer
+) -> None:
+    """The other instance's subscription never broke, so it has no reason to resync:
+    only publishing the batch again (once Redis takes publishes) brings it there."""
+    import redis.asyncio as aioredis
+
+    first, second = instances(start_server, tmp_path, postgres_url, redis_server.url)
+    one, two = Chat(first), Chat(second)
+    admin = aioredis.from_url(redis_server.url)
+    try:
+        room = unique("refused-")
+        a = await one.open(await one.user(), room)
+        b = await two.open(await two.user(), room)
+        await a.expect("join", timeout=10)  # b's join, through Redis
+        await admin.execute_command("ACL", "SETUSER", "default", "-publish")
+        await send_many(b, 5, "refused")
+        mine = await read_chats(b, 5)  # stored, and delivered on b's instance at once
+        assert [m["data"] for m in mine] == [f"refused {i}" for i in range(5)]
+        await asyncio.sleep(1.0)
+        await admin.execute_command("ACL", "SETUSER", "default", "+publish")
+        assert await read_chats(a, 5) == mine
+        stored = await one.all_messages(await one.user(), room)
+        assert stored == mine
+    finally:
+        await admin.execute_command("ACL", "SETUSER", "default", "+publish")
+        await admin.aclose()
+        await one.aclose()
+        await two.aclose()
