@@ -132,12 +132,25 @@ async def test_stalled_reader_never_delays_the_others_and_is_closed_1013(start_s
         stalled = Conn(stalled_ws)  # it never reads until the end
         count, text = 600, "z" * 15_000
 
+        received: list[dict[str, Any]] = []
+        window = 16  # the sender stays at most this far ahead of the healthy reader, half its queue:
+        # a healthy reader is one that keeps up (this test process also does the sending,
+        # and on a slow day it could fall 32 messages behind a sender that never waits)
+
+        progress = asyncio.Condition()
+
         async def send_all() -> None:
             for i in range(count):
+                async with progress:
+                    await progress.wait_for(lambda: i - len(received) < window)  # noqa: B023 (waited on at once)
                 await sender.send_json({"type": "chat", "data": f"{i} {text}"})
 
         sending = asyncio.create_task(send_all())
-        received = [await healthy.expect("chat", timeout=10) for _ in range(count)]
+        for _ in range(count):
+            message = await healthy.expect("chat", timeout=10)
+            async with progress:
+                received.append(message)
+                progress.notify_all()
         await sending
         assert [int(m["data"].split()[0]) for m in received] == list(range(count))
         # The close frame waits behind everything the stalled reader never read: it gets
