@@ -1,18 +1,21 @@
 """The message writer alone: milliseconds per batch, idle and beside a busy thread.
 
-    python bench/writer.py [--rooms 20] [--messages 20] [--busy] [--switch-interval S]
+    python bench/writer.py [--rooms 20] [--messages 20] [--busy | --busy-process] [--switch-interval S]
 
 Runs MessageWriter's transaction (`_store`) on an SQLite file in a loop, pinned to
 core 0. `--busy` starts a thread spinning Python on the same
 core, as the server's event loop does under load: the writer then waits for the GIL
 after each call that released it (the commit's fsync above all), for up to the
-interpreter's switch interval (5 ms unless `--switch-interval`).
+interpreter's switch interval (5 ms unless `--switch-interval`). `--busy-process` spins
+in another process on the same core instead: what a writer of its own process would
+see (the kernel, not the GIL, shares the core then).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import shutil
 import sys
@@ -33,7 +36,12 @@ from quartchat.store import Store
 from quartchat.writer import Draft, MessageWriter
 
 
-async def measure(rooms: int, messages: int, busy: bool, batches: int) -> list[float]:
+def spin_until(stop: threading.Event | None = None) -> None:
+    while stop is None or not stop.is_set():
+        sum(range(100))
+
+
+async def measure(rooms: int, messages: int, busy: str, batches: int) -> list[float]:
     workdir = tempfile.mkdtemp(prefix="quartchat-writer-")
     url = f"sqlite+aiosqlite:///{workdir}/writer.db"
     try:
@@ -60,19 +68,21 @@ async def measure(rooms: int, messages: int, busy: bool, batches: int) -> list[f
         for _ in range(20):  # warm up: statement caches, the rooms' rows
             await writer._store(drafts)
         stop = threading.Event()
-
-        def spin() -> None:
-            while not stop.is_set():
-                sum(range(100))
-
-        if busy:
-            threading.Thread(target=spin, daemon=True).start()
+        spinner = None
+        if busy == "thread":
+            threading.Thread(target=spin_until, args=(stop,), daemon=True).start()
+        elif busy == "process":
+            spinner = multiprocessing.get_context("fork").Process(target=spin_until, daemon=True)
+            spinner.start()
         seconds = []
         for _ in range(batches):
             started = time.perf_counter()
             await writer._store(drafts)
             seconds.append(time.perf_counter() - started)
         stop.set()
+        if spinner is not None:
+            spinner.terminate()
+            spinner.join()
         await writer._drop_connection()
         await writer._engine.dispose()
         await database.dispose()
@@ -86,17 +96,20 @@ def main() -> None:
     parser.add_argument("--rooms", type=int, default=20)
     parser.add_argument("--messages", type=int, default=20)
     parser.add_argument("--batches", type=int, default=200)
-    parser.add_argument("--busy", action="store_true", help="a thread spinning Python on the same core")
+    busy = parser.add_mutually_exclusive_group()
+    busy.add_argument("--busy", action="store_true", help="a thread spinning Python on the same core")
+    busy.add_argument("--busy-process", action="store_true", help="a process spinning Python on the same core")
     parser.add_argument("--switch-interval", type=float, help="sys.setswitchinterval, seconds")
     args = parser.parse_args()
     if (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {0})  # the spinning thread, started later, shares core 0
     if args.switch_interval is not None:
         sys.setswitchinterval(args.switch_interval)
-    seconds = asyncio.run(measure(args.rooms, args.messages, args.busy, args.batches))
+    busy = "thread" if args.busy else "process" if args.busy_process else "none"
+    seconds = asyncio.run(measure(args.rooms, args.messages, busy, args.batches))
     n = len(seconds)
     print(
-        f"{args.messages} messages in {args.rooms} rooms, busy={args.busy}, "
+        f"{args.messages} messages in {args.rooms} rooms, busy {busy}, "
         f"switch interval {sys.getswitchinterval() * 1e3:g} ms: "
         f"median {seconds[n // 2] * 1e3:.2f} ms, p90 {seconds[n * 9 // 10] * 1e3:.2f} ms a batch"
     )
