@@ -1,9 +1,11 @@
 """Profile the server under a bench/chat.py scenario with py-spy; print where time goes.
 
-    python bench/profile.py [--scenario closed] [--seconds 8] [--out profile.txt]
+    python bench/profile.py [--scenario closed] [--seconds 8] [--out profile.txt] [--gil]
 
 Prints the functions with the most samples on top of the stack (self time) and the
-largest inclusive shares by module, from py-spy's collapsed stacks.
+largest inclusive shares by module, from py-spy's collapsed stacks. Without --gil
+every thread is sampled, waiting or not (a thread blocked in a C call, such as the
+writer's fsync, shows in that call); with --gil only the thread that holds the GIL.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("profile.txt"))
     parser.add_argument("--wait", type=float, default=10.0, help="seconds of sign-ins and warm-up to skip")
+    parser.add_argument(
+        "--gil", action="store_true", help="sample only the thread holding the GIL: where the Python CPU goes"
+    )
     args = parser.parse_args()
     target = Target("quartchat", "quartchat", Path(tempfile.mkdtemp(prefix="quartchat-profile-")))
     url = target.start()
@@ -50,6 +55,7 @@ def main() -> None:
                 "-o",
                 str(args.out),
                 "--nonblocking",
+                *(["--gil"] if args.gil else []),
             ],
             check=True,
             capture_output=True,

@@ -6,6 +6,7 @@ docs/protocol.md describes the same protocol for people.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -52,6 +53,7 @@ def dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+@functools.lru_cache(maxsize=1)  # a batch's messages share one time: one strftime a batch
 def format_ts(ts_ms: int) -> str:
     """UTC ISO 8601 with milliseconds and `Z`: 2026-11-24T15:31:06.123Z."""
     moment = datetime.fromtimestamp(ts_ms / 1000, UTC)

@@ -12,7 +12,7 @@ from .models import Message, Room, Session, User
 from .protocol import RESUME_LIMIT, StoredMessage, UserRef, now_ms
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection
+    from sqlalchemy import Connection
 
     from .database import Database
 
@@ -116,13 +116,14 @@ class Store:
         query = select(Room.name, Room.message_count, Room.last_id).order_by(Room.name)
         return [RoomSummary(r.name, r.message_count, r.last_id) for r in await self._rows(query)]
 
-    async def by_client_ids(
-        self, connection: AsyncConnection, keys: Sequence[tuple[str, str]]
+    def by_client_ids(
+        self, connection: Connection, keys: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], StoredMessage]:
-        """Stored messages by (user id, client_id), inside the writer's transaction."""
+        """Stored messages by (user id, client_id), inside the writer's transaction
+        (run_sync: a synchronous Connection)."""
         # One query for the whole batch (row values: SQLite 3.15+, PostgreSQL).
         query = message_select().where(tuple_(Message.user_id, Message.client_id).in_(sorted(set(keys))))
-        rows = (await connection.execute(query)).all()
+        rows = connection.execute(query).all()
         return {(row.user_id, row.client_id): to_message(row) for row in rows}
 
     # Accounts and sessions ---------------------------------------------------

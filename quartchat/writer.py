@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -253,13 +253,18 @@ class MessageWriter:
         assert self._engine is not None
         if self._connection is None:
             self._connection = await self._engine.connect()
-        connection = self._connection
-        async with connection.begin():
+        # The whole transaction in one greenlet: awaiting each statement on the
+        # AsyncConnection spawned a greenlet and ran SQLAlchemy's async wrappers a
+        # statement; inside run_sync only the driver calls cross to the event loop.
+        return await self._connection.run_sync(self._transaction, drafts)
+
+    def _transaction(self, connection: Connection, drafts: list[Draft]) -> list[Outcome]:
+        with connection.begin():
             # Taking the rooms first makes the transaction's first statement a write: on
             # SQLite that is where it begins (IMMEDIATE), so the lookup below is inside it.
-            last_ids = await self._take_rooms(connection, sorted({d.room for d in drafts}))
+            last_ids = self._take_rooms(connection, sorted({d.room for d in drafts}))
             keys = [(d.user.id, d.client_id) for d in drafts if d.client_id is not None]
-            earlier = await self.store.by_client_ids(connection, keys) if keys else {}
+            earlier = self.store.by_client_ids(connection, keys) if keys else {}
             first_in_batch: dict[tuple[str, str], int] = {}
             new_indexes: list[int] = []
             for index, draft in enumerate(drafts):
@@ -268,7 +273,7 @@ class MessageWriter:
                     new_indexes.append(index)
                     if key is not None:
                         first_in_batch[key] = index
-            stored = await self._insert(connection, [drafts[i] for i in new_indexes], last_ids)
+            stored = self._insert(connection, [drafts[i] for i in new_indexes], last_ids)
         by_index = dict(zip(new_indexes, stored, strict=True))
         outcomes = []
         for index, draft in enumerate(drafts):
@@ -280,7 +285,7 @@ class MessageWriter:
             outcomes.append(Outcome(previous, fresh=False))
         return outcomes
 
-    async def _take_rooms(self, connection: AsyncConnection, rooms: list[str]) -> dict[str, int]:
+    def _take_rooms(self, connection: Connection, rooms: list[str]) -> dict[str, int]:
         """Each room's row, made if missing, and taken (in name order, so two writers
         cannot deadlock) until commit: on PostgreSQL no other transaction can then take
         an id in these rooms and commit before us, so ids in a room grow in commit
@@ -288,14 +293,12 @@ class MessageWriter:
         each room's last id so far: its next message's predecessor."""
         taken: Any
         if connection.dialect.name == "sqlite":
-            taken = await connection.exec_driver_sql(_sqlite_take_rooms(len(rooms)), tuple(rooms))
+            taken = connection.exec_driver_sql(_sqlite_take_rooms(len(rooms)), tuple(rooms))
         else:
-            taken = await connection.execute(_STATEMENTS[True].take_rooms, [{"name": room} for room in rooms])
+            taken = connection.execute(_STATEMENTS[True].take_rooms, [{"name": room} for room in rooms])
         return {name: int(last_id) for name, last_id in taken}
 
-    async def _insert(
-        self, connection: AsyncConnection, drafts: list[Draft], last_ids: dict[str, int]
-    ) -> list[StoredMessage]:
+    def _insert(self, connection: Connection, drafts: list[Draft], last_ids: dict[str, int]) -> list[StoredMessage]:
         """Three statements a batch however many rooms it touches, with _take_rooms."""
         if not drafts:
             return []
@@ -309,10 +312,10 @@ class MessageWriter:
             for start in range(0, len(drafts), _SQLITE_ROWS_PER_INSERT):
                 page = drafts[start : start + _SQLITE_ROWS_PER_INSERT]
                 values = tuple(v for d in page for v in (d.room, d.user.id, d.text, ts_ms, ts, d.client_id))
-                result = await connection.exec_driver_sql(_sqlite_insert_messages(len(page)), values)
+                result = connection.exec_driver_sql(_sqlite_insert_messages(len(page)), values)
                 ids.extend(sorted(int(message_id) for (message_id,) in result))
         else:
-            result = await connection.execute(
+            result = connection.execute(
                 _STATEMENTS[True].insert_messages,
                 [
                     {
@@ -342,11 +345,9 @@ class MessageWriter:
             )
             last_ids[draft.room] = message_id
         if connection.dialect.name == "sqlite":
-            await connection.exec_driver_sql(
-                _SQLITE_UPDATE_ROOMS, [(per_room[room], last_ids[room], room) for room in rooms]
-            )
+            connection.exec_driver_sql(_SQLITE_UPDATE_ROOMS, [(per_room[room], last_ids[room], room) for room in rooms])
         else:
-            await connection.execute(
+            connection.execute(
                 _STATEMENTS[True].update_rooms,
                 [{"room": room, "added": per_room[room], "last": last_ids[room]} for room in rooms],
             )
