@@ -35,7 +35,13 @@ class Runtime:
         self.broker = create_broker(settings.broker_url)
         origin = uuid.uuid4().hex  # names this process to the others
         self.hub = Hub(self.broker, create_presence(settings, self.broker, origin), self.store, origin)
-        self.writer = MessageWriter(self.database, self.store, self.hub.publish_committed, settings.write_batch_size)
+        self.writer = MessageWriter(
+            self.database,
+            self.store,
+            self.hub.publish_committed,
+            settings.write_batch_size,
+            settings.write_linger_ms / 1000,
+        )
         self.passwords = Passwords()
         self.metrics = Metrics()
         self.throttle = SignInThrottle()

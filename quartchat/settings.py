@@ -42,6 +42,7 @@ class Settings:
     max_connections_per_address: int = 200
     send_queue_size: int = 1000
     write_batch_size: int = 256
+    write_linger_ms: int = 1
     presence_ttl: int = 30
 
     @classmethod
@@ -86,6 +87,7 @@ class Settings:
             write_batch_size=_integer(
                 "WRITE_BATCH_SIZE", get("WRITE_BATCH_SIZE"), defaults.write_batch_size, 1, 10_000
             ),
+            write_linger_ms=_integer("WRITE_LINGER_MS", get("WRITE_LINGER_MS"), defaults.write_linger_ms, 0, 100),
             presence_ttl=_integer("PRESENCE_TTL", get("PRESENCE_TTL"), defaults.presence_ttl, 1, 3600),
         )
 

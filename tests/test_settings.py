@@ -21,6 +21,7 @@ def test_defaults_are_the_specs() -> None:
     assert settings.rate_limit == RateLimit(20, 10.0)
     assert settings.allowed_origins == ()
     assert settings.trusted_proxy_hops == 0
+    assert (settings.write_batch_size, settings.write_linger_ms) == (256, 1)
 
 
 def test_values_are_read_and_cast() -> None:
@@ -31,12 +32,14 @@ def test_values_are_read_and_cast() -> None:
             "QUARTCHAT_ALLOWED_ORIGINS": "https://a.example, http://B.example:8080/",
             "QUARTCHAT_TRUSTED_PROXY_HOPS": "1",
             "QUARTCHAT_BROKER_URL": "redis://127.0.0.1:6379/0",
+            "QUARTCHAT_WRITE_LINGER_MS": "0",
         }
     )
     assert settings.history_limit == 10
     assert settings.rate_limit == RateLimit(5, 2.5)
     assert settings.allowed_origins == ("https://a.example", "http://b.example:8080")
     assert settings.trusted_proxy_hops == 1
+    assert settings.write_linger_ms == 0
 
 
 @pytest.mark.parametrize(
@@ -53,6 +56,8 @@ def test_values_are_read_and_cast() -> None:
         ("RATE_LIMIT", "0/10"),
         ("ALLOWED_ORIGINS", "evil.example"),
         ("TRUSTED_PROXY_HOPS", "x"),
+        ("WRITE_LINGER_MS", "101"),
+        ("WRITE_LINGER_MS", "0.5"),
     ],
 )
 def test_an_invalid_value_raises_an_error_naming_the_variable(name: str, value: str) -> None:

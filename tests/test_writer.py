@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from quartchat.models import User
 from quartchat.protocol import StoredMessage, UserRef, format_ts
 from quartchat.settings import Settings
 from quartchat.store import Store
-from quartchat.writer import Draft, MessageWriter, Unavailable
+from quartchat.writer import Draft, MessageWriter, Outcome, Unavailable
 
 ALICE = UserRef("u-alice", "alice")
 
@@ -62,11 +63,45 @@ async def test_concurrent_messages_share_commits_and_come_out_in_id_order(databa
 
 
 async def test_an_idle_writer_commits_a_lone_message_at_once(database: Database) -> None:
-    writer = MessageWriter(database, Store(database), Committed())
+    # A linger far longer than the deadline: an idle writer must not linger at all,
+    # whether it has never committed or its last batch held several messages.
+    writer = MessageWriter(database, Store(database), Committed(), linger=5.0)
     writer.start()
     outcome = await asyncio.wait_for(writer.submit(Draft("r", ALICE, "alone")), 2)
-    await writer.close()
     assert outcome.fresh and writer.batches == 1
+    await asyncio.wait_for(asyncio.gather(*(writer.submit(Draft("r", ALICE, t)) for t in ("a", "b"))), 2)
+    await asyncio.wait_for(writer.submit(Draft("r", ALICE, "alone again")), 2)
+    await writer.close()
+
+
+@pytest.mark.parametrize("linger", [0.5, 0.0])
+async def test_under_load_the_writer_lingers_so_that_what_arrives_meanwhile_shares_a_commit(
+    tmp_path: Path, database: Database, linger: float
+) -> None:
+    """a and b commit together while c waits; d arrives just after that commit (from
+    its hand-off) and, with a linger, shares c's commit instead of following it alone."""
+    committed = Committed()
+    follow_up: list[asyncio.Future[Outcome]] = []
+
+    async def on_commit(messages: Sequence[StoredMessage]) -> None:
+        await committed(messages)
+        if len(committed.batches) == 1:
+            follow_up.append(writer.submit(Draft("r", ALICE, "d")))
+
+    writer = MessageWriter(database, Store(database), on_commit, linger=linger)
+    writer.start()
+    lock = sqlite3.connect(tmp_path / "w.db")
+    lock.execute("BEGIN IMMEDIATE")  # the writer's first batch waits for the write lock
+    first = [writer.submit(Draft("r", ALICE, text)) for text in ("a", "b")]
+    await asyncio.sleep(0.2)  # the writer has taken a and b and is waiting
+    third = writer.submit(Draft("r", ALICE, "c"))
+    lock.rollback()
+    lock.close()
+    await asyncio.wait_for(asyncio.gather(*first, third), 10)
+    await asyncio.wait_for(follow_up[0], 10)
+    await writer.close()
+    expected = [["a", "b"], ["c", "d"]] if linger else [["a", "b"], ["c"], ["d"]]
+    assert [[m.text for m in batch] for batch in committed.batches] == expected
 
 
 async def test_a_client_id_is_stored_once_within_and_across_batches(database: Database) -> None:
