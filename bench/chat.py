@@ -5,8 +5,11 @@
     options: --seconds 10 --repeat 3 --json results.json
 
 Each server is started fresh (new database) pinned with `taskset -c 0`; the load
-generator (bench/loadgen.py) runs pinned to core 1 and reports its own CPU share, so
-one can see it is not the bottleneck. Figures are medians of --repeat runs; compare
+generator (bench/loadgen.mjs, or bench/loadgen.py without Node) runs pinned to core 1
+and reports its own CPU share, so one can see it is not the bottleneck. Each row also
+gives the server's CPU share and how much of core 0 was idle or stolen by the host over
+the load generator's run (sign-ins included): whether the server's core was the bound.
+Figures are medians of --repeat runs; compare
 them as ratios within one run (the machine is noisy); the repeats go round the
 whole plan, so a drift in the machine's speed touches every target alike.
 """
@@ -136,6 +139,8 @@ def measure(target: Target, scenario: str, seconds: float) -> dict[str, Any]:
         args = list(SCENARIOS[scenario])
         if target.kind in ("inmem", "rawasgi") and "--batch" in args:
             args.remove("--batch")  # the baseline sends one frame per message
+        assert target.process is not None
+        cpu_before, core_before, started = session_cpu_seconds(target.process.pid), core_ticks(0), time.monotonic()
         output = subprocess.run(
             [*pin(1), *LOADGEN, "--url", url, "--seconds", str(seconds), *args],
             capture_output=True,
@@ -144,10 +149,37 @@ def measure(target: Target, scenario: str, seconds: float) -> dict[str, Any]:
         )
         if output.returncode != 0:
             raise SystemExit(f"load generator failed on {target.name}/{scenario}:\n{output.stderr[-3000:]}")
+        # Over the load generator's whole run (its sign-ins included): is core 0 saturated?
+        wall = time.monotonic() - started
+        core = [after - before for after, before in zip(core_ticks(0), core_before, strict=True)]
         result: dict[str, Any] = json.loads(output.stdout.strip().splitlines()[-1])
+        result["server_cpu_share"] = (session_cpu_seconds(target.process.pid) - cpu_before) / wall
+        result["core0_idle_share"] = (core[3] + core[4]) / max(1, sum(core))
+        result["core0_steal_share"] = core[7] / max(1, sum(core))
         return result
     finally:
         target.stop()
+
+
+def session_cpu_seconds(session: int) -> float:
+    """CPU used so far by every live process of a session (the server and its workers)."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session:  # fields[3] is the session id (field 6 of stat)
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def core_ticks(core: int) -> list[int]:
+    """/proc/stat's counters for one core: user nice system idle iowait irq softirq steal."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{core} "):
+            return [int(v) for v in line.split()[1:9]]
+    return [0] * 8
 
 
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -242,7 +274,8 @@ def main() -> None:
             print(
                 f"{scenario:>15} {target.name:>32}  {row['deliveries_per_s']:>10,.0f} deliveries/s  "
                 f"{row['sent_per_s']:>8,.0f} sent/s  p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms  "
-                f"loadgen CPU {row['loadgen_cpu_share']:.0%}",
+                f"loadgen CPU {row['loadgen_cpu_share']:.0%}  server CPU {row['server_cpu_share']:.0%}  "
+                f"core 0 idle {row['core0_idle_share']:.0%} steal {row['core0_steal_share']:.0%}",
                 flush=True,
             )
     finally:
