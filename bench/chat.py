@@ -9,9 +9,9 @@ generator (bench/loadgen.mjs, or bench/loadgen.py without Node) runs pinned to c
 and reports its own CPU share, so one can see it is not the bottleneck. Each row also
 gives the server's CPU share and how much of core 0 was idle or stolen by the host over
 the load generator's run (sign-ins included): whether the server's core was the bound.
-Figures are medians of --repeat runs; compare
-them as ratios within one run (the machine is noisy); the repeats go round the
-whole plan, so a drift in the machine's speed touches every target alike.
+Figures are medians of --repeat runs; compare them as ratios within one run (the
+machine is noisy); the repeats go round the whole plan, so a drift in the machine's
+speed touches every target alike.
 """
 
 from __future__ import annotations

@@ -3,12 +3,12 @@
     python bench/writer.py [--rooms 20] [--messages 20] [--busy | --busy-process] [--switch-interval S]
 
 Runs MessageWriter's transaction (`_store`) on an SQLite file in a loop, pinned to
-core 0. `--busy` starts a thread spinning Python on the same
-core, as the server's event loop does under load: the writer then waits for the GIL
-after each call that released it (the commit's fsync above all), for up to the
-interpreter's switch interval (5 ms unless `--switch-interval`). `--busy-process` spins
-in another process on the same core instead: what a writer of its own process would
-see (the kernel, not the GIL, shares the core then).
+core 0. `--busy` starts a thread spinning Python on the same core, as the server's
+event loop does under load: the writer then waits for the GIL after each call that
+released it (the commit's fsync above all), for up to the interpreter's switch interval
+(5 ms unless `--switch-interval`). `--busy-process` spins in another process on the
+same core instead: what a writer of its own process would see (the kernel, not the
+GIL, shares the core then).
 """
 
 from __future__ import annotations
