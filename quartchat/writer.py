@@ -3,7 +3,7 @@
 Under no load a message is committed alone, at once; while a commit is running the
 next messages queue up and go into the following transaction together (group commit),
 so the cost of a commit is shared and the tail latency stays flat. Under load (the last
-batch held several messages and more are waiting) the writer lingers a moment (1 ms)
+batch held several messages and more were waiting when it was committed) the writer lingers a moment (1 ms)
 before taking the next batch, so that batches, and the fan-outs after them, are fewer
 and larger. Each committed message is handed to `on_commit` in id order before its
 sender hears of it.
@@ -165,24 +165,31 @@ class MessageWriter:
             failed = [future for _, future in self._pending]
             self._pending.clear()
             if failed:
-                self._server_loop.call_soon_threadsafe(self._done.put_nowait, (failed, None, 0.0))
-            self._server_loop.call_soon_threadsafe(self._done.put_nowait, None)
+                self._post((failed, None, 0.0))
+            self._post(None)
             self._loop.close()
 
-    async def _run(self) -> None:
+    def _post(self, done: _Done | None) -> None:
+        """Hand a committed (or failed) batch to the server's loop; None: the end."""
         assert self._server_loop is not None and self._done is not None
+        self._server_loop.call_soon_threadsafe(self._done.put_nowait, done)
+
+    async def _run(self) -> None:
         self._engine = self.database.open_writer()
         try:
             while True:
                 self._signalled = False  # before looking: a message added after this wakes us again
-                last_batch = 0
+                under_load = False
                 while self._pending:
-                    if last_batch > 1 and len(self._pending) < self.batch_size and self.linger and not self._closing:
-                        # Under load (the last batch held several messages and more are
-                        # waiting) linger before taking the next batch: what the
-                        # server's loop reads meanwhile shares this commit, and the
-                        # fan-out that follows it (one frame a connection). A message
-                        # that finds the writer idle is committed at once.
+                    if under_load and len(self._pending) < self.batch_size and self.linger and not self._closing:
+                        # Under load (the last batch held several messages and more
+                        # were waiting when it was committed) linger before taking the
+                        # next batch: what the server's loop reads meanwhile shares this
+                        # commit, and the fan-out that follows it (one frame a
+                        # connection). A message that finds the writer idle is committed
+                        # at once, even one that arrives after a batch was committed and
+                        # before this thread looks again (its sender may have heard of
+                        # that batch already).
                         await asyncio.sleep(self.linger)
                     drafts: list[Draft] = []
                     futures: list[asyncio.Future[Outcome]] = []
@@ -192,11 +199,11 @@ class MessageWriter:
                         drafts.append(draft)
                         futures.append(future)
                         size += len(draft.text)
-                    last_batch = len(drafts)
                     started = time.perf_counter()
                     outcomes = await self._commit(drafts)
-                    done: _Done = (futures, outcomes, time.perf_counter() - started)
-                    self._server_loop.call_soon_threadsafe(self._done.put_nowait, done)
+                    # Looked at before the hand-off: what arrives after it finds us idle.
+                    under_load = len(drafts) > 1 and bool(self._pending)
+                    self._post((futures, outcomes, time.perf_counter() - started))
                 if self._closing:
                     if not self._pending:  # nothing can be added once closing is set
                         return

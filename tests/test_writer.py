@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import insert
@@ -72,6 +74,41 @@ async def test_an_idle_writer_commits_a_lone_message_at_once(database: Database)
     await asyncio.wait_for(asyncio.gather(*(writer.submit(Draft("r", ALICE, t)) for t in ("a", "b"))), 2)
     await asyncio.wait_for(writer.submit(Draft("r", ALICE, "alone again")), 2)
     await writer.close()
+
+
+async def test_a_message_sent_on_hearing_of_a_batch_finds_the_writer_idle(tmp_path: Path, database: Database) -> None:
+    """The race CI once lost: a sender hears that its batch of two is committed and
+    sends again before the writer's thread has looked at its queue once more. Nothing
+    was waiting when that batch was committed, so the new message must not linger."""
+    heard = threading.Event()
+
+    class LateLooking(MessageWriter):
+        def _post(self, done: Any) -> None:
+            super()._post(done)
+            if done is not None and len(done[0]) == 2:
+                assert heard.wait(5), "the hand-off never ran"  # only then look again
+
+    follow_up: list[asyncio.Future[Outcome]] = []
+
+    async def on_commit(messages: Sequence[StoredMessage]) -> None:
+        if len(messages) == 2:
+            follow_up.append(writer.submit(Draft("r", ALICE, "right after")))
+            heard.set()
+
+    writer = LateLooking(database, Store(database), on_commit, linger=5.0)
+    writer.start()
+    lock = sqlite3.connect(tmp_path / "w.db")
+    lock.execute("BEGIN IMMEDIATE")  # the writer takes a alone and waits for the lock
+    first = writer.submit(Draft("r", ALICE, "a"))
+    await asyncio.sleep(0.2)
+    pair = [writer.submit(Draft("r", ALICE, text)) for text in ("b", "c")]  # wait together
+    lock.rollback()
+    lock.close()
+    await asyncio.wait_for(asyncio.gather(first, *pair), 10)
+    (after,) = follow_up
+    assert (await asyncio.wait_for(after, 2)).message.text == "right after"  # the linger is 5 s
+    await writer.close()
+    assert writer.batches == 3
 
 
 @pytest.mark.parametrize("linger", [0.5, 0.0])
