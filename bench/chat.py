@@ -257,6 +257,8 @@ def main() -> None:
             target.options["synchronous"] = args.synchronous
     if args.scenarios:
         wanted = set(args.scenarios.split(","))
+        if unknown := wanted - SCENARIOS.keys():
+            parser.error(f"no such scenario: {', '.join(sorted(unknown))} (there are {', '.join(SCENARIOS)})")
         plan = [(t, s) for t, s in plan if s in wanted]
     results = []
     try:
