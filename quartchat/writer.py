@@ -3,10 +3,10 @@
 Under no load a message is committed alone, at once; while a commit is running the
 next messages queue up and go into the following transaction together (group commit),
 so the cost of a commit is shared and the tail latency stays flat. Under load (the last
-batch held several messages and more were waiting when it was committed) the writer lingers a moment (1 ms)
-before taking the next batch, so that batches, and the fan-outs after them, are fewer
-and larger. Each committed message is handed to `on_commit` in id order before its
-sender hears of it.
+batch held several messages and more were waiting when it was committed) the writer
+lingers a moment (1 ms) before taking the next batch, so that batches, and the fan-outs
+after them, are fewer and larger. Each committed message is handed to `on_commit` in id
+order before its sender hears of it.
 
 The writer runs its transactions on an event loop of its own, in its own thread, with
 an engine of its own. A transaction is a dozen driver round trips (aiosqlite runs each
