@@ -117,14 +117,16 @@ class Store:
         return [RoomSummary(r.name, r.message_count, r.last_id) for r in await self._rows(query)]
 
     def by_client_ids(
-        self, connection: Connection, keys: Sequence[tuple[str, str]]
-    ) -> dict[tuple[str, str], StoredMessage]:
-        """Stored messages by (user id, client_id), inside the writer's transaction
-        (run_sync: a synchronous Connection)."""
+        self, connection: Connection, keys: Sequence[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], StoredMessage]:
+        """Stored messages by (user id, room, client_id), inside the writer's
+        transaction (run_sync: a synchronous Connection)."""
         # One query for the whole batch (row values: SQLite 3.15+, PostgreSQL).
-        query = message_select().where(tuple_(Message.user_id, Message.client_id).in_(sorted(set(keys))))
+        query = message_select().where(
+            tuple_(Message.user_id, Message.room, Message.client_id).in_(sorted(set(keys)))
+        )
         rows = connection.execute(query).all()
-        return {(row.user_id, row.client_id): to_message(row) for row in rows}
+        return {(row.user_id, row.room, row.client_id): to_message(row) for row in rows}
 
     # Accounts and sessions ---------------------------------------------------
 

@@ -285,12 +285,12 @@ class MessageWriter:
             # Taking the rooms first makes the transaction's first statement a write: on
             # SQLite that is where it begins (IMMEDIATE), so the lookup below is inside it.
             last_ids = self._take_rooms(connection, sorted({d.room for d in drafts}))
-            keys = [(d.user.id, d.client_id) for d in drafts if d.client_id is not None]
+            keys = [(d.user.id, d.room, d.client_id) for d in drafts if d.client_id is not None]
             earlier = self.store.by_client_ids(connection, keys) if keys else {}
-            first_in_batch: dict[tuple[str, str], int] = {}
+            first_in_batch: dict[tuple[str, str, str], int] = {}
             new_indexes: list[int] = []
             for index, draft in enumerate(drafts):
-                key = (draft.user.id, draft.client_id) if draft.client_id is not None else None
+                key = (draft.user.id, draft.room, draft.client_id) if draft.client_id is not None else None
                 if key is None or (key not in earlier and key not in first_in_batch):
                     new_indexes.append(index)
                     if key is not None:
@@ -302,7 +302,7 @@ class MessageWriter:
             if index in by_index:
                 outcomes.append(Outcome(by_index[index], fresh=True))
                 continue
-            key = (draft.user.id, draft.client_id or "")
+            key = (draft.user.id, draft.room, draft.client_id or "")
             previous = earlier.get(key) or by_index[first_in_batch[key]]
             outcomes.append(Outcome(previous, fresh=False))
         return outcomes

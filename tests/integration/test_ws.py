@@ -261,6 +261,23 @@ async def test_same_client_id_is_stored_once_and_returned_to_the_sender_alone(ch
     assert len((await chat.messages(alice, room))["messages"]) == 2
 
 
+async def test_a_client_id_is_scoped_per_user_and_room(chat: Chat) -> None:
+    here, there = unique("cid-"), unique("cid-")
+    alice, bob = await chat.user(), await chat.user()
+    a_here, a_there, b_there = await chat.open(alice, here), await chat.open(alice, there), await chat.open(bob, there)
+    first = await a_here.say("in the first room", client_id="1")
+    second = await a_there.say("in the second room", client_id="1")
+    assert (second["room"], second["data"]) == (there, "in the second room"), "the other room's message came back"
+    assert second["id"] != first["id"]
+    assert await b_there.expect("chat") == second, "the new message was broadcast in its room"
+    await a_there.send_json({"type": "chat", "data": "in the second room", "client_id": "1"})
+    assert await a_there.expect("chat") == second, "a retry in the same room is still idempotent"
+    marker = await a_here.say("marker")
+    assert [m["data"] for m in (await chat.messages(alice, here))["messages"]] == ["in the first room", "marker"]
+    assert [m["data"] for m in (await chat.messages(alice, there))["messages"]] == ["in the second room"]
+    assert marker["room"] == here
+
+
 async def test_rate_limit_is_per_user_and_room_and_a_flood_closes_1008(start_server: StartServer) -> None:
     chat = Chat(start_server(rate_limit="3/60"))
     try:
