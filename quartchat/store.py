@@ -100,9 +100,15 @@ class Store:
         return Page([to_message(r) for r in rows[:limit]], len(rows) > limit)
 
     async def resume(self, room: str, after_id: int, history_limit: int) -> Page:
-        """Every message after `after_id`; past RESUME_LIMIT of them, a reset to the newest."""
+        """Every message after `after_id`; past RESUME_LIMIT of them, a reset to the newest.
+
+        An `after_id` beyond the room's last id (a restored backup, a move, commits lost
+        to a power cut) is a reset too: the client's view is of a history the room no
+        longer has, and its next messages would otherwise look like ones it has seen.
+        """
         missed = await self.after(room, after_id, RESUME_LIMIT)
-        if not missed.has_more:
+        beyond_the_end = not missed.messages and after_id > await self.room_last_id(room)
+        if not missed.has_more and not beyond_the_end:
             return Page(missed.messages, has_more=False, reset=False)
         newest = await self.newest(room, history_limit)
         return Page(newest.messages, newest.has_more, reset=True)

@@ -141,7 +141,7 @@ async def _open(rt: Runtime, connection: Connection, after: int | None) -> None:
         return
     if page.messages:
         connection.skip_through = page.messages[-1].id
-    elif after is not None:
+    elif after is not None and not page.reset:  # a reset starts again from the room's end
         connection.skip_through = after
     history = (
         '{"type":"'

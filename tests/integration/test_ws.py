@@ -164,6 +164,23 @@ async def test_refresh_gets_history_then_list_and_after_gets_exactly_the_missed(
     assert resumed.history["messages"] == missed and resumed.history["reset"] is False
 
 
+@pytest.mark.parametrize("said", [3, 0])
+async def test_a_resume_past_the_rooms_end_resets_to_the_newest_and_then_delivers_new_messages(
+    chat: Chat, said: int
+) -> None:
+    room = unique("past-")
+    alice, bob = await chat.user(), await chat.user()
+    speaker = await chat.open(alice, room)
+    kept = [await speaker.say(f"kept {i}") for i in range(said)]
+    beyond = (kept[-1]["id"] if kept else 0) + 1000  # e.g. a view from before a backup was restored
+    resumed = await chat.open(bob, room, query=f"after={beyond}")
+    assert resumed.history["reset"] is True, resumed.history
+    assert resumed.history["messages"] == kept
+    new = await speaker.say("after the restore")
+    assert new["id"] <= beyond, "the case that went silent: a new id at or below the client's"
+    assert await resumed.expect("chat") == new
+
+
 async def test_joining_during_a_burst_sees_every_message_exactly_once(chat: Chat) -> None:
     room = unique("seam-")
     senders = [await chat.open(await chat.user(), room) for _ in range(3)]
