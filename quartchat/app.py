@@ -64,6 +64,10 @@ def create_app(settings: Settings | None = None) -> Quart:
     async def security_headers_and_log(response: Response) -> Response:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        # Pages, API answers and exports depend on the session (the sign-in form holds
+        # its CSRF token): no cache, shared or the browser's, may keep them for another
+        # reader or after sign-out. Static files say how they may be cached themselves.
+        response.headers.setdefault("Cache-Control", "no-store")
         # The client's address as the trusted proxies report it; the user if the
         # request looked its session up; never a cookie, a password or a query string.
         user = g.get("user")
