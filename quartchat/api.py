@@ -104,7 +104,8 @@ async def sign_in() -> Response:
 @bp.delete("/api/session")
 async def sign_out() -> Response:
     await check_json_post()
-    await end_session(runtime().store)
+    rt = runtime()
+    await end_session(rt.store, rt.hub)
     return Response(status=204)
 
 

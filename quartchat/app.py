@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 
 from quart import Quart, Response, g, render_template, request
 from werkzeug.exceptions import HTTPException
@@ -35,7 +36,7 @@ def create_app(settings: Settings | None = None) -> Quart:
     settings = settings or Settings.from_env()
     app = Quart(__name__, template_folder=str(resource("templates")), static_folder=None)
     register_static(app, resource("static"))
-    configure_sessions(app, settings.resolved_secret_key())
+    configure_sessions(app, settings.resolved_secret_key(), timedelta(seconds=settings.session_lifetime))
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
 
     chat = Runtime(settings)

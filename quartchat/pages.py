@@ -95,5 +95,6 @@ async def signout() -> Response:
     form = await request.form
     if not _form_allowed(form.get("csrf_token")):
         abort(403)
-    await end_session(runtime().store)
+    rt = runtime()
+    await end_session(rt.store, rt.hub)
     return redirect("/signin", 303)

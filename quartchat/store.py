@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     from .database import Database
 
 AnySelect: TypeAlias = Select[*tuple[Any, ...]]
+
+DEFAULT_SESSION_LIFETIME_MS = 30 * 24 * 3600 * 1000
+# Session ids per query when checking which are still live (SQLite allows 32,766
+# parameters; a few hundred keep each statement small).
+SESSIONS_PER_QUERY = 500
 
 MESSAGE_COLUMNS = (
     Message.id,
@@ -59,6 +64,15 @@ class Account:
 
 
 @dataclass(frozen=True)
+class SignedIn:
+    """A live server-side session: whose it is, and when it expires."""
+
+    user: UserRef
+    session_id: str
+    expires_ms: int
+
+
+@dataclass(frozen=True)
 class RoomSummary:
     name: str
     messages: int
@@ -71,8 +85,9 @@ class Store:
     Chat messages are written only by `MessageWriter`.
     """
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, session_lifetime_ms: int = DEFAULT_SESSION_LIFETIME_MS) -> None:
         self.database = database
+        self.session_lifetime_ms = session_lifetime_ms
 
     # History -----------------------------------------------------------------
 
@@ -168,18 +183,44 @@ class Store:
         async with self.database.writer.begin() as connection:
             await connection.execute(delete(Session).where(Session.id == session_id))
 
-    async def user_by_session(self, session_id: str, user_id: str, max_age_ms: int) -> UserRef | None:
+    async def session(self, session_id: str, user_id: str) -> SignedIn | None:
+        """The session, if it exists, is the user's, and has not expired."""
         query = (
-            select(User.id, User.name)
+            select(User.id, User.name, Session.created_ms)
             .join(Session, Session.user_id == User.id)
-            .where(
-                Session.id == session_id,
-                User.id == user_id,
-                Session.created_ms > now_ms() - max_age_ms,
-            )
+            .where(Session.id == session_id, User.id == user_id, Session.created_ms > self._oldest_live_ms())
         )
         rows = await self._rows(query)
-        return UserRef(rows[0].id, rows[0].name) if rows else None
+        if not rows:
+            return None
+        row = rows[0]
+        return SignedIn(UserRef(row.id, row.name), session_id, row.created_ms + self.session_lifetime_ms)
+
+    async def live_sessions(self, session_ids: Collection[str]) -> set[str]:
+        """Those of `session_ids` that still exist and have not expired."""
+        async with self.database.reader.connect() as connection:
+            return await connection.run_sync(self.live_sessions_in, session_ids)
+
+    def live_sessions_in(self, connection: Connection, session_ids: Collection[str]) -> set[str]:
+        """The same, on a synchronous connection (inside the writer's transaction)."""
+        ordered = sorted(session_ids)
+        live: set[str] = set()
+        for start in range(0, len(ordered), SESSIONS_PER_QUERY):
+            query = select(Session.id).where(
+                Session.id.in_(ordered[start : start + SESSIONS_PER_QUERY]),
+                Session.created_ms > self._oldest_live_ms(),
+            )
+            live.update(connection.execute(query).scalars())
+        return live
+
+    async def purge_expired_sessions(self) -> int:
+        """Delete the rows of expired sessions; how many went."""
+        async with self.database.writer.begin() as connection:
+            result = await connection.execute(delete(Session).where(Session.created_ms <= self._oldest_live_ms()))
+            return int(result.rowcount)
+
+    def _oldest_live_ms(self) -> int:
+        return now_ms() - self.session_lifetime_ms
 
     async def _rows(self, query: AnySelect) -> Sequence[Row[Any]]:
         async with self.database.reader.connect() as connection:
