@@ -89,7 +89,13 @@ async def sign_in() -> Response:
     rt = runtime()
     try:
         user = await authenticate(
-            rt.store, rt.passwords, body.get("name"), body.get("password"), rt.throttle, request.remote_addr or ""
+            rt.store,
+            rt.passwords,
+            body.get("name"),
+            body.get("password"),
+            rt.throttle,
+            request.remote_addr or "",
+            rt.signups,
         )
     except CredentialsError as refused:
         if refused.status == 429:

@@ -22,7 +22,7 @@ from .protocol import CloseCode
 from .sessions import SessionWatch
 from .settings import Settings
 from .store import Store
-from .throttle import SignInThrottle
+from .throttle import SignInThrottle, SignUpLimit
 from .writer import MessageWriter
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class Runtime:
         self.passwords = Passwords()
         self.metrics = Metrics()
         self.throttle = SignInThrottle()
+        self.signups = SignUpLimit(settings.signup_limit)
         self.writer.metrics = self.metrics
         self.hub.metrics = self.metrics
         self.rate_limiter = RateLimiter(settings.rate_limit)
