@@ -177,6 +177,7 @@ REPAIR_PAGE = 500
 # before our publish failed), so only this copy tells them. Beyond the bound the
 # oldest go; an outage that long has cut every subscriber, and they all resync.
 UNPUBLISHED_MAX = 10_000
+REVOKED_MEMORY_SECONDS = 60.0  # far longer than an opening takes
 CATCH_UP_SECONDS = 1.0  # at shutdown, for our own published messages to come back
 REPUBLISH_FIRST_SECONDS = 0.2
 REPUBLISH_MAX_SECONDS = 5.0
@@ -195,6 +196,9 @@ class Hub:
         self.repairs = 0  # rooms repaired from the database
         self.metrics: Metrics | None = None
         self._present: set[tuple[str, str]] = set()  # (room, user id) we told the registry of
+        # Sessions revoked lately (id -> monotonic time), for sockets still opening: one
+        # whose session was checked just before the revocation registers just after it.
+        self._revoked_sessions: dict[str, float] = {}
         self._published = 0
         self._delivered_own = 0
         self._caught_up = asyncio.Event()  # every event we published has come back
@@ -247,6 +251,8 @@ class Hub:
         state.connections.add(connection)
         self.connections.add(connection)
         self._all_closed.clear()
+        if connection.session_id in self._revoked_sessions:
+            connection.abort(CloseCode.INVALID_USER, "Invalid user")
         state.local_users[connection.user.id] += 1
         if self.metrics is not None:
             self.metrics.connections.set(len(self.connections))
@@ -312,6 +318,10 @@ class Hub:
     def close_revoked(self, event: Revoked) -> int:
         """Close this process's sockets that `event` names; how many."""
         sessions, users = set(event.session_ids), set(event.user_ids)
+        now = time.monotonic()
+        for session_id in [s for s, at in self._revoked_sessions.items() if now - at > REVOKED_MEMORY_SECONDS]:
+            del self._revoked_sessions[session_id]
+        self._revoked_sessions.update(dict.fromkeys(sessions, now))
         closed = 0
         for connection in list(self.connections):
             named = connection.session_id in sessions or connection.user.id in users

@@ -319,3 +319,14 @@ async def test_shutdown_reads_from_the_database_what_the_broker_never_handed_bac
         assert [f["id"] for f in frames] == [1]
     finally:
         await hub.stop()
+
+
+async def test_a_socket_registering_just_after_its_session_was_revoked_is_closed() -> None:
+    hub = new_hub()
+    hub.close_revoked(Revoked(session_ids=("s-a",)))  # between the opening's session check and its register
+    late = Connection(ALICE, "r", "x", False, 100, session_id="s-a")
+    hub.register(late)
+    assert late.close_code == 4001
+    other = Connection(ALICE, "r", "x", False, 100, session_id="s-b")
+    hub.register(other)
+    assert other.close_code is None
