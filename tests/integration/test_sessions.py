@@ -9,7 +9,6 @@ import re
 import sqlite3
 import time
 
-import pytest
 from websockets.exceptions import ConnectionClosed
 
 from ..conftest import StartServer
@@ -154,11 +153,20 @@ async def test_expired_sessions_are_purged_from_the_database(start_server: Start
         await chat.aclose()
 
 
+async def closes_seen_on_workers(server: Server, count: int, timeout: float = 5.0) -> set[str]:
+    """The worker pids that logged closing a socket with 4001, once `count` have (or the timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        closes = re.findall(r"\[(\d+)\] quartchat\.ws: websocket closed .* code=4001", server.log())
+        if len(closes) >= count or time.monotonic() > deadline:
+            return set(closes)
+        await asyncio.sleep(0.1)
+
+
 async def test_signing_out_on_one_worker_closes_the_sessions_sockets_on_the_other_within_2_s(
     two_workers: Server,
 ) -> None:
-    server = two_workers
-    chat = Chat(server)
+    chat = Chat(two_workers)
     try:
         room = unique("workers-")
         user = await chat.user()
@@ -166,9 +174,29 @@ async def test_signing_out_on_one_worker_closes_the_sessions_sockets_on_the_othe
         started = time.monotonic()
         assert (await user.http.delete("/api/session")).status_code == 204
         assert await closed_within(conns, IN_PROCESS_SECONDS, started) == [4001] * 8
-        await asyncio.sleep(0.5)  # the log lines of the closes
-        workers = set(re.findall(r"\[(\d+)\] quartchat\.ws: websocket closed .* code=4001", server.log()))
-        if len(workers) != 2:
-            pytest.fail(f"the sockets were all on one worker ({workers}): nothing crossed the broker")
+        workers = await closes_seen_on_workers(two_workers, 8)
+        assert len(workers) == 2, f"the sockets were all on one worker ({workers}): nothing crossed the broker"
+    finally:
+        await chat.aclose()
+
+
+async def test_a_password_set_from_the_command_line_closes_the_users_sockets_on_every_worker(
+    two_workers: Server,
+) -> None:
+    chat = Chat(two_workers)
+    try:
+        room = unique("workers-cli-")
+        user = await chat.user()
+        conns = [await chat.open(user, room) for _ in range(8)]
+        done = await asyncio.to_thread(
+            run_cli, two_workers.env, two_workers.workdir, "user", "password", user.name, stdin="a new password 123\n"
+        )
+        assert done.returncode == 0, done.stderr
+        started = time.monotonic()
+        late = asyncio.create_task(send_until_closed(conns[0], "after"))
+        assert await closed_within(conns, ELSEWHERE_SECONDS, started) == [4001] * 8
+        await late
+        assert len(await closes_seen_on_workers(two_workers, 8)) == 2, "the sockets were all on one worker"
+        assert await stored_texts(chat, room) == [], "a message sent after the password change was stored"
     finally:
         await chat.aclose()
