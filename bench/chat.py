@@ -78,6 +78,7 @@ class Target:
             QUARTCHAT_SECRET_KEY="benchmark-secret-key-0123456789",
             QUARTCHAT_RATE_LIMIT="1000000/1",
             QUARTCHAT_MAX_CONNECTIONS_PER_ADDRESS="100000",
+            QUARTCHAT_SIGNUP_LIMIT="1000000/1",  # every load client is a new account from 127.0.0.1
         )
         if self.kind in ("inmem", "rawasgi"):
             command = [sys.executable, str(BENCH / f"{self.kind}_server.py"), "--bind", f"127.0.0.1:{port}"]

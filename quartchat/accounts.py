@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .protocol import UserRef
 from .store import Store
-from .throttle import SignInThrottle
+from .throttle import SignInThrottle, SignUpLimit
 
 NAME_MAX_CHARS = 32
 PASSWORD_MIN_CHARS, PASSWORD_MAX_CHARS = 8, 128
@@ -90,10 +90,12 @@ async def authenticate(
     raw_password: object,
     throttle: SignInThrottle | None = None,
     address: str = "",
+    signups: SignUpLimit | None = None,
 ) -> UserRef:
     """The user with this name and password; the first sign-in with a free name creates it.
 
-    With a throttle, repeated failures for a name or from an address must wait.
+    With a throttle, repeated failures for a name or from an address must wait; with a
+    sign-up limit, so must an address that created too many accounts.
     """
     name = clean_name(raw_name)
     password = check_password(raw_password)
@@ -104,6 +106,9 @@ async def authenticate(
             raise CredentialsError(429, f"too many failed sign-ins: try again in {wait:.0f} s", wait)
     account = await store.account_by_name_key(key)
     if account is None:
+        wait = signups.take(address) if signups is not None else 0.0
+        if wait > 0:
+            raise CredentialsError(429, f"too many new accounts from your address: try again in {wait:.0f} s", wait)
         user_id = str(uuid.uuid4())
         try:
             await store.create_account(user_id, name, key, await passwords.hash(password))

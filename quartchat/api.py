@@ -89,7 +89,13 @@ async def sign_in() -> Response:
     rt = runtime()
     try:
         user = await authenticate(
-            rt.store, rt.passwords, body.get("name"), body.get("password"), rt.throttle, request.remote_addr or ""
+            rt.store,
+            rt.passwords,
+            body.get("name"),
+            body.get("password"),
+            rt.throttle,
+            request.remote_addr or "",
+            rt.signups,
         )
     except CredentialsError as refused:
         if refused.status == 429:
@@ -104,7 +110,8 @@ async def sign_in() -> Response:
 @bp.delete("/api/session")
 async def sign_out() -> Response:
     await check_json_post()
-    await end_session(runtime().store)
+    rt = runtime()
+    await end_session(rt.store, rt.hub)
     return Response(status=204)
 
 

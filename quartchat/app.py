@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 
 from quart import Quart, Response, g, render_template, request
 from werkzeug.exceptions import HTTPException
@@ -35,7 +36,7 @@ def create_app(settings: Settings | None = None) -> Quart:
     settings = settings or Settings.from_env()
     app = Quart(__name__, template_folder=str(resource("templates")), static_folder=None)
     register_static(app, resource("static"))
-    configure_sessions(app, settings.resolved_secret_key())
+    configure_sessions(app, settings.resolved_secret_key(), timedelta(seconds=settings.session_lifetime))
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
 
     chat = Runtime(settings)
@@ -64,6 +65,10 @@ def create_app(settings: Settings | None = None) -> Quart:
     async def security_headers_and_log(response: Response) -> Response:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        # Pages, API answers and exports depend on the session (the sign-in form holds
+        # its CSRF token): no cache, shared or the browser's, may keep them for another
+        # reader or after sign-out. Static files say how they may be cached themselves.
+        response.headers.setdefault("Cache-Control", "no-store")
         # The client's address as the trusted proxies report it; the user if the
         # request looked its session up; never a cookie, a password or a query string.
         user = g.get("user")

@@ -2,7 +2,7 @@
 
 The session cookie is Quart's signed cookie holding the user id, a server-side session
 id and the CSRF token. The session id names a row in `sessions`: signing out deletes
-it, so a copied cookie stops working too.
+it, so a copied cookie stops working too, and the session's open sockets close (4001).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any
 from quart import Quart, g, has_request_context, has_websocket_context, request, session, websocket
 from quart.sessions import SecureCookieSessionInterface
 
-from .protocol import UserRef
-from .store import Store
-
-SESSION_LIFETIME = timedelta(days=30)
+from .broker import Revoked
+from .hub import Hub
+from .protocol import UserRef, now_ms
+from .store import SignedIn, Store
 
 
 async def start_session(store: Store, user: UserRef) -> None:
@@ -29,29 +29,39 @@ async def start_session(store: Store, user: UserRef) -> None:
     session.clear()
     session.permanent = True
     session.update(uid=user.id, sid=session_id, csrf=secrets.token_urlsafe(32))
+    g.signed_in = SignedIn(user, session_id, now_ms() + store.session_lifetime_ms)
     g.user = user
 
 
-async def end_session(store: Store) -> None:
+async def end_session(store: Store, hub: Hub) -> None:
+    """Sign out: the session's row goes, then its sockets, in every process."""
     session_id = session.get("sid")
     if isinstance(session_id, str):
         await store.delete_session(session_id)
+        hub.revoke(Revoked(session_ids=(session_id,)))
     session.clear()
-    g.user = None
+    g.signed_in = g.user = None
+
+
+async def current_session(store: Store) -> SignedIn | None:
+    """The live session of this request, or None: no cookie, a forged one, or an
+    ended or expired session."""
+    if "signed_in" in g:
+        found: SignedIn | None = g.signed_in
+        return found
+    user_id, session_id = session.get("uid"), session.get("sid")
+    signed_in = None
+    if isinstance(user_id, str) and isinstance(session_id, str):
+        signed_in = await store.session(session_id, user_id)
+    g.signed_in = signed_in
+    g.user = signed_in.user if signed_in is not None else None
+    return signed_in
 
 
 async def current_user(store: Store) -> UserRef | None:
-    """The signed-in user, or None: no cookie, a forged one, or an ended session."""
-    if "user" in g:
-        user: UserRef | None = g.user
-        return user
-    user_id, session_id = session.get("uid"), session.get("sid")
-    user = None
-    if isinstance(user_id, str) and isinstance(session_id, str):
-        max_age_ms = int(SESSION_LIFETIME.total_seconds() * 1000)
-        user = await store.user_by_session(session_id, user_id, max_age_ms)
-    g.user = user
-    return user
+    """The signed-in user, or None."""
+    signed_in = await current_session(store)
+    return signed_in.user if signed_in is not None else None
 
 
 def csrf_token() -> str:
@@ -93,14 +103,14 @@ class ChatSessionInterface(SecureCookieSessionInterface):
         return has_request_context() and request.scheme == "https"
 
 
-def configure_sessions(app: Quart, secret_key: str) -> None:
+def configure_sessions(app: Quart, secret_key: str, lifetime: timedelta) -> None:
     app.secret_key = secret_key
     app.session_interface = ChatSessionInterface()
     app.config.update(
         SESSION_COOKIE_NAME="quartchat_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME,
+        PERMANENT_SESSION_LIFETIME=lifetime,
     )
 
 

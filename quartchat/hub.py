@@ -21,10 +21,10 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .broker import Broker, Committed, Event, Presence, Resync
+from .broker import Broker, Committed, Event, Presence, Resync, Revoked
 from .metrics import Metrics
 from .presence import PresenceRegistry
 from .protocol import JOIN, LEFT, CloseCode, StoredMessage, UserRef, batch_frame, now_ms, presence_frame
@@ -44,9 +44,12 @@ _connection_ids = itertools.count(1)
 class Connection:
     """One open WebSocket, as the hub sees it."""
 
-    def __init__(self, user: UserRef, room: str, address: str, batch: bool, capacity: int) -> None:
+    def __init__(
+        self, user: UserRef, room: str, address: str, batch: bool, capacity: int, session_id: str | None = None
+    ) -> None:
         self.id = next(_connection_ids)
         self.user = user
+        self.session_id = session_id  # the server-side session it was opened with
         self.room = room
         self.address = address
         self.batch = batch
@@ -174,6 +177,7 @@ REPAIR_PAGE = 500
 # before our publish failed), so only this copy tells them. Beyond the bound the
 # oldest go; an outage that long has cut every subscriber, and they all resync.
 UNPUBLISHED_MAX = 10_000
+REVOKED_MEMORY_SECONDS = 60.0  # far longer than an opening takes
 CATCH_UP_SECONDS = 1.0  # at shutdown, for our own published messages to come back
 REPUBLISH_FIRST_SECONDS = 0.2
 REPUBLISH_MAX_SECONDS = 5.0
@@ -187,11 +191,14 @@ class Hub:
         self.origin = origin or uuid.uuid4().hex
         self.rooms: dict[str, RoomState] = {}
         self.connections: set[Connection] = set()
-        self.per_address: Counter[str] = Counter()
+        self.per_address: Counter[str] = Counter()  # sockets opening or open, by client address
         self.accepting = True
         self.repairs = 0  # rooms repaired from the database
         self.metrics: Metrics | None = None
         self._present: set[tuple[str, str]] = set()  # (room, user id) we told the registry of
+        # Sessions revoked lately (id -> monotonic time), for sockets still opening: one
+        # whose session was checked just before the revocation registers just after it.
+        self._revoked_sessions: dict[str, float] = {}
         self._published = 0
         self._delivered_own = 0
         self._caught_up = asyncio.Event()  # every event we published has come back
@@ -222,13 +229,30 @@ class Hub:
 
     # Connections and presence -------------------------------------------------
 
+    def take_address_slot(self, address: str, limit: int) -> bool:
+        """Count one more socket from `address`, unless it holds `limit` already.
+
+        Taken before the opening awaits anything, so that concurrent opens cannot all
+        pass the check; every taken slot is given back with `release_address_slot`.
+        """
+        if self.per_address[address] >= limit:
+            return False
+        self.per_address[address] += 1
+        return True
+
+    def release_address_slot(self, address: str) -> None:
+        self.per_address[address] -= 1
+        if self.per_address[address] <= 0:
+            del self.per_address[address]
+
     def register(self, connection: Connection) -> None:
         """Add a connection; from now on the room's messages are queued for it."""
         state = self.rooms.setdefault(connection.room, RoomState())
         state.connections.add(connection)
         self.connections.add(connection)
         self._all_closed.clear()
-        self.per_address[connection.address] += 1
+        if connection.session_id in self._revoked_sessions:
+            connection.abort(CloseCode.INVALID_USER, "Invalid user")
         state.local_users[connection.user.id] += 1
         if self.metrics is not None:
             self.metrics.connections.set(len(self.connections))
@@ -255,9 +279,6 @@ class Hub:
             return
         state.connections.discard(connection)
         self.connections.discard(connection)
-        self.per_address[connection.address] -= 1
-        if self.per_address[connection.address] <= 0:
-            del self.per_address[connection.address]
         user = connection.user
         state.local_users[user.id] -= 1
         if state.local_users[user.id] <= 0:
@@ -288,6 +309,26 @@ class Hub:
     async def _announce_left(self, room: str, user: UserRef) -> None:
         """A dead process's user, reaped by the registry."""
         self._outbox.put_nowait(Presence(LEFT, room, user, now_ms(), self.origin, 0))
+
+    def revoke(self, event: Revoked) -> None:
+        """Access ended: close the affected sockets here now, then in every process."""
+        self.close_revoked(event)
+        self._outbox.put_nowait(replace(event, origin=self.origin))
+
+    def close_revoked(self, event: Revoked) -> int:
+        """Close this process's sockets that `event` names; how many."""
+        sessions, users = set(event.session_ids), set(event.user_ids)
+        now = time.monotonic()
+        for session_id in [s for s, at in self._revoked_sessions.items() if now - at > REVOKED_MEMORY_SECONDS]:
+            del self._revoked_sessions[session_id]
+        self._revoked_sessions.update(dict.fromkeys(sessions, now))
+        closed = 0
+        for connection in list(self.connections):
+            named = connection.session_id in sessions or connection.user.id in users
+            if named and (event.room is None or connection.room == event.room) and connection.close_code is None:
+                connection.abort(event.code, event.reason)
+                closed += 1
+        return closed
 
     async def online(self, room: str) -> list[UserRef]:
         """Users with a connection in the room (in any process), each once, by name."""
@@ -430,6 +471,10 @@ class Hub:
             for room, state in self.rooms.items():
                 if state.last_id is not None:
                     self._schedule_repair(room, state, 0, resync=True)
+            return
+        if isinstance(event, Revoked):
+            if event.origin != self.origin:
+                self.close_revoked(event)
             return
         if isinstance(event, Committed):
             if event.origin == self.origin and not event.again:

@@ -23,6 +23,13 @@ class SlidingWindow:
         self._times.append(now)
         return True
 
+    def wait(self, now: float | None = None) -> float:
+        """Seconds until an event would fit the window (0: it fits now)."""
+        now = time.monotonic() if now is None else now
+        if len(self._times) < self.limit.count:
+            return 0.0
+        return max(0.0, self._times[0] + self.limit.seconds - now)
+
     def idle(self, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
         return not self._times or now - self._times[-1] >= self.limit.seconds

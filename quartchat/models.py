@@ -59,8 +59,10 @@ class Message(Base):
     __table_args__ = (
         # "newest N of a room", "after id N in a room", "before id N": range scans.
         Index("ix_messages_room_id", "room", "id", unique=True),
-        # A retried client_id is found without scanning the user's history.
-        Index("uq_messages_user_id_client_id", "user_id", "client_id", unique=True),
+        # A client_id is unique per user and room (docs/protocol.md): a retry is found
+        # without scanning the user's history, and a bot counting from 1 in each room
+        # never meets another room's message.
+        Index("uq_messages_user_id_room_client_id", "user_id", "room", "client_id", unique=True),
         Index("ix_messages_ts_ms", "ts_ms"),
     )
 

@@ -68,7 +68,7 @@ def _form_allowed(token: object) -> bool:
 
 
 @bp.post("/signin")
-async def signin() -> Response | tuple[str, int]:
+async def signin() -> Response | tuple[str, int] | tuple[str, int, dict[str, str]]:
     form = await request.form
     next_url = safe_next(form.get("next"))
     if not _form_allowed(form.get("csrf_token")):
@@ -77,10 +77,19 @@ async def signin() -> Response | tuple[str, int]:
     rt = runtime()
     try:
         user = await authenticate(
-            rt.store, rt.passwords, form.get("name"), form.get("password"), rt.throttle, request.remote_addr or ""
+            rt.store,
+            rt.passwords,
+            form.get("name"),
+            form.get("password"),
+            rt.throttle,
+            request.remote_addr or "",
+            rt.signups,
         )
     except CredentialsError as refused:
-        return await _signin_again(next_url, refused.message, form.get("name", ""), refused.status)
+        page, status = await _signin_again(next_url, refused.message, form.get("name", ""), refused.status)
+        if status == 429:
+            return page, status, {"Retry-After": str(max(1, round(refused.retry_after)))}
+        return page, status
     await start_session(rt.store, user)
     return redirect(next_url, 303)
 
@@ -95,5 +104,6 @@ async def signout() -> Response:
     form = await request.form
     if not _form_allowed(form.get("csrf_token")):
         abort(403)
-    await end_session(runtime().store)
+    rt = runtime()
+    await end_session(rt.store, rt.hub)
     return redirect("/signin", 303)

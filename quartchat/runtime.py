@@ -19,9 +19,10 @@ from .limits import RateLimiter
 from .metrics import Metrics
 from .presence import MemoryPresence, PresenceRegistry, RedisPresence
 from .protocol import CloseCode
+from .sessions import SessionWatch
 from .settings import Settings
 from .store import Store
-from .throttle import SignInThrottle
+from .throttle import SignInThrottle, SignUpLimit
 from .writer import MessageWriter
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.database = create_database(settings, background_checkpoints=True)
-        self.store = Store(self.database)
+        self.store = Store(self.database, settings.session_lifetime * 1000)
         self.broker = create_broker(settings.broker_url)
         origin = uuid.uuid4().hex  # names this process to the others
         self.hub = Hub(self.broker, create_presence(settings, self.broker, origin), self.store, origin)
@@ -45,9 +46,11 @@ class Runtime:
         self.passwords = Passwords()
         self.metrics = Metrics()
         self.throttle = SignInThrottle()
+        self.signups = SignUpLimit(settings.signup_limit)
         self.writer.metrics = self.metrics
         self.hub.metrics = self.metrics
         self.rate_limiter = RateLimiter(settings.rate_limit)
+        self.session_watch = SessionWatch(self.hub, self.store)
         self._drained = False
         self._downloads = 0
         self._no_downloads = asyncio.Event()
@@ -64,6 +67,7 @@ class Runtime:
         await self.broker.connect()
         await self.hub.start()
         self.writer.start()
+        self.session_watch.start()
         if self.settings.is_sqlite:
             self._checkpoints = asyncio.get_running_loop().create_task(self._checkpoint_now_and_then())
 
@@ -117,6 +121,7 @@ class Runtime:
         if self._checkpoints is not None:
             self._checkpoints.cancel()
             await asyncio.gather(self._checkpoints, return_exceptions=True)
+        await self.session_watch.stop()
         await self.hub.stop()
         await self.broker.disconnect()
         await self.database.dispose()

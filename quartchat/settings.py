@@ -44,6 +44,10 @@ class Settings:
     write_batch_size: int = 256
     write_linger_ms: int = 1
     presence_ttl: int = 30
+    session_lifetime: int = 30 * 24 * 3600  # seconds from sign-in
+    # Accounts one address may create: the rate of Mastodon's default (25 in 5 minutes),
+    # and a team behind one NAT can still all sign up within the hour.
+    signup_limit: RateLimit = field(default_factory=lambda: RateLimit(300, 3600.0))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -63,7 +67,7 @@ class Settings:
             max_message_chars=_integer(
                 "MAX_MESSAGE_CHARS", get("MAX_MESSAGE_CHARS"), defaults.max_message_chars, 1, 16000
             ),
-            rate_limit=_rate_limit(get("RATE_LIMIT")) or defaults.rate_limit,
+            rate_limit=_rate_limit("RATE_LIMIT", get("RATE_LIMIT")) or defaults.rate_limit,
             allowed_origins=_origins(get("ALLOWED_ORIGINS")),
             trusted_proxy_hops=_integer(
                 "TRUSTED_PROXY_HOPS", get("TRUSTED_PROXY_HOPS"), defaults.trusted_proxy_hops, 0, 10
@@ -89,6 +93,8 @@ class Settings:
             ),
             write_linger_ms=_integer("WRITE_LINGER_MS", get("WRITE_LINGER_MS"), defaults.write_linger_ms, 0, 100),
             presence_ttl=_integer("PRESENCE_TTL", get("PRESENCE_TTL"), defaults.presence_ttl, 1, 3600),
+            session_lifetime=_duration("SESSION_LIFETIME", get("SESSION_LIFETIME"), defaults.session_lifetime),
+            signup_limit=_rate_limit("SIGNUP_LIMIT", get("SIGNUP_LIMIT")) or defaults.signup_limit,
         )
 
     @property
@@ -176,13 +182,29 @@ def _choice(name: str, value: str | None, default: str, choices: tuple[str, ...]
     return value.upper()
 
 
-def _rate_limit(value: str | None) -> RateLimit | None:
+def _rate_limit(name: str, value: str | None) -> RateLimit | None:
     if value is None:
         return None
     match = re.fullmatch(r"(\d+)\s*/\s*(\d+(?:\.\d+)?)", value)
     if not match or int(match[1]) < 1 or float(match[2]) <= 0:
-        raise SettingsError(f"{PREFIX}RATE_LIMIT: expected COUNT/SECONDS such as 20/10, got {value!r}")
+        raise SettingsError(f"{PREFIX}{name}: expected COUNT/SECONDS such as 20/10, got {value!r}")
     return RateLimit(int(match[1]), float(match[2]))
+
+
+_SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(name: str, value: str | None, default: int) -> int:
+    """Seconds, from `90`, `90s`, `15m`, `12h` or `30d`; from 1 second to 10 years."""
+    if value is None:
+        return default
+    match = re.fullmatch(r"(\d{1,9})\s*([smhd]?)", value.lower())
+    seconds = int(match[1]) * _SECONDS_PER_UNIT[match[2] or "s"] if match else 0
+    if not 1 <= seconds <= 3650 * 86400:
+        raise SettingsError(
+            f"{PREFIX}{name}: expected a duration such as 30d, 12h or 90s (at most 3650d), got {value!r}"
+        )
+    return seconds
 
 
 def _origins(value: str | None) -> tuple[str, ...]:

@@ -1,11 +1,15 @@
 """Sign-in throttling (brute force), per name and per address, that never locks a
 victim out for long: after a few free failures each further attempt must wait twice as
-long as the last (at most a minute), and a quiet quarter of an hour forgets them."""
+long as the last (at most a minute), and a quiet quarter of an hour forgets them.
+And a cap on the accounts one address may create (QUARTCHAT_SIGNUP_LIMIT)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+
+from .limits import SlidingWindow
+from .settings import RateLimit
 
 FREE_PER_NAME = 5
 FREE_PER_ADDRESS = 20
@@ -57,3 +61,24 @@ class SignInThrottle:
         for table in (self._by_name, self._by_address):
             for key in [k for k, f in table.items() if now - f.last > WINDOW_SECONDS]:
                 del table[key]
+
+
+class SignUpLimit:
+    """At most `limit.count` new accounts from one address in any `limit.seconds`
+    (counted in each process)."""
+
+    def __init__(self, limit: RateLimit) -> None:
+        self.limit = limit
+        self._by_address: dict[str, SlidingWindow] = {}
+
+    def take(self, address: str) -> float:
+        """Count a sign-up from `address` and answer 0, or the seconds it must wait
+        (nothing counted). Check and count happen together, so concurrent sign-ups
+        cannot all pass."""
+        window = self._by_address.get(address)
+        if window is None:
+            if len(self._by_address) > 10_000:
+                for key in [k for k, w in self._by_address.items() if w.idle()]:
+                    del self._by_address[key]
+            window = self._by_address[address] = SlidingWindow(self.limit)
+        return 0.0 if window.allow() else max(window.wait(), 1.0)

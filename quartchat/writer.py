@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -48,12 +48,19 @@ class Unavailable(Exception):
     """The message could not be stored; nothing was broadcast; it may be retried."""
 
 
+class SessionEnded(Exception):
+    """The sender's session had ended (or expired) when the message came to be stored:
+    it was not stored, and it must not be retried on that session."""
+
+
 @dataclass(frozen=True, slots=True)
 class Draft:
     room: str
     user: UserRef
     text: str
     client_id: str | None = None
+    # Stored only if this session is live when its transaction runs (None: no check).
+    session_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +72,7 @@ class Outcome:
 OnCommit = Callable[[Sequence[StoredMessage]], Awaitable[None]]
 _Pending = tuple[Draft, "asyncio.Future[Outcome]"]
 # A batch as the writer's thread hands it back: its futures, and its outcomes (None: it failed).
-_Done = tuple[list["asyncio.Future[Outcome]"], list[Outcome] | None, float]
+_Done = tuple[list["asyncio.Future[Outcome]"], "list[Outcome | SessionEnded] | None", float]
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:
@@ -214,7 +221,7 @@ class MessageWriter:
             await self._drop_connection()
             await self._engine.dispose()
 
-    async def _commit(self, drafts: list[Draft]) -> list[Outcome] | None:
+    async def _commit(self, drafts: list[Draft]) -> list[Outcome | SessionEnded] | None:
         try:
             return await self._store(drafts)
         except IntegrityError:
@@ -257,7 +264,7 @@ class MessageWriter:
                         future.set_exception(Unavailable("the database could not store the message"))
                 continue
             self.batches += 1
-            fresh = [o.message for o in outcomes if o.fresh]
+            fresh = [o.message for o in outcomes if isinstance(o, Outcome) and o.fresh]
             self.committed += len(fresh)
             if self.metrics is not None:
                 self.metrics.commit_seconds.observe(seconds)
@@ -268,10 +275,14 @@ class MessageWriter:
                 except Exception:
                     log.exception("fan-out of %d committed messages failed", len(fresh))
             for future, outcome in zip(futures, outcomes, strict=True):
-                if not future.done():
+                if future.done():
+                    continue
+                if isinstance(outcome, SessionEnded):
+                    future.set_exception(outcome)
+                else:
                     future.set_result(outcome)
 
-    async def _store(self, drafts: list[Draft]) -> list[Outcome]:
+    async def _store(self, drafts: list[Draft]) -> list[Outcome | SessionEnded]:
         assert self._engine is not None
         if self._connection is None:
             self._connection = await self._engine.connect()
@@ -280,32 +291,49 @@ class MessageWriter:
         # statement; inside run_sync only the driver calls cross to the event loop.
         return await self._connection.run_sync(self._transaction, drafts)
 
-    def _transaction(self, connection: Connection, drafts: list[Draft]) -> list[Outcome]:
+    def _transaction(self, connection: Connection, drafts: list[Draft]) -> list[Outcome | SessionEnded]:
         with connection.begin():
             # Taking the rooms first makes the transaction's first statement a write: on
-            # SQLite that is where it begins (IMMEDIATE), so the lookup below is inside it.
+            # SQLite that is where it begins (IMMEDIATE), so the lookups below are inside it.
             last_ids = self._take_rooms(connection, sorted({d.room for d in drafts}))
-            keys = [(d.user.id, d.client_id) for d in drafts if d.client_id is not None]
+            ended = self._ended_sessions(connection, drafts)
+            keys = [(d.user.id, d.room, d.client_id) for d in drafts if d.client_id is not None]
             earlier = self.store.by_client_ids(connection, keys) if keys else {}
-            first_in_batch: dict[tuple[str, str], int] = {}
+            first_in_batch: dict[tuple[str, str, str], int] = {}
             new_indexes: list[int] = []
             for index, draft in enumerate(drafts):
-                key = (draft.user.id, draft.client_id) if draft.client_id is not None else None
+                if draft.session_id in ended:
+                    continue
+                key = (draft.user.id, draft.room, draft.client_id) if draft.client_id is not None else None
                 if key is None or (key not in earlier and key not in first_in_batch):
                     new_indexes.append(index)
                     if key is not None:
                         first_in_batch[key] = index
             stored = self._insert(connection, [drafts[i] for i in new_indexes], last_ids)
+            if ended:  # a room taken above for refused messages alone is no room yet
+                unused = {d.room for d in drafts} - {d.room for d in drafts if d.session_id not in ended}
+                connection.execute(delete(Room).where(Room.name.in_(sorted(unused)), Room.message_count == 0))
         by_index = dict(zip(new_indexes, stored, strict=True))
-        outcomes = []
+        outcomes: list[Outcome | SessionEnded] = []
         for index, draft in enumerate(drafts):
+            if draft.session_id in ended:
+                outcomes.append(SessionEnded("the session ended: sign in again"))
+                continue
             if index in by_index:
                 outcomes.append(Outcome(by_index[index], fresh=True))
                 continue
-            key = (draft.user.id, draft.client_id or "")
+            key = (draft.user.id, draft.room, draft.client_id or "")
             previous = earlier.get(key) or by_index[first_in_batch[key]]
             outcomes.append(Outcome(previous, fresh=False))
         return outcomes
+
+    def _ended_sessions(self, connection: Connection, drafts: list[Draft]) -> set[str | None]:
+        """The batch's sessions that ended (signed out anywhere, expired) before it:
+        their messages are not stored, however long the news takes to reach the socket."""
+        sessions = {d.session_id for d in drafts if d.session_id is not None}
+        if not sessions:
+            return set()
+        return set(sessions - self.store.live_sessions_in(connection, sessions))
 
     def _take_rooms(self, connection: Connection, rooms: list[str]) -> dict[str, int]:
         """Each room's row, made if missing, and taken (in name order, so two writers

@@ -17,7 +17,7 @@ from typing import Any
 
 from quart import Blueprint, Response, websocket
 
-from .auth import current_user, origin_allowed
+from .auth import current_session, origin_allowed
 from .hub import DIRECT_ITEM, FRAME_ITEM, Connection
 from .limits import SlidingWindow, flood_limit
 from .protocol import (
@@ -31,11 +31,12 @@ from .protocol import (
     FrameError,
     dumps,
     error_frame,
+    now_ms,
     parse_frame,
 )
 from .rooms import DEFAULT_ROOM, valid_room
 from .runtime import Runtime, runtime
-from .writer import Draft, Outcome, Unavailable
+from .writer import Draft, Outcome, SessionEnded, Unavailable
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ws", __name__)
@@ -84,28 +85,49 @@ async def chat_socket(room: str) -> Response | None:
     if not origin_allowed(websocket.headers.get("Origin"), settings.allowed_origins):
         return Response("cross-origin WebSocket refused", 403)
     address = websocket.remote_addr or "unknown"
-    if rt.hub.per_address[address] >= settings.max_connections_per_address:
+    if not rt.hub.take_address_slot(address, settings.max_connections_per_address):
         return Response("too many connections from your address", 429)
+    try:
+        await _chat(rt, room, address)
+    finally:
+        rt.hub.release_address_slot(address)
+    return None
+
+
+async def _chat(rt: Runtime, room: str, address: str) -> None:
+    settings = rt.settings
     await websocket.accept()
-    user = await current_user(rt.store)
-    if user is None:
+    signed_in = await current_session(rt.store)
+    if signed_in is None:
         await websocket.close(CloseCode.INVALID_USER, "Invalid user")
-        return None
+        return
     if not valid_room(room):
         await websocket.close(CloseCode.INVALID_ROOM, "Invalid room")
-        return None
+        return
     after_text = websocket.args.get("after")
     if after_text is not None and not re.fullmatch(r"\d{1,18}", after_text):
         await websocket.close(CloseCode.POLICY, "after must be a message id")
-        return None
+        return
     if not rt.hub.accepting:
         await websocket.close(CloseCode.GOING_AWAY, "server shutting down")
-        return None
+        return
 
+    user = signed_in.user
     connection = Connection(
-        user, room, address, batch=websocket.args.get("batch") == "1", capacity=settings.send_queue_size
+        user,
+        room,
+        address,
+        batch=websocket.args.get("batch") == "1",
+        capacity=settings.send_queue_size,
+        session_id=signed_in.session_id,
     )
     started = time.monotonic()
+    # The session's end closes the socket: a sign-out or password change through the
+    # hub (Revoked), one made elsewhere by the periodic check (sessions.py), its expiry
+    # by this timer.
+    expiry = asyncio.get_running_loop().call_later(
+        max(0.0, (signed_in.expires_ms - now_ms()) / 1000), connection.abort, CloseCode.INVALID_USER, "Invalid user"
+    )
     # Registered before the history is read: whatever commits from here on is queued
     # for this connection, and the sender drops what the history already held.
     rt.hub.register(connection)
@@ -117,6 +139,7 @@ async def chat_socket(room: str) -> Response | None:
         if connection.close_code is not None:
             await _close(connection.close_code, connection.close_reason)
     finally:
+        expiry.cancel()
         rt.hub.unregister(connection)
         log.info(
             "websocket closed address=%s user=%s room=%s seconds=%.1f code=%s",
@@ -126,7 +149,6 @@ async def chat_socket(room: str) -> Response | None:
             time.monotonic() - started,
             connection.close_code,
         )
-    return None
 
 
 async def _open(rt: Runtime, connection: Connection, after: int | None) -> None:
@@ -141,7 +163,7 @@ async def _open(rt: Runtime, connection: Connection, after: int | None) -> None:
         return
     if page.messages:
         connection.skip_through = page.messages[-1].id
-    elif after is not None:
+    elif after is not None and not page.reset:  # a reset starts again from the room's end
         connection.skip_through = after
     history = (
         '{"type":"'
@@ -190,6 +212,8 @@ async def _read(rt: Runtime, connection: Connection) -> None:
 
     while connection.close_code is None:
         received: str | bytes | None = await websocket.receive()
+        if connection.close_code is not None:  # closed while we waited (the session ended)
+            return
         # Quart hands over `bytes or text`: an empty binary frame arrives as None.
         raw = b"" if received is None else received
         if len(raw) > MAX_FRAME_BYTES:  # Hypercorn enforces it too (hypercorn.toml)
@@ -212,7 +236,9 @@ async def _read(rt: Runtime, connection: Connection) -> None:
             )
             continue
         await in_flight.acquire()
-        stored = rt.writer.submit(Draft(connection.room, connection.user, frame.text, frame.client_id))
+        stored = rt.writer.submit(
+            Draft(connection.room, connection.user, frame.text, frame.client_id, connection.session_id)
+        )
         stored.add_done_callback(partial(_stored, rt, connection, in_flight, frame.client_id))
 
 
@@ -229,6 +255,9 @@ def _stored(
     if stored.cancelled():
         return
     failure = stored.exception()
+    if isinstance(failure, SessionEnded):
+        connection.abort(CloseCode.INVALID_USER, "Invalid user")
+        return
     if failure is not None:
         rt.metrics.errors.labels(code=ErrorCode.UNAVAILABLE.value).inc()
     if isinstance(failure, Unavailable):

@@ -146,3 +146,12 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     instance = RedisServer(tmp_path).start()
     yield instance
     instance.stop()
+
+
+@pytest.fixture
+async def two_workers(tmp_path: Path, postgres_url: str, redis_server: RedisServer) -> AsyncIterator[Server]:
+    """`quartchat serve --workers 2` on PostgreSQL and Redis, both workers listening."""
+    server = Server(tmp_path, database_url=postgres_url, broker_url=redis_server.url, rate_limit="100000/1")
+    await server.start_workers(2)
+    yield server
+    server.stop()

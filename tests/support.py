@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -128,6 +129,18 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-8000:]
+
+    async def start_workers(self, count: int, timeout: float = 10.0) -> Server:
+        """Start with `--workers count` and wait until every worker listens (healthy
+        as soon as one answers, and until the others listen every connection lands on it)."""
+        self.extra_args = ["--workers", str(count)]
+        self.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(set(re.findall(r"\[(\d+)\] hypercorn\.error: Running on", self.log()))) == count:
+                break
+            await asyncio.sleep(0.1)
+        return self
 
 
 @dataclass

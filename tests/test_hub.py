@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from quartchat.broker import Committed, Event, Resync
+from quartchat.broker import Committed, Event, Resync, Revoked
 from quartchat.broker.memory import MemoryBroker
 from quartchat.hub import CHAT_ITEM, FRAME_ITEM, Connection, Hub
 from quartchat.presence import MemoryPresence
@@ -101,7 +101,47 @@ async def test_presence_is_per_user_and_sorted_by_name() -> None:
     hub.unregister(tabs[1])
     await asyncio.sleep(0.01)
     assert await hub.online("r") == [BOB]
-    assert hub.per_address == {"x": 1}
+
+
+def test_address_slots_are_counted_when_taken_and_given_back() -> None:
+    hub = new_hub()
+    assert [hub.take_address_slot("a", 2) for _ in range(3)] == [True, True, False]
+    assert hub.take_address_slot("b", 2)
+    hub.release_address_slot("a")
+    assert hub.take_address_slot("a", 2)
+    for address in ("a", "a", "b"):
+        hub.release_address_slot(address)
+    assert hub.per_address == {}
+
+
+async def test_revoked_closes_exactly_the_named_sessions_users_and_room() -> None:
+    hub = new_hub()
+    tabs = {}
+    for name, user, room, session in [
+        ("a1", ALICE, "r", "s-a1"),
+        ("a1-other-room", ALICE, "s", "s-a1"),
+        ("a2", ALICE, "r", "s-a2"),
+        ("b", BOB, "r", "s-b"),
+        ("b-other-room", BOB, "s", "s-b"),
+    ]:
+        tabs[name] = Connection(user, room, "x", False, 100, session_id=session)
+        hub.register(tabs[name])
+    assert hub.close_revoked(Revoked(session_ids=("s-a1",))) == 2
+    assert hub.close_revoked(Revoked(user_ids=(BOB.id,), room="s", code=4003, reason="Not a member")) == 1
+    closed = {name: tab.close_code for name, tab in tabs.items() if tab.close_code is not None}
+    assert closed == {"a1": 4001, "a1-other-room": 4001, "b-other-room": 4003}
+
+
+async def test_a_revoked_event_from_another_process_closes_here_and_ours_is_not_applied_twice() -> None:
+    hub = new_hub()
+    tab = Connection(ALICE, "r", "x", False, 100, session_id="s-a")
+    hub.register(tab)
+    hub.deliver(Revoked(session_ids=("s-a",), origin="another process"))
+    assert tab.close_code == 4001
+    other = Connection(BOB, "r", "x", False, 100, session_id="s-b")
+    hub.register(other)
+    hub.deliver(Revoked(session_ids=("s-b",), origin=hub.origin))
+    assert other.close_code is None, "the origin closed its own sockets when it revoked"
 
 
 async def test_delivery_reaches_only_the_messages_room() -> None:
@@ -279,3 +319,14 @@ async def test_shutdown_reads_from_the_database_what_the_broker_never_handed_bac
         assert [f["id"] for f in frames] == [1]
     finally:
         await hub.stop()
+
+
+async def test_a_socket_registering_just_after_its_session_was_revoked_is_closed() -> None:
+    hub = new_hub()
+    hub.close_revoked(Revoked(session_ids=("s-a",)))  # between the opening's session check and its register
+    late = Connection(ALICE, "r", "x", False, 100, session_id="s-a")
+    hub.register(late)
+    assert late.close_code == 4001
+    other = Connection(ALICE, "r", "x", False, 100, session_id="s-b")
+    hub.register(other)
+    assert other.close_code is None

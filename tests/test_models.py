@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, create_engine, inspect, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from quartchat import migrate
@@ -31,7 +34,7 @@ def test_autogenerate_finds_nothing_between_models_and_migrations(migrated: str)
 
 def test_downgrade_to_base_and_upgrade_again(tmp_path: Path, migrated: str) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/m.db"
-    assert migrate.current(url).startswith("0002")
+    assert migrate.current(url).startswith("0003")
     migrate.downgrade(url, "base")
     assert inspect(create_engine(migrated)).get_table_names() == ["alembic_version"]
     migrate.upgrade(url)
@@ -67,18 +70,58 @@ def test_migration_0002_writes_every_old_time_as_the_protocol_does(tmp_path: Pat
         assert _stored_times(connection) == [(ms, format_ts(ms)) for ms in TIMES_MS]
 
 
-async def test_migration_0002_on_postgresql(postgres_url: str) -> None:
-    await asyncio.to_thread(migrate.upgrade, postgres_url, "0001")
-    engine = create_async_engine(postgres_url)
+async def upgrade_postgresql(
+    url: str, revision: str, fill: Callable[[Connection], None], then: Callable[[Connection], Any]
+) -> Any:
+    """Migrate to `revision`, `fill` the database, migrate to the newest, `then` look."""
+    await asyncio.to_thread(migrate.upgrade, url, revision)
+    engine = create_async_engine(url)
     try:
         async with engine.begin() as connection:
-            await connection.run_sync(_fill_at_0001)
-        await asyncio.to_thread(migrate.upgrade, postgres_url)
-        async with engine.connect() as connection:
-            stored = await connection.run_sync(_stored_times)
+            await connection.run_sync(fill)
+        await asyncio.to_thread(migrate.upgrade, url)
+        async with engine.begin() as connection:
+            return await connection.run_sync(then)
     finally:
         await engine.dispose()
+
+
+async def test_migration_0002_on_postgresql(postgres_url: str) -> None:
+    stored = await upgrade_postgresql(postgres_url, "0001", _fill_at_0001, _stored_times)
     assert stored == [(ms, format_ts(ms)) for ms in TIMES_MS]
+
+
+_INSERT_MESSAGE = text(
+    "INSERT INTO messages (id, room, user_id, text, ts_ms, ts, client_id) VALUES (:id, :room, 'u', 'x', 0, '', 'k')"
+)
+
+
+def _fill_at_0002(connection: Connection) -> None:
+    connection.execute(text("INSERT INTO rooms VALUES ('r', 1, 1)"))
+    connection.execute(text("INSERT INTO users VALUES ('u', 'U', 'u', NULL, 0)"))
+    connection.execute(_INSERT_MESSAGE, {"id": 1, "room": "r"})
+
+
+def _client_id_in_two_rooms(connection: Connection) -> None:
+    """At 0003 the same user's client_id 'k' goes into a second room; not twice into one."""
+    connection.execute(text("INSERT INTO rooms VALUES ('s', 0, 0)"))
+    connection.execute(_INSERT_MESSAGE, {"id": 2, "room": "s"})
+    with pytest.raises(IntegrityError), connection.begin_nested():
+        connection.execute(_INSERT_MESSAGE, {"id": 3, "room": "r"})
+
+
+def test_migration_0003_scopes_client_ids_per_user_and_room(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path}/old.db")
+    migrate.upgrade(f"sqlite+aiosqlite:///{tmp_path}/old.db", "0002")
+    with engine.begin() as connection:
+        _fill_at_0002(connection)
+    migrate.upgrade(f"sqlite+aiosqlite:///{tmp_path}/old.db")
+    with engine.begin() as connection:
+        _client_id_in_two_rooms(connection)
+
+
+async def test_migration_0003_on_postgresql(postgres_url: str) -> None:
+    await upgrade_postgresql(postgres_url, "0002", _fill_at_0002, _client_id_in_two_rooms)
 
 
 def test_the_database_runs_in_wal_mode(migrated: str) -> None:

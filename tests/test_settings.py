@@ -22,6 +22,13 @@ def test_defaults_are_the_specs() -> None:
     assert settings.allowed_origins == ()
     assert settings.trusted_proxy_hops == 0
     assert (settings.write_batch_size, settings.write_linger_ms) == (256, 1)
+    assert settings.session_lifetime == 30 * 86400
+    assert settings.signup_limit == RateLimit(300, 3600.0)
+
+
+@pytest.mark.parametrize("value, seconds", [("90", 90), ("90s", 90), ("15m", 900), ("12h", 43200), ("30D", 2592000)])
+def test_session_lifetime_takes_a_unit(value: str, seconds: int) -> None:
+    assert Settings.from_env({"QUARTCHAT_SESSION_LIFETIME": value}).session_lifetime == seconds
 
 
 def test_values_are_read_and_cast() -> None:
@@ -58,6 +65,10 @@ def test_values_are_read_and_cast() -> None:
         ("TRUSTED_PROXY_HOPS", "x"),
         ("WRITE_LINGER_MS", "101"),
         ("WRITE_LINGER_MS", "0.5"),
+        ("SESSION_LIFETIME", "0"),
+        ("SESSION_LIFETIME", "a month"),
+        ("SESSION_LIFETIME", "3651d"),
+        ("SIGNUP_LIMIT", "lots"),
     ],
 )
 def test_an_invalid_value_raises_an_error_naming_the_variable(name: str, value: str) -> None:

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from quartchat.throttle import FREE_PER_ADDRESS, FREE_PER_NAME, MAX_DELAY_SECONDS, WINDOW_SECONDS, SignInThrottle
+import pytest
+
+from quartchat.settings import RateLimit
+from quartchat.throttle import (
+    FREE_PER_ADDRESS,
+    FREE_PER_NAME,
+    MAX_DELAY_SECONDS,
+    WINDOW_SECONDS,
+    SignInThrottle,
+    SignUpLimit,
+)
 
 
 def test_a_few_failures_are_free_then_each_waits_twice_as_long_up_to_a_minute() -> None:
@@ -39,3 +49,15 @@ def test_one_address_trying_many_names_is_slowed_too() -> None:
         throttle.failed(f"name-{i}", "203.0.113.9", now=float(i))
     assert throttle.retry_after("a-fresh-name", "203.0.113.9", now=float(FREE_PER_ADDRESS - 1)) == 1.0
     assert throttle.retry_after("a-fresh-name", "198.51.100.1", now=float(FREE_PER_ADDRESS - 1)) == 0
+
+
+def test_sign_ups_per_address_wait_for_the_oldest_to_leave_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("quartchat.limits.time.monotonic", lambda: now[0])
+    signups = SignUpLimit(RateLimit(2, 60.0))
+    assert [signups.take("a"), signups.take("a")] == [0.0, 0.0]
+    now[0] += 15
+    assert signups.take("a") == 45.0, "the first sign-up leaves the window in 45 s"
+    assert signups.take("b") == 0.0, "another address has its own count"
+    now[0] += 45
+    assert signups.take("a") == 0.0

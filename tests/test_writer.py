@@ -18,7 +18,7 @@ from quartchat.models import User
 from quartchat.protocol import StoredMessage, UserRef, format_ts
 from quartchat.settings import Settings
 from quartchat.store import Store
-from quartchat.writer import Draft, MessageWriter, Outcome, Unavailable
+from quartchat.writer import Draft, MessageWriter, Outcome, SessionEnded, Unavailable
 
 ALICE = UserRef("u-alice", "alice")
 
@@ -155,6 +155,38 @@ async def test_a_client_id_is_stored_once_within_and_across_batches(database: Da
     assert {o.message for o in [*same_batch, later]} == {same_batch[0].message}
     assert theirs.fresh and theirs.message.id > same_batch[0].message.id
     assert sum(len(b) for b in committed.batches) == 2, "only fresh messages are broadcast"
+
+
+async def test_a_message_whose_session_ended_before_its_commit_is_not_stored(database: Database) -> None:
+    committed = Committed()
+    store = Store(database)
+    writer = MessageWriter(database, store, committed)
+    writer.start()
+    await store.create_session("s-live", ALICE.id)
+    await store.create_session("s-ended", ALICE.id)
+    await store.delete_session("s-ended")  # signed out, but its socket has not heard yet
+    outcomes = await asyncio.gather(
+        writer.submit(Draft("r", ALICE, "live", session_id="s-live")),
+        writer.submit(Draft("elsewhere", ALICE, "too late", session_id="s-ended")),
+        writer.submit(Draft("r", ALICE, "unchecked")),
+        return_exceptions=True,
+    )
+    await writer.close()
+    assert isinstance(outcomes[1], SessionEnded)
+    assert [m.text for b in committed.batches for m in b] == ["live", "unchecked"]
+    assert [r.name for r in await store.rooms()] == ["r"], "no room made for a refused message"
+
+
+async def test_an_expired_session_stores_nothing(database: Database) -> None:
+    store = Store(database, session_lifetime_ms=1)
+    writer = MessageWriter(database, store, Committed())
+    writer.start()
+    await store.create_session("s-old", ALICE.id)
+    await asyncio.sleep(0.01)
+    with pytest.raises(SessionEnded):
+        await writer.submit(Draft("r", ALICE, "expired", session_id="s-old"))
+    await writer.close()
+    assert await store.rooms() == []
 
 
 async def test_a_failed_batch_answers_unavailable_to_its_senders_and_the_next_succeeds(database: Database) -> None:

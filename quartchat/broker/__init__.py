@@ -9,7 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from ..protocol import StoredMessage, UserRef
+from ..protocol import CloseCode, StoredMessage, UserRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +39,21 @@ class Resync:
     hub repairs every room it serves from the database (Redis pub/sub is at-most-once)."""
 
 
-Event = Committed | Presence | Resync
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    """Access ended: every socket of these sessions, or of these users, closes with
+    `code` (in `room` only, when one is named). The one message that says so, whatever
+    ended it (sign-out, a password change, a disabled user, a removal from a room)."""
+
+    session_ids: tuple[str, ...] = ()
+    user_ids: tuple[str, ...] = ()
+    room: str | None = None
+    code: int = CloseCode.INVALID_USER
+    reason: str = "Invalid user"
+    origin: str = ""  # the publishing process, which closed its own sockets already
+
+
+Event = Committed | Presence | Resync | Revoked
 
 
 class Broker(ABC):

@@ -18,7 +18,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from ..protocol import StoredMessage, UserRef
-from . import Broker, Committed, Event, Presence, Resync
+from . import Broker, Committed, Event, Presence, Resync, Revoked
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,11 @@ def encode(event: Event) -> bytes:
             "k": "p", "o": event.origin, "kind": event.kind, "room": event.room,
             "user": [event.user.id, event.user.name], "ts": event.ts_ms, "c": event.connection_id,
         })  # fmt: skip
+    if isinstance(event, Revoked):
+        return orjson.dumps({
+            "k": "r", "o": event.origin, "s": event.session_ids, "u": event.user_ids, "room": event.room,
+            "code": event.code, "reason": event.reason,
+        })  # fmt: skip
     raise TypeError(f"{type(event).__name__} is not published")
 
 
@@ -55,6 +60,10 @@ def decode(raw: bytes) -> Event:
             data["o"],
             data.get("a", False),
         )  # fmt: skip
+    if data["k"] == "r":
+        return Revoked(
+            tuple(data["s"]), tuple(data["u"]), data["room"], data["code"], data["reason"], data["o"]
+        )
     user = UserRef(data["user"][0], data["user"][1])
     return Presence(data["kind"], data["room"], user, data["ts"], data["o"], data["c"])
 

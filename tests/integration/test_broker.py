@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 
-from quartchat.broker import Committed, Event, Resync
-from quartchat.broker.redis import RedisBroker
+from quartchat.broker import Committed, Event, Resync, Revoked
+from quartchat.broker.redis import RedisBroker, decode, encode
 from quartchat.protocol import StoredMessage, UserRef
 
 from ..conftest import RedisServer
@@ -99,3 +99,15 @@ async def test_publishing_while_redis_is_down_fails_quickly(redis_server: RedisS
         assert elapsed < 1.0, f"a publish to a stopped Redis took {elapsed:.2f} s to fail"
     finally:
         await publisher.disconnect()
+
+
+async def test_a_revoked_event_crosses_redis_whole(redis_server: RedisServer) -> None:
+    broker = RedisBroker(redis_server.url)
+    await broker.connect()
+    try:
+        sent = Revoked(("s1", "s2"), ("u1",), room="r", code=4003, reason="Not a member", origin="o")
+        assert decode(encode(sent)) == sent
+        await broker.publish(sent)
+        assert await next_event(broker) == sent
+    finally:
+        await broker.disconnect()

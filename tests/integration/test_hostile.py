@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import httpx
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from ..conftest import StartServer
-from ..support import CONTINUATION, PING, PONG, TEXT, Chat, RawSocket, Server, unique
+from ..support import CONTINUATION, PASSWORD, PING, PONG, TEXT, Chat, RawSocket, Server, unique
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=50),
@@ -94,6 +95,66 @@ async def test_connections_per_address_are_capped(start_server: StartServer) -> 
         await opened[0].ws.close()
         await asyncio.sleep(0.3)
         assert (await chat.open(user, unique("cap-"))).history["type"] == "history"
+    finally:
+        await chat.aclose()
+
+
+async def test_the_connection_cap_holds_when_260_sockets_open_at_once(start_server: StartServer) -> None:
+    chat = Chat(start_server(max_connections_per_address="200"))
+    try:
+        user = await chat.user()
+        room = unique("rush-")
+        opened = await asyncio.gather(*(chat.connect(user, room) for _ in range(260)), return_exceptions=True)
+        refused = [r for r in opened if isinstance(r, InvalidStatus)]
+        unexpected = [r for r in opened if isinstance(r, BaseException) and not isinstance(r, InvalidStatus)]
+        assert not unexpected, unexpected[:3]
+        assert {r.response.status_code for r in refused} == {429}
+        assert len(opened) - len(refused) == 200, f"{len(opened) - len(refused)} of 260 opened against a cap of 200"
+        for conn in opened:
+            if not isinstance(conn, BaseException):
+                await conn.ws.close()
+        await (await chat.open(user, room)).say("the slots came back")
+    finally:
+        await chat.aclose()
+
+
+async def test_an_open_refused_after_the_upgrade_gives_its_slot_back(start_server: StartServer) -> None:
+    chat = Chat(start_server(max_connections_per_address="3"))
+    try:
+        user = await chat.user()
+        for _ in range(2):  # each way of failing, past the cap twice over
+            assert await (await chat.connect(None, unique("cap-"))).close_code() == 4001
+            assert await (await chat.connect(user, "Bad.Room")).close_code() == 4004
+            assert await (await chat.connect(user, unique("cap-"), query="after=x")).close_code() == 1008
+        opened = [await chat.open(user, unique("cap-")) for _ in range(3)]
+        assert all(conn.history["type"] == "history" for conn in opened)
+    finally:
+        await chat.aclose()
+
+
+async def test_sign_ups_from_one_address_are_capped_with_429_and_retry_after(start_server: StartServer) -> None:
+    chat = Chat(start_server(signup_limit="3/3600"))
+    try:
+        client = chat.http()
+        existing = await chat.user()  # the first of the three
+        answers = await asyncio.gather(
+            *(client.post("/api/session", json={"name": unique("new"), "password": PASSWORD}) for _ in range(6))
+        )
+        assert sorted(a.status_code for a in answers) == [200, 200, 429, 429, 429, 429]
+        for refused in (a for a in answers if a.status_code == 429):
+            assert "new accounts" in refused.json()["error"]
+            assert 1 <= int(refused.headers["Retry-After"]) <= 3600
+        again = await chat.http().post("/api/session", json={"name": existing.name, "password": PASSWORD})
+        assert again.status_code == 200, "signing in to an existing account is not a sign-up"
+        form_client = chat.http()
+        token = re.search(r'name="csrf_token" value="([^"]+)"', (await form_client.get("/signin")).text)
+        assert token is not None
+        by_form = await form_client.post(
+            "/signin",
+            data={"csrf_token": token[1], "name": unique("new"), "password": PASSWORD, "next": "/"},
+            headers={"Origin": chat.server.base_url},
+        )
+        assert by_form.status_code == 429 and int(by_form.headers["Retry-After"]) >= 1
     finally:
         await chat.aclose()
 

@@ -11,8 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from quartchat import create_app
+from quartchat.settings import Settings
+
 from ..conftest import StartServer
-from ..support import PASSWORD, Chat, run_cli, unique
+from ..support import PASSWORD, SECRET_KEY, Chat, run_cli, unique
 
 
 async def test_security_headers_on_every_page(chat: Chat) -> None:
@@ -23,6 +26,55 @@ async def test_security_headers_on_every_page(chat: Chat) -> None:
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["referrer-policy"]
+
+
+# Every route but the static files (which set their own caching), as a request that
+# reaches it; "{room}" is a room with a message.
+ROUTES = {
+    "pages.lobby": ("GET", "/"),
+    "pages.room": ("GET", "/r/{room}"),
+    "pages.signin_form": ("GET", "/signin"),
+    "pages.signin": ("POST", "/signin"),
+    "pages.signout": ("POST", "/signout"),
+    "api.sign_in": ("POST", "/api/session"),
+    "api.sign_out": ("DELETE", "/api/session"),
+    "api.rooms": ("GET", "/api/rooms"),
+    "api.messages": ("GET", "/api/rooms/{room}/messages"),
+    "api.users": ("GET", "/api/rooms/{room}/users"),
+    "api.export_room": ("GET", "/api/rooms/{room}/export?format=csv"),
+    "api.export_all": ("GET", "/api/export?format=json"),
+    "api.metrics": ("GET", "/metrics"),
+    "api.healthz": ("GET", "/healthz"),
+}
+
+
+def test_the_cache_walk_below_covers_every_route_of_the_app(tmp_path: Path) -> None:
+    app = create_app(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/routes.db", secret_key=SECRET_KEY))
+    endpoints = {r.endpoint for r in app.url_map.iter_rules() if not r.websocket}
+    assert endpoints - {"static", "versioned_static"} == set(ROUTES), "a new route: add it to ROUTES"
+
+
+@pytest.mark.parametrize("signed_in", [True, False])
+async def test_no_cache_may_keep_a_page_api_answer_or_export(chat: Chat, signed_in: bool) -> None:
+    room = unique("cache-")
+    author = await chat.user()
+    await (await chat.open(author, room)).say("cached nowhere")
+    for endpoint, (method, path) in ROUTES.items():
+        ends_the_session = endpoint in ("pages.signout", "api.sign_out")
+        user = await chat.user() if ends_the_session else author
+        client = user.http if signed_in else chat.http()
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', (await client.get("/signin")).text)
+        assert csrf is not None
+        form = {"csrf_token": csrf[1], "name": user.name, "password": PASSWORD, "next": "/"}
+        response = await client.request(
+            method,
+            path.format(room=room),
+            data=form if endpoint.startswith("pages.") and method == "POST" else None,
+            json={"name": user.name, "password": PASSWORD} if endpoint == "api.sign_in" else None,
+            headers={"Origin": str(chat.server.base_url)},
+        )
+        assert response.status_code < 500, (endpoint, response.status_code)
+        assert response.headers.get("cache-control") == "no-store", (endpoint, response.status_code)
 
 
 async def test_an_unknown_api_path_answers_json_and_a_bad_page_room_404s(chat: Chat) -> None:

@@ -101,16 +101,8 @@ async def test_ids_follow_commit_order_when_many_processes_hammer_one_room(
             await chat.aclose()
 
 
-async def test_workers_behind_one_bind_share_one_chat(
-    tmp_path: Path, postgres_url: str, redis_server: RedisServer
-) -> None:
-    server = Server(tmp_path, database_url=postgres_url, broker_url=redis_server.url, rate_limit="100000/1")
-    server.extra_args = ["--workers", "2"]
-    server.start()  # healthy as soon as one worker answers
-    for _ in range(100):  # until both listen, or every connection lands on the first
-        if len(set(re.findall(r"\[(\d+)\] hypercorn\.error: Running on", server.log()))) == 2:
-            break
-        await asyncio.sleep(0.1)
+async def test_workers_behind_one_bind_share_one_chat(two_workers: Server) -> None:
+    server = two_workers
     chat = Chat(server)
     try:
         room = unique("workers-")
@@ -128,7 +120,6 @@ async def test_workers_behind_one_bind_share_one_chat(
         assert len(workers) == 2, f"connections landed on workers {workers}"
     finally:
         await chat.aclose()
-        server.stop()
 
 
 async def test_an_instance_killed_with_sigkill_its_users_leave_and_nothing_committed_is_lost(

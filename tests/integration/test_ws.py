@@ -164,6 +164,23 @@ async def test_refresh_gets_history_then_list_and_after_gets_exactly_the_missed(
     assert resumed.history["messages"] == missed and resumed.history["reset"] is False
 
 
+@pytest.mark.parametrize("said", [3, 0])
+async def test_a_resume_past_the_rooms_end_resets_to_the_newest_and_then_delivers_new_messages(
+    chat: Chat, said: int
+) -> None:
+    room = unique("past-")
+    alice, bob = await chat.user(), await chat.user()
+    speaker = await chat.open(alice, room)
+    kept = [await speaker.say(f"kept {i}") for i in range(said)]
+    beyond = (kept[-1]["id"] if kept else 0) + 1000  # e.g. a view from before a backup was restored
+    resumed = await chat.open(bob, room, query=f"after={beyond}")
+    assert resumed.history["reset"] is True, resumed.history
+    assert resumed.history["messages"] == kept
+    new = await speaker.say("after the restore")
+    assert new["id"] <= beyond, "the case that went silent: a new id at or below the client's"
+    assert await resumed.expect("chat") == new
+
+
 async def test_joining_during_a_burst_sees_every_message_exactly_once(chat: Chat) -> None:
     room = unique("seam-")
     senders = [await chat.open(await chat.user(), room) for _ in range(3)]
@@ -259,6 +276,23 @@ async def test_same_client_id_is_stored_once_and_returned_to_the_sender_alone(ch
     marker = await sender.say("next")
     assert await listener.expect("chat") == marker, "the retry was broadcast again"
     assert len((await chat.messages(alice, room))["messages"]) == 2
+
+
+async def test_a_client_id_is_scoped_per_user_and_room(chat: Chat) -> None:
+    here, there = unique("cid-"), unique("cid-")
+    alice, bob = await chat.user(), await chat.user()
+    a_here, a_there, b_there = await chat.open(alice, here), await chat.open(alice, there), await chat.open(bob, there)
+    first = await a_here.say("in the first room", client_id="1")
+    second = await a_there.say("in the second room", client_id="1")
+    assert (second["room"], second["data"]) == (there, "in the second room"), "the other room's message came back"
+    assert second["id"] != first["id"]
+    assert await b_there.expect("chat") == second, "the new message was broadcast in its room"
+    await a_there.send_json({"type": "chat", "data": "in the second room", "client_id": "1"})
+    assert await a_there.expect("chat") == second, "a retry in the same room is still idempotent"
+    marker = await a_here.say("marker")
+    assert [m["data"] for m in (await chat.messages(alice, here))["messages"]] == ["in the first room", "marker"]
+    assert [m["data"] for m in (await chat.messages(alice, there))["messages"]] == ["in the second room"]
+    assert marker["room"] == here
 
 
 async def test_rate_limit_is_per_user_and_room_and_a_flood_closes_1008(start_server: StartServer) -> None:
