@@ -1,4 +1,4 @@
-"""The command line (SPEC §3): `quartchat serve | db … | user password NAME`."""
+"""The command line: `quartchat serve | db … | export | import | static DIR | user password NAME`."""
 
 from __future__ import annotations
 
@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     copy = db.add_parser("copy", help="copy the whole deployment into an empty database")
     copy.add_argument("--to", required=True, metavar="URL", help="the target database URL")
 
+    static = commands.add_parser(
+        "static", help="copy this version's static files into DIR/v/<version>/ for nginx (DIR/current: the newest)"
+    )
+    static.add_argument("directory", type=Path)
+
     user = commands.add_parser("user", help="accounts").add_subparsers(dest="user_command", required=True)
     password = user.add_parser("password", help="set a user's password (prompted; creates the user if new)")
     password.add_argument("name")
@@ -83,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             return _export(settings, args)
         if args.command == "import":
             return _import(settings, args.file)
+        if args.command == "static":
+            return _static(args.directory)
         return _user_password(settings, args.name)
     except (SettingsError, UsageError) as problem:
         print(f"quartchat: {problem}", file=sys.stderr)
@@ -126,6 +133,20 @@ def _db(settings: Settings, args: argparse.Namespace) -> int:
         return _backup(settings, args.file)
     else:
         print(migrate.current(settings.database_url) or "(no revision: run `quartchat db upgrade`)")
+    return 0
+
+
+def _static(target: Path) -> int:
+    from .resources import resource
+    from .static import publish_static
+
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{target} is not a directory")
+    try:
+        published = publish_static(resource("static"), target)
+    except OSError as failed:
+        raise UsageError(f"cannot copy the static files into {target}: {failed}") from None
+    print(f"static files of this version in {published}; {target / 'current'} points at them")
     return 0
 
 

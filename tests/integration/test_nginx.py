@@ -60,6 +60,31 @@ async def test_pages_and_api_work_through_nginx_which_serves_static_files_itself
         await chat.aclose()
 
 
+async def test_nginx_serves_each_published_version_from_disk_and_passes_unknown_ones_to_a_404(
+    proxied: tuple[Server, Nginx],
+) -> None:
+    server, nginx = proxied
+    # What `quartchat static` leaves from the previous deploy: that version's own files.
+    previous = nginx.prefix / "static" / "v" / "0123456789ab"
+    previous.mkdir()
+    (previous / "style.css").write_text("/* the previous version */\n")
+    async with httpx.AsyncClient(base_url=nginx.base_url, verify=Nginx.client_ssl(), trust_env=False) as client:
+        page = await client.get("/signin")
+        current = re.search(r'href="(/static/v/[0-9a-f]+/style.css)"', page.text)
+        assert current is not None
+        today = await client.get(current[1])
+        assert today.status_code == 200 and today.text == (REPOSITORY / "static" / "style.css").read_text()
+        assert today.headers["cache-control"] == "public, max-age=31536000, immutable"
+        old = await client.get("/static/v/0123456789ab/style.css")
+        assert old.status_code == 200 and old.text == "/* the previous version */\n"
+        unknown = await client.get("/static/v/000000000000/style.css")
+        assert unknown.status_code == 404
+        assert unknown.headers["cache-control"] == "no-store" and "expires" not in unknown.headers
+    app_log = server.log()
+    assert "path=/static/v/000000000000/style.css status=404" in app_log, "nginx passed the unknown version on"
+    assert "0123456789ab" not in app_log and current[1] not in app_log, "nginx served what it has from disk"
+
+
 async def test_websocket_through_nginx_chats_with_a_client_connected_directly(
     proxied: tuple[Server, Nginx],
 ) -> None:
