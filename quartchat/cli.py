@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import shlex
 import sys
 import uuid
 from pathlib import Path
@@ -287,7 +288,25 @@ def _copy(settings: Settings, target_url: str) -> int:
         raise UsageError(str(bad)) from None
     summary = ", ".join(f"{count} {table}" for table, count in copied.items())
     print(f"copied and verified: {summary}", file=sys.stderr)
+    print(_keep_the_key(settings), file=sys.stderr)
     return 0
+
+
+def _keep_the_key(settings: Settings) -> str:
+    """How the new deployment keeps signing as the old one did: with another key every
+    session cookie is refused and everyone has to sign in again."""
+    if settings.secret_key is not None:
+        return "keep QUARTCHAT_SECRET_KEY as it is for the new deployment: everyone stays signed in"
+    path = settings.sqlite_path
+    key_file = path.with_name(path.name + ".secret") if path is not None else None
+    if key_file is None or not key_file.exists():
+        return "no signing key was made for the copied database: give the new deployment a new QUARTCHAT_SECRET_KEY"
+    # The command, not the key: a key printed here would stay in terminal scroll-back and logs.
+    return (
+        f"sessions are signed with the key in {key_file}: give the new deployment the same key, "
+        "or everyone is signed out. With docs/deploy.md's layout:\n"
+        f'  echo "QUARTCHAT_SECRET_KEY=$(cat {shlex.quote(str(key_file))})" >> /etc/quartchat/quartchat.env'
+    )
 
 
 async def _run_copy(settings: Settings, target_url: str) -> dict[str, int]:
