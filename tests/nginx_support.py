@@ -74,7 +74,7 @@ def filled_config(
     site = {
         "/srv/quartchat/static/current/": f"{prefix / 'static' / 'current'}/",
         "root /srv/quartchat;": f"root {prefix};",
-        "root /var/www/letsencrypt;": f"root {prefix / 'acme'};",
+        "root /var/www/html;": f"root {prefix / 'acme'};",
         "/etc/quartchat/tls/": f"{prefix / 'tls'}/",
         "/var/log/nginx/": f"{prefix / 'logs'}/",
         "listen 80;": f"listen 127.0.0.1:{http_port};",

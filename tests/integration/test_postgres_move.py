@@ -1,4 +1,4 @@
-"""Moving from SQLite to PostgreSQL (README "Moving from SQLite to PostgreSQL"): by
+"""Moving from SQLite to PostgreSQL (docs/deploy.md, "Moving from SQLite"): by
 `quartchat db copy` and by export + import, on the real PostgreSQL service."""
 
 from __future__ import annotations
