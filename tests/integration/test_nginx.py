@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import resource
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,13 +28,49 @@ def proxied(start_server: StartServer, tmp_path: Path) -> Iterator[tuple[Server,
     nginx.stop()
 
 
-def test_nginx_accepts_the_shipped_config_as_written(tmp_path: Path) -> None:
+def nginx_test(prefix: Path, config: Path) -> str:
+    """`nginx -t` under the file-descriptor limit a stock host gives it (1024); its output."""
+
+    def stock_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+    result = subprocess.run(
+        [NGINX, "-t", "-p", str(prefix), "-c", str(config)], capture_output=True, text=True, preexec_fn=stock_limit
+    )
+    assert result.returncode == 0, result.stderr
+    assert "syntax is ok" in result.stderr and "test is successful" in result.stderr
+    return result.stderr
+
+
+def test_nginx_accepts_the_shipped_config_as_written_with_no_warning(tmp_path: Path) -> None:
     need_service(Path(NGINX).exists(), "nginx")
     config = tmp_path / "nginx.conf"
     config.write_text(filled_config(tmp_path))  # only the documented paths, moved into tmp
-    result = subprocess.run([NGINX, "-t", "-p", str(tmp_path), "-c", str(config)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert "syntax is ok" in result.stderr and "test is successful" in result.stderr
+    output = nginx_test(tmp_path, config)
+    assert "[warn]" not in output, "e.g. worker_connections above the open-file limit (worker_rlimit_nofile)"
+
+
+def test_the_site_file_works_under_debians_own_nginx_conf(tmp_path: Path) -> None:
+    """A host whose nginx serves other sites too keeps Debian's nginx.conf and adds the site."""
+    need_service(Path(NGINX).exists() and Path("/etc/nginx/nginx.conf").exists(), "Debian's nginx")
+    etc = tmp_path / "etc-nginx"
+    shutil.copytree("/etc/nginx", etc, symlinks=True)
+    filled_config(tmp_path)  # writes the filled site file beside it
+    for enabled in (etc / "sites-enabled").iterdir():
+        enabled.unlink()  # Debian's default site listens on port 80, taken on a shared machine
+    (etc / "sites-enabled" / "quartchat").symlink_to(tmp_path / "site.conf")
+    stock = (etc / "nginx.conf").read_text().replace("/etc/nginx/", f"{etc}/")
+    stock = stock.replace("pid /run/nginx.pid;", f"pid {tmp_path / 'nginx.pid'};")
+    (etc / "nginx.conf").write_text(stock.replace("/var/log/nginx/", f"{tmp_path / 'logs'}/"))
+    nginx_test(Path("/usr/share/nginx"), etc / "nginx.conf")  # Debian's prefix: its modules are there
+
+
+def test_the_whole_server_config_names_the_pid_file_debians_nginx_service_waits_for() -> None:
+    unit = Path("/lib/systemd/system/nginx.service")
+    need_service(unit.exists(), "Debian's nginx.service")
+    waited_for = re.search(r"^PIDFile=(\S+)$", unit.read_text(), re.MULTILINE)
+    assert waited_for is not None
+    assert f"pid {waited_for[1]};" in (REPOSITORY / "nginx.conf").read_text()
 
 
 async def test_pages_and_api_work_through_nginx_which_serves_static_files_itself(
