@@ -3,7 +3,10 @@
 # root, as printed (the one substitution: /path/to/quartchat is this checkout), on a
 # throwaway copy of the machine, and checks between the steps that the chat works.
 #
-#   sudo-less, as root:  docs/deploy/rehearse.sh      (about 2 minutes; prints its time)
+#   as root:  docs/deploy/rehearse.sh      (about 2 minutes; prints its time)
+#
+# It needs this checkout's .venv (the checks use its httpx and websockets), network
+# for pip before it starts, and a kernel that lets root make namespaces and overlays.
 #
 # The copy: private mount, network and PID namespaces. /etc, /srv, /var, /run and
 # /usr/local are overlays whose changes land in a throwaway directory (users added,
