@@ -1,10 +1,11 @@
-"""The command line (SPEC §3): `quartchat serve | db … | user password NAME`."""
+"""The command line: `quartchat serve | db … | export | import | static DIR | user password NAME`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import getpass
+import shlex
 import sys
 import uuid
 from pathlib import Path
@@ -64,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     copy = db.add_parser("copy", help="copy the whole deployment into an empty database")
     copy.add_argument("--to", required=True, metavar="URL", help="the target database URL")
 
+    static = commands.add_parser(
+        "static", help="copy this version's static files into DIR/v/<version>/ for nginx (DIR/current: the newest)"
+    )
+    static.add_argument("directory", type=Path)
+
     user = commands.add_parser("user", help="accounts").add_subparsers(dest="user_command", required=True)
     password = user.add_parser("password", help="set a user's password (prompted; creates the user if new)")
     password.add_argument("name")
@@ -83,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             return _export(settings, args)
         if args.command == "import":
             return _import(settings, args.file)
+        if args.command == "static":
+            return _static(args.directory)
         return _user_password(settings, args.name)
     except (SettingsError, UsageError) as problem:
         print(f"quartchat: {problem}", file=sys.stderr)
@@ -126,6 +134,20 @@ def _db(settings: Settings, args: argparse.Namespace) -> int:
         return _backup(settings, args.file)
     else:
         print(migrate.current(settings.database_url) or "(no revision: run `quartchat db upgrade`)")
+    return 0
+
+
+def _static(target: Path) -> int:
+    from .resources import resource
+    from .static import publish_static
+
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{target} is not a directory")
+    try:
+        published = publish_static(resource("static"), target)
+    except OSError as failed:
+        raise UsageError(f"cannot copy the static files into {target}: {failed}") from None
+    print(f"static files of this version in {published}; {target / 'current'} points at them")
     return 0
 
 
@@ -266,7 +288,25 @@ def _copy(settings: Settings, target_url: str) -> int:
         raise UsageError(str(bad)) from None
     summary = ", ".join(f"{count} {table}" for table, count in copied.items())
     print(f"copied and verified: {summary}", file=sys.stderr)
+    print(_keep_the_key(settings), file=sys.stderr)
     return 0
+
+
+def _keep_the_key(settings: Settings) -> str:
+    """How the new deployment keeps signing as the old one did: with another key every
+    session cookie is refused and everyone has to sign in again."""
+    if settings.secret_key is not None:
+        return "keep QUARTCHAT_SECRET_KEY as it is for the new deployment: everyone stays signed in"
+    path = settings.sqlite_path
+    key_file = path.with_name(path.name + ".secret") if path is not None else None
+    if key_file is None or not key_file.exists():
+        return "no signing key was made for the copied database: give the new deployment a new QUARTCHAT_SECRET_KEY"
+    # The command, not the key: a key printed here would stay in terminal scroll-back and logs.
+    return (
+        f"sessions are signed with the key in {key_file}: give the new deployment the same key, "
+        "or everyone is signed out. With docs/deploy.md's layout:\n"
+        f'  echo "QUARTCHAT_SECRET_KEY=$(cat {shlex.quote(str(key_file))})" >> /etc/quartchat/quartchat.env'
+    )
 
 
 async def _run_copy(settings: Settings, target_url: str) -> dict[str, int]:

@@ -114,7 +114,11 @@ def _sqlite_engine(
 
 
 def configure_sqlite(
-    engine: AsyncEngine, synchronous: str, begin: str | None = "BEGIN", autocheckpoint: bool = True
+    engine: AsyncEngine,
+    synchronous: str,
+    begin: str | None = "BEGIN",
+    autocheckpoint: bool = True,
+    busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
 ) -> None:
     """WAL, a busy timeout, the chosen `synchronous`, and our own BEGIN (SQLAlchemy's
     documented recipe: the driver's implicit transactions are turned off). With
@@ -125,7 +129,7 @@ def configure_sqlite(
     def on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         dbapi_connection.isolation_level = None if begin is not None else "IMMEDIATE"
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute(f"PRAGMA synchronous = {synchronous}")
         cursor.execute("PRAGMA foreign_keys = ON")

@@ -75,13 +75,14 @@ class MemoryPresence(PresenceRegistry):
 
 
 class RedisPresence(PresenceRegistry):
-    """Keys: `qc:online:<room>` hash user → connections (all processes);
-    `qc:conns:<origin>` hash room+user → connections (this process's share);
-    `qc:alive:<origin>` the heartbeat (expires after `ttl`); `qc:origins` the set of
-    processes that registered."""
+    """Keys, each under the deployment's namespace `<ns>`: `<ns>:online:<room>` hash
+    user → connections (all processes); `<ns>:conns:<origin>` hash room+user →
+    connections (this process's share); `<ns>:alive:<origin>` the heartbeat (expires
+    after `ttl`); `<ns>:origins` the set of processes that registered."""
 
-    def __init__(self, redis: Any, origin: str, ttl: float) -> None:
+    def __init__(self, redis: Any, namespace: str, origin: str, ttl: float) -> None:
         self.redis = redis
+        self.ns = namespace
         self.origin = origin
         self.ttl = ttl
         self._lock = asyncio.Lock()  # one process's changes reach Redis in order
@@ -98,7 +99,7 @@ class RedisPresence(PresenceRegistry):
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         try:  # a clean exit: hand our users back now rather than after the ttl
-            await self.redis.delete(f"qc:alive:{self.origin}")
+            await self.redis.delete(f"{self.ns}:alive:{self.origin}")
             await self._reap(self.origin)
         except Exception as exc:
             log.warning("presence: could not clear this process's users: %s", exc)
@@ -106,8 +107,8 @@ class RedisPresence(PresenceRegistry):
     async def add(self, room: str, user: UserRef) -> bool:
         field = user.id + _SEPARATOR + user.name
         async with self._lock, self.redis.pipeline(transaction=True) as pipe:
-            pipe.hincrby(f"qc:conns:{self.origin}", room + _SEPARATOR + field, 1)
-            pipe.hincrby(f"qc:online:{room}", field, 1)
+            pipe.hincrby(f"{self.ns}:conns:{self.origin}", room + _SEPARATOR + field, 1)
+            pipe.hincrby(f"{self.ns}:online:{room}", field, 1)
             _, total = await pipe.execute()
         return int(total) == 1
 
@@ -115,18 +116,18 @@ class RedisPresence(PresenceRegistry):
         field = user.id + _SEPARATOR + user.name
         async with self._lock:
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hincrby(f"qc:conns:{self.origin}", room + _SEPARATOR + field, -1)
-                pipe.hincrby(f"qc:online:{room}", field, -1)
+                pipe.hincrby(f"{self.ns}:conns:{self.origin}", room + _SEPARATOR + field, -1)
+                pipe.hincrby(f"{self.ns}:online:{room}", field, -1)
                 mine, total = await pipe.execute()
             if int(mine) <= 0:
-                await self.redis.hdel(f"qc:conns:{self.origin}", room + _SEPARATOR + field)
+                await self.redis.hdel(f"{self.ns}:conns:{self.origin}", room + _SEPARATOR + field)
             if int(total) <= 0:
-                await self.redis.hdel(f"qc:online:{room}", field)
+                await self.redis.hdel(f"{self.ns}:online:{room}", field)
                 return True
         return False
 
     async def online(self, room: str) -> list[UserRef]:
-        counts = await self.redis.hgetall(f"qc:online:{room}")
+        counts = await self.redis.hgetall(f"{self.ns}:online:{room}")
         users = []
         for field, count in counts.items():
             if int(count) > 0:
@@ -135,34 +136,34 @@ class RedisPresence(PresenceRegistry):
         return by_name(users)
 
     async def _beat(self) -> None:
-        await self.redis.set(f"qc:alive:{self.origin}", "1", px=int(self.ttl * 1000))
-        await self.redis.sadd("qc:origins", self.origin)
+        await self.redis.set(f"{self.ns}:alive:{self.origin}", "1", px=int(self.ttl * 1000))
+        await self.redis.sadd(f"{self.ns}:origins", self.origin)
 
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.ttl / 3)
             try:
                 await self._beat()
-                for raw in await self.redis.smembers("qc:origins"):
+                for raw in await self.redis.smembers(f"{self.ns}:origins"):
                     origin = raw.decode()
-                    if origin != self.origin and not await self.redis.exists(f"qc:alive:{origin}"):
+                    if origin != self.origin and not await self.redis.exists(f"{self.ns}:alive:{origin}"):
                         await self._reap(origin)
             except Exception as exc:  # Redis away: try again at the next beat
                 log.warning("presence heartbeat failed: %s", exc)
 
     async def _reap(self, origin: str) -> None:
         """Take a gone process's connections out of every room, once (a lock key)."""
-        if not await self.redis.set(f"qc:reaping:{origin}", "1", nx=True, px=int(self.ttl * 1000)):
+        if not await self.redis.set(f"{self.ns}:reaping:{origin}", "1", nx=True, px=int(self.ttl * 1000)):
             return
-        shares = await self.redis.hgetall(f"qc:conns:{origin}")
+        shares = await self.redis.hgetall(f"{self.ns}:conns:{origin}")
         for key, count in shares.items():
             room, _, field = key.decode().partition(_SEPARATOR)
-            total = await self.redis.hincrby(f"qc:online:{room}", field, -int(count))
+            total = await self.redis.hincrby(f"{self.ns}:online:{room}", field, -int(count))
             if int(total) <= 0:
-                await self.redis.hdel(f"qc:online:{room}", field)
+                await self.redis.hdel(f"{self.ns}:online:{room}", field)
                 user_id, _, name = field.partition(_SEPARATOR)
                 if self._on_left is not None and origin != self.origin:
                     await self._on_left(room, UserRef(user_id, name))
-        await self.redis.delete(f"qc:conns:{origin}")
-        await self.redis.srem("qc:origins", origin)
+        await self.redis.delete(f"{self.ns}:conns:{origin}")
+        await self.redis.srem(f"{self.ns}:origins", origin)
         log.info("presence: reaped process %s (%d room memberships)", origin, len(shares))

@@ -33,7 +33,7 @@ class Runtime:
         self.settings = settings
         self.database = create_database(settings, background_checkpoints=True)
         self.store = Store(self.database, settings.session_lifetime * 1000)
-        self.broker = create_broker(settings.broker_url)
+        self.broker = create_broker(settings.broker_url, settings.resolved_redis_namespace())
         origin = uuid.uuid4().hex  # names this process to the others
         self.hub = Hub(self.broker, create_presence(settings, self.broker, origin), self.store, origin)
         self.writer = MessageWriter(
@@ -133,7 +133,7 @@ def create_presence(settings: Settings, broker: Broker, origin: str) -> Presence
     from .broker.redis import RedisBroker
 
     assert isinstance(broker, RedisBroker)
-    return RedisPresence(broker.redis, origin, ttl=settings.presence_ttl)
+    return RedisPresence(broker.redis, broker.namespace, origin, ttl=settings.presence_ttl)
 
 
 def runtime() -> Runtime:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import re
 import secrets
@@ -48,6 +50,7 @@ class Settings:
     # Accounts one address may create: the rate of Mastodon's default (25 in 5 minutes),
     # and a team behind one NAT can still all sign up within the hour.
     signup_limit: RateLimit = field(default_factory=lambda: RateLimit(300, 3600.0))
+    redis_namespace: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -95,6 +98,7 @@ class Settings:
             presence_ttl=_integer("PRESENCE_TTL", get("PRESENCE_TTL"), defaults.presence_ttl, 1, 3600),
             session_lifetime=_duration("SESSION_LIFETIME", get("SESSION_LIFETIME"), defaults.session_lifetime),
             signup_limit=_rate_limit("SIGNUP_LIMIT", get("SIGNUP_LIMIT")) or defaults.signup_limit,
+            redis_namespace=_redis_namespace(get("REDIS_NAMESPACE")),
         )
 
     @property
@@ -141,6 +145,19 @@ class Settings:
             key_file.write(key + "\n")
         return key
 
+    def resolved_redis_namespace(self) -> str:
+        """The prefix of this deployment's Redis channel and keys (pub/sub ignores the
+        database number in the URL, so deployments sharing a Redis need one each).
+
+        The setting, else one derived from the signing key: every instance of a
+        deployment must share that key anyway, so they agree without being told, and
+        no other deployment has it. (An HMAC of it says nothing about it.)
+        """
+        if self.redis_namespace is not None:
+            return self.redis_namespace
+        key = self.resolved_secret_key().encode()
+        return "qc-" + hmac.new(key, b"quartchat redis namespace", hashlib.sha256).hexdigest()[:16]
+
 
 def check_database_url(value: str) -> str:
     try:
@@ -158,6 +175,12 @@ def _broker_url(value: str) -> str:
     if value == "memory://" or re.fullmatch(r"rediss?://\S+", value):
         return value
     raise SettingsError(f"{PREFIX}BROKER_URL: use memory:// or redis://host:port/db, not {value!r}")
+
+
+def _redis_namespace(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
+        raise SettingsError(f"{PREFIX}REDIS_NAMESPACE: 1-64 of A-Z, a-z, 0-9, '_', '.', '-', got {value!r}")
+    return value
 
 
 def _secret_key(value: str | None) -> str | None:

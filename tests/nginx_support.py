@@ -1,4 +1,4 @@
-"""A real nginx (Debian's) started from a copy of the shipped nginx.conf, placeholders filled in."""
+"""A real nginx (Debian's) started from copies of the shipped nginx.conf and site file, placeholders filled in."""
 
 from __future__ import annotations
 
@@ -47,6 +47,16 @@ def make_certificate(folder: Path) -> None:
     )
 
 
+SITE = REPOSITORY / "docs" / "deploy" / "nginx-site.conf"
+
+
+def fill(text: str, replacements: dict[str, str], name: str) -> str:
+    for placeholder, value in replacements.items():
+        assert placeholder in text, f"{name} lost its placeholder {placeholder!r}"
+        text = text.replace(placeholder, value)
+    return text
+
+
 def filled_config(
     prefix: Path,
     upstreams: list[int] | None = None,
@@ -55,33 +65,42 @@ def filled_config(
     ws_read_timeout: int | None = None,
     workers: int | None = None,
 ) -> str:
-    """nginx.conf with its documented placeholders pointed into `prefix` (and ports)."""
-    text = (REPOSITORY / "nginx.conf").read_text()
-    replacements = {
-        "/srv/quartchat/static/": f"{REPOSITORY / 'static'}/",
+    """The whole-server nginx.conf with its documented placeholders pointed into
+    `prefix` (and ports); it includes the site file, filled in as `prefix`/site.conf,
+    and the static files are published into `prefix`/static as `quartchat static` does."""
+    from quartchat.static import publish_static
+
+    prefix.mkdir(parents=True, exist_ok=True)
+    site = {
+        "/srv/quartchat/static/current/": f"{prefix / 'static' / 'current'}/",
+        "root /srv/quartchat;": f"root {prefix};",
+        "root /var/www/html;": f"root {prefix / 'acme'};",
         "/etc/quartchat/tls/": f"{prefix / 'tls'}/",
         "/var/log/nginx/": f"{prefix / 'logs'}/",
-        "/run/nginx-quartchat.pid": str(prefix / "nginx.pid"),
-        # pytest's temporary folders are private to root: the workers must be root too.
-        "user www-data;": "user root;",
         "listen 80;": f"listen 127.0.0.1:{http_port};",
         "listen 443 ssl http2;": f"listen 127.0.0.1:{https_port} ssl http2;",
         "listen [::]:80;": "",
         "listen [::]:443 ssl http2;": "",
     }
     if upstreams is not None:
-        replacements["server 127.0.0.1:8000;"] = " ".join(f"server 127.0.0.1:{port};" for port in upstreams)
-    if workers is not None:  # one worker: one round-robin, so a test can predict the spread
-        replacements["worker_processes auto;"] = f"worker_processes {workers};"
+        site["server 127.0.0.1:8000;"] = " ".join(f"server 127.0.0.1:{port};" for port in upstreams)
     if ws_read_timeout is not None:
-        replacements["proxy_read_timeout 75s;"] = f"proxy_read_timeout {ws_read_timeout}s;"
-    for placeholder, value in replacements.items():
-        assert placeholder in text, f"nginx.conf lost its placeholder {placeholder!r}"
-        text = text.replace(placeholder, value)
+        site["proxy_read_timeout 75s;"] = f"proxy_read_timeout {ws_read_timeout}s;"
+    (prefix / "site.conf").write_text(fill(SITE.read_text(), site, "the site file"))
+    whole = {
+        "/etc/nginx/sites-enabled/quartchat": str(prefix / "site.conf"),
+        "/var/log/nginx/": f"{prefix / 'logs'}/",
+        "pid /run/nginx.pid;": f"pid {prefix / 'nginx.pid'};",
+        # pytest's temporary folders are private to root: the workers must be root too.
+        "user www-data;": "user root;",
+    }
+    if workers is not None:  # one worker: one round-robin, so a test can predict the spread
+        whole["worker_processes auto;"] = f"worker_processes {workers};"
     (prefix / "logs").mkdir(parents=True, exist_ok=True)
+    publish_static(REPOSITORY / "static", prefix / "static")
     if not (prefix / "tls" / "fullchain.pem").exists():
         make_certificate(prefix / "tls")
-    return text
+    return fill((REPOSITORY / "nginx.conf").read_text(), whole, "nginx.conf")
 
 
 class Nginx:

@@ -90,6 +90,11 @@ class Server:
         self.extra_args: list[str] = []
 
     def start(self, timeout: float = 30.0) -> Server:
+        self.launch()
+        return self.wait_healthy(timeout)
+
+    def launch(self) -> Server:
+        """Start the process without waiting for it (see `wait_healthy`)."""
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "quartchat", "serve", "--bind", f"127.0.0.1:{self.port}", *self.extra_args],
@@ -100,6 +105,10 @@ class Server:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        return self
+
+    def wait_healthy(self, timeout: float = 30.0) -> Server:
+        assert self.process is not None, "launch() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

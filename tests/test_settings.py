@@ -114,3 +114,18 @@ def test_workers_above_one_with_the_memory_broker_are_refused(tmp_path: Path) ->
         timeout=60,
     )
     assert result.returncode == 2 and "QUARTCHAT_BROKER_URL=redis://" in result.stderr
+
+
+def test_the_redis_namespace_is_the_setting_else_derived_from_the_signing_key() -> None:
+    named = Settings.from_env({"QUARTCHAT_REDIS_NAMESPACE": "chat-prod.eu_1"})
+    assert named.resolved_redis_namespace() == "chat-prod.eu_1"
+    first, same, other = (Settings(secret_key=key) for key in ("k" * 32, "k" * 32, "o" * 32))
+    assert first.resolved_redis_namespace() == same.resolved_redis_namespace()
+    assert first.resolved_redis_namespace() != other.resolved_redis_namespace()
+    assert "k" * 16 not in first.resolved_redis_namespace()
+
+
+@pytest.mark.parametrize("value", ["has:colon", "has space", "x" * 65, "*"])
+def test_a_redis_namespace_that_could_mix_with_another_is_refused(value: str) -> None:
+    with pytest.raises(SettingsError, match="QUARTCHAT_REDIS_NAMESPACE"):
+        Settings.from_env({"QUARTCHAT_REDIS_NAMESPACE": value})

@@ -71,11 +71,12 @@ class Broker(ABC):
         """The next event published by any process; waits for one."""
 
 
-def create_broker(url: str) -> Broker:
+def create_broker(url: str, namespace: str) -> Broker:
+    """`namespace`: this deployment's prefix for whatever the broker names outside it."""
     if url == "memory://":
         from .memory import MemoryBroker
 
         return MemoryBroker()
     from .redis import RedisBroker  # needs the `redis` package: pip install quartchat[scale]
 
-    return RedisBroker(url)
+    return RedisBroker(url, namespace)

@@ -1,4 +1,6 @@
-"""Several processes: events go through one Redis pub/sub channel.
+"""Several processes: events go through one Redis pub/sub channel per deployment,
+`<namespace>:events` (channels are global to a Redis server, whatever database number
+the URL names, so two deployments on one Redis must not share one).
 
 Redis pub/sub is at-most-once: whatever is published while a subscriber is cut off is
 gone. So after any reconnection the broker hands the hub a `Resync`, and the hub
@@ -22,7 +24,6 @@ from . import Broker, Committed, Event, Presence, Resync, Revoked
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "quartchat:events"
 RECONNECT_MAX_SECONDS = 5.0
 
 
@@ -69,8 +70,10 @@ def decode(raw: bytes) -> Event:
 
 
 class RedisBroker(Broker):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, namespace: str) -> None:
         self.url = url
+        self.namespace = namespace
+        self.channel = f"{namespace}:events"
         # A publish gets one retry, on a fresh connection: after a Redis restart the
         # pooled one is dead though Redis is back. Otherwise it fails at once (the hub
         # delivers locally and publishes it again later) rather than hold the writer.
@@ -92,7 +95,7 @@ class RedisBroker(Broker):
         await self.redis.aclose()
 
     async def publish(self, event: Event) -> None:
-        await self.redis.publish(CHANNEL, encode(event))
+        await self.redis.publish(self.channel, encode(event))
 
     async def next_published(self) -> Event:
         while True:
@@ -114,7 +117,7 @@ class RedisBroker(Broker):
                 if self._pubsub is not None:
                     await self._pubsub.aclose()
                 self._pubsub = self._subscriber.pubsub()
-                await self._pubsub.subscribe(CHANNEL)
+                await self._pubsub.subscribe(self.channel)
                 self._connected = True
                 return
             except (RedisError, OSError) as refused:

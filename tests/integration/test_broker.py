@@ -30,7 +30,7 @@ async def next_event(broker: RedisBroker, timeout: float = 15.0) -> Event:
 
 
 async def test_a_subscriber_cut_off_by_a_redis_restart_is_told_to_resync(redis_server: RedisServer) -> None:
-    subscriber, publisher = RedisBroker(redis_server.url), RedisBroker(redis_server.url)
+    subscriber, publisher = RedisBroker(redis_server.url, "test"), RedisBroker(redis_server.url, "test")
     await subscriber.connect()
     await publisher.connect()
     try:
@@ -63,7 +63,7 @@ async def test_a_subscriber_whose_connection_is_dropped_while_redis_stays_up_is_
 ) -> None:
     """A blip (a proxy restart, CLIENT KILL, a network hiccup): redis-py's retry could
     reconnect and resubscribe at once, silently; the broker must still say Resync."""
-    subscriber, publisher = RedisBroker(redis_server.url), RedisBroker(redis_server.url)
+    subscriber, publisher = RedisBroker(redis_server.url, "test"), RedisBroker(redis_server.url, "test")
     await subscriber.connect()
     await publisher.connect()
     try:
@@ -82,7 +82,7 @@ async def test_a_subscriber_whose_connection_is_dropped_while_redis_stays_up_is_
 async def test_publishing_while_redis_is_down_fails_quickly(redis_server: RedisServer) -> None:
     """The writer hands each batch to the broker; a dead Redis must not hold it for seconds
     (the hub then delivers the batch locally and the other processes repair on Resync)."""
-    publisher = RedisBroker(redis_server.url)
+    publisher = RedisBroker(redis_server.url, "test")
     await publisher.connect()
     try:
         await publisher.publish(committed(1))

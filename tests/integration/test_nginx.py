@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import resource
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,13 +28,49 @@ def proxied(start_server: StartServer, tmp_path: Path) -> Iterator[tuple[Server,
     nginx.stop()
 
 
-def test_nginx_accepts_the_shipped_config_as_written(tmp_path: Path) -> None:
+def nginx_test(prefix: Path, config: Path) -> str:
+    """`nginx -t` under the file-descriptor limit a stock host gives it (1024); its output."""
+
+    def stock_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+    result = subprocess.run(
+        [NGINX, "-t", "-p", str(prefix), "-c", str(config)], capture_output=True, text=True, preexec_fn=stock_limit
+    )
+    assert result.returncode == 0, result.stderr
+    assert "syntax is ok" in result.stderr and "test is successful" in result.stderr
+    return result.stderr
+
+
+def test_nginx_accepts_the_shipped_config_as_written_with_no_warning(tmp_path: Path) -> None:
     need_service(Path(NGINX).exists(), "nginx")
     config = tmp_path / "nginx.conf"
     config.write_text(filled_config(tmp_path))  # only the documented paths, moved into tmp
-    result = subprocess.run([NGINX, "-t", "-p", str(tmp_path), "-c", str(config)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert "syntax is ok" in result.stderr and "test is successful" in result.stderr
+    output = nginx_test(tmp_path, config)
+    assert "[warn]" not in output, "e.g. worker_connections above the open-file limit (worker_rlimit_nofile)"
+
+
+def test_the_site_file_works_under_debians_own_nginx_conf(tmp_path: Path) -> None:
+    """A host whose nginx serves other sites too keeps Debian's nginx.conf and adds the site."""
+    need_service(Path(NGINX).exists() and Path("/etc/nginx/nginx.conf").exists(), "Debian's nginx")
+    etc = tmp_path / "etc-nginx"
+    shutil.copytree("/etc/nginx", etc, symlinks=True)
+    filled_config(tmp_path)  # writes the filled site file beside it
+    for enabled in (etc / "sites-enabled").iterdir():
+        enabled.unlink()  # Debian's default site listens on port 80, taken on a shared machine
+    (etc / "sites-enabled" / "quartchat").symlink_to(tmp_path / "site.conf")
+    stock = (etc / "nginx.conf").read_text().replace("/etc/nginx/", f"{etc}/")
+    stock = stock.replace("pid /run/nginx.pid;", f"pid {tmp_path / 'nginx.pid'};")
+    (etc / "nginx.conf").write_text(stock.replace("/var/log/nginx/", f"{tmp_path / 'logs'}/"))
+    nginx_test(Path("/usr/share/nginx"), etc / "nginx.conf")  # Debian's prefix: its modules are there
+
+
+def test_the_whole_server_config_names_the_pid_file_debians_nginx_service_waits_for() -> None:
+    unit = Path("/lib/systemd/system/nginx.service")
+    need_service(unit.exists(), "Debian's nginx.service")
+    waited_for = re.search(r"^PIDFile=(\S+)$", unit.read_text(), re.MULTILINE)
+    assert waited_for is not None
+    assert f"pid {waited_for[1]};" in (REPOSITORY / "nginx.conf").read_text()
 
 
 async def test_pages_and_api_work_through_nginx_which_serves_static_files_itself(
@@ -58,6 +96,31 @@ async def test_pages_and_api_work_through_nginx_which_serves_static_files_itself
         assert "/static/" not in app_log, "nginx served the static files from disk"
     finally:
         await chat.aclose()
+
+
+async def test_nginx_serves_each_published_version_from_disk_and_passes_unknown_ones_to_a_404(
+    proxied: tuple[Server, Nginx],
+) -> None:
+    server, nginx = proxied
+    # What `quartchat static` leaves from the previous deploy: that version's own files.
+    previous = nginx.prefix / "static" / "v" / "0123456789ab"
+    previous.mkdir()
+    (previous / "style.css").write_text("/* the previous version */\n")
+    async with httpx.AsyncClient(base_url=nginx.base_url, verify=Nginx.client_ssl(), trust_env=False) as client:
+        page = await client.get("/signin")
+        current = re.search(r'href="(/static/v/[0-9a-f]+/style.css)"', page.text)
+        assert current is not None
+        today = await client.get(current[1])
+        assert today.status_code == 200 and today.text == (REPOSITORY / "static" / "style.css").read_text()
+        assert today.headers["cache-control"] == "public, max-age=31536000, immutable"
+        old = await client.get("/static/v/0123456789ab/style.css")
+        assert old.status_code == 200 and old.text == "/* the previous version */\n"
+        unknown = await client.get("/static/v/000000000000/style.css")
+        assert unknown.status_code == 404
+        assert unknown.headers["cache-control"] == "no-store" and "expires" not in unknown.headers
+    app_log = server.log()
+    assert "path=/static/v/000000000000/style.css status=404" in app_log, "nginx passed the unknown version on"
+    assert "0123456789ab" not in app_log and current[1] not in app_log, "nginx served what it has from disk"
 
 
 async def test_websocket_through_nginx_chats_with_a_client_connected_directly(

@@ -1,8 +1,9 @@
-"""Moving from SQLite to PostgreSQL (README "Moving from SQLite to PostgreSQL"): by
+"""Moving from SQLite to PostgreSQL (docs/deploy.md, "Moving from SQLite"): by
 `quartchat db copy` and by export + import, on the real PostgreSQL service."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -25,11 +26,11 @@ async def seed_sqlite(start_server: StartServer, workdir: Path) -> tuple[str, li
     return server.database_url, sent, name
 
 
-def serve_postgres(start_server: StartServer, tmp_path: Path, postgres_url: str) -> Server:
+def serve_postgres(start_server: StartServer, tmp_path: Path, postgres_url: str, **settings: str) -> Server:
     """A server on the PostgreSQL database the history was moved into."""
     workdir = tmp_path / "pg"
     workdir.mkdir()
-    return start_server(workdir=workdir, database_url=postgres_url)
+    return start_server(workdir=workdir, database_url=postgres_url, **settings)
 
 
 async def sign_in_status(server: Server, name: str, password: str) -> int:
@@ -47,6 +48,7 @@ async def test_db_copy_moves_accounts_with_passwords_and_messages(
     result = run_cli(quartchat_env(sqlite), tmp_path, "db", "copy", "--to", postgres_url)
     assert result.returncode == 0, result.stderr
     assert "copied and verified" in result.stderr
+    assert "keep QUARTCHAT_SECRET_KEY as it is" in result.stderr
 
     again = run_cli(quartchat_env(sqlite), tmp_path, "db", "copy", "--to", postgres_url)
     assert again.returncode == 2 and "not empty" in again.stderr
@@ -61,6 +63,35 @@ async def test_db_copy_moves_accounts_with_passwords_and_messages(
         assert newer["id"] > sent[-1]["id"]  # type: ignore[operator]
     finally:
         await chat.aclose()
+
+
+async def test_db_copy_says_how_to_keep_the_key_file_and_doing_so_keeps_everyone_signed_in(
+    start_server: StartServer, postgres_url: str, tmp_path: Path
+) -> None:
+    source_dir = tmp_path / "sqlite"
+    source_dir.mkdir()
+    server = start_server(workdir=source_dir, secret_key=None)  # the key file beside the database
+    chat = Chat(server)
+    user = await chat.user()
+    await (await chat.open(user, "lobby")).say("before the move")
+    await chat.aclose()
+    server.stop()
+    key_file = source_dir / "chat.db.secret"
+    result = run_cli(quartchat_env(server.database_url, secret_key=None), tmp_path, "db", "copy", "--to", postgres_url)
+    assert result.returncode == 0, result.stderr
+    command = f'echo "QUARTCHAT_SECRET_KEY=$(cat {key_file})" >> /etc/quartchat/quartchat.env'
+    assert command in result.stderr
+    assert key_file.read_text().strip() not in result.stderr, "the key itself is never printed"
+
+    env_file = tmp_path / "quartchat.env"
+    local_command = command.replace("/etc/quartchat/quartchat.env", str(env_file))
+    shell = await asyncio.create_subprocess_exec("sh", "-c", local_command)
+    assert await shell.wait() == 0
+    key = env_file.read_text().strip().removeprefix("QUARTCHAT_SECRET_KEY=")
+    moved = serve_postgres(start_server, tmp_path, postgres_url, secret_key=key)
+    async with httpx.AsyncClient(base_url=moved.base_url, trust_env=False, cookies=user.http.cookies) as client:
+        rooms = await client.get("/api/rooms")
+    assert rooms.status_code == 200, "the session cookie from before the move is still good"
 
 
 async def test_import_into_postgresql_keeps_ids_and_reserves_names(

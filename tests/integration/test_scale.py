@@ -8,8 +8,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import redis.asyncio as redis
+
 from ..conftest import RedisServer, StartServer
-from ..support import Chat, Conn, Server, unique
+from ..support import Chat, Conn, Server, sqlite_url, unique
 
 
 def instances(
@@ -205,3 +207,54 @@ async def test_a_batch_whose_publish_failed_reaches_the_other_instance_when_redi
         await admin.aclose()
         await one.aclose()
         await two.aclose()
+
+
+async def test_two_deployments_on_one_redis_hear_nothing_of_each_other(
+    start_server: StartServer, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Each deployment its own SQLite database and signing key (the key file beside it),
+    so its own default Redis namespace: chat, presence and user lists stay inside it."""
+    deployments: list[list[Server]] = []
+    for name, count in (("alpha", 2), ("beta", 1)):
+        folder = tmp_path / name
+        folder.mkdir()
+        url = sqlite_url(folder / "chat.db")
+        deployments.append(
+            [
+                start_server(workdir=folder, database_url=url, broker_url=redis_server.url, secret_key=None)
+                for _ in range(count)
+            ]
+        )
+    (alpha_1, alpha_2), (beta,) = deployments
+    one, two, other = Chat(alpha_1), Chat(alpha_2), Chat(beta)
+    try:
+        room = unique("same-name-")  # the same room name in both deployments
+        carol = await other.user()
+        c = await other.open(carol, room)
+        alice, bob = await one.user(), await two.user()
+        a = await one.open(alice, room)
+        b = await two.open(bob, room)
+        assert {u["id"] for u in b.online} == {alice.id, bob.id}, "one deployment's instances share presence"
+        hello = await a.say("alpha only")
+        assert await b.expect("chat") == hello, "and chat"
+
+        await c.send_json({"type": "chat", "data": "beta only"})
+        heard = []
+        while not heard or heard[-1].get("data") != "beta only":
+            heard.append(await c.recv())
+        assert all(frame["user"]["id"] == carol.id for frame in heard), f"alpha's joins or chat crossed: {heard}"
+        assert (await carol.http.get(f"/api/rooms/{room}/users")).json()["users"] == [carol.ref]
+        assert await a.say("alpha again") == await b.expect("chat"), "beta's message never reached alpha"
+        users = (await alice.http.get(f"/api/rooms/{room}/users")).json()["users"]
+        assert {u["id"] for u in users} == {alice.id, bob.id}
+
+        client = redis.Redis.from_url(redis_server.url)
+        try:
+            namespaces = {key.split(b":")[0] for key in await client.keys("*")}
+        finally:
+            await client.aclose()
+        assert len(namespaces) == 2 and all(ns.startswith(b"qc-") for ns in namespaces), namespaces
+    finally:
+        await one.aclose()
+        await two.aclose()
+        await other.aclose()
