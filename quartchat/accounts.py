@@ -58,6 +58,10 @@ def check_password(raw: object) -> str:
         raise CredentialsError(422, "the password must be a string")
     if not PASSWORD_MIN_CHARS <= len(raw) <= PASSWORD_MAX_CHARS:
         raise CredentialsError(422, f"a password has {PASSWORD_MIN_CHARS} to {PASSWORD_MAX_CHARS} characters")
+    try:  # JSON can carry a lone surrogate ("\ud800"), which no hash can take
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CredentialsError(422, "the password is not valid Unicode text") from None
     return raw
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from quart import Quart, Response, g, render_template, request
+from quart import Quart, Response, g, has_request_context, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from .auth import configure_sessions
@@ -52,7 +52,9 @@ def create_app(settings: Settings | None = None) -> Quart:
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response | tuple[str, int]:
         status = exc.code or 500
-        if request.path.startswith("/api/") or request.path == "/healthz":
+        # Quart runs these handlers for WebSocket upgrades too (a path with no socket
+        # route), where there is no `request`: refuse the upgrade with a JSON answer.
+        if not has_request_context() or request.path.startswith("/api/") or request.path == "/healthz":
             return api.error(status, exc.description or exc.name)
         return await render_template("error.html", status=status, title=exc.name), status
 
