@@ -9,6 +9,7 @@ from quart import Quart, Response, g, has_request_context, render_template, requ
 from werkzeug.exceptions import HTTPException
 
 from .auth import configure_sessions
+from .compression import RefuseCompression
 from .resources import resource
 from .runtime import Runtime
 from .settings import Settings
@@ -82,7 +83,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         )
         return response
 
-    app.asgi_app = KeepAsgiSend(app.asgi_app)  # type: ignore[method-assign]
+    app.asgi_app = RefuseCompression(KeepAsgiSend(app.asgi_app))  # type: ignore[method-assign]
     if settings.trusted_proxy_hops:
         from .proxy import TrustedProxies
 
