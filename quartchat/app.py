@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from .auth import configure_sessions
 from .compression import RefuseCompression
+from .hosts import LOOPBACK_NAMES, AllowedHosts
 from .resources import resource
 from .runtime import Runtime
 from .settings import Settings
@@ -83,7 +84,9 @@ def create_app(settings: Settings | None = None) -> Quart:
         )
         return response
 
-    app.asgi_app = RefuseCompression(KeepAsgiSend(app.asgi_app))  # type: ignore[method-assign]
+    app.asgi_app = AllowedHosts(  # type: ignore[method-assign]
+        RefuseCompression(KeepAsgiSend(app.asgi_app)), settings.allowed_hosts or LOOPBACK_NAMES
+    )
     if settings.trusted_proxy_hops:
         from .proxy import TrustedProxies
 

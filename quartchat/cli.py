@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import getpass
 import sys
 import uuid
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from . import migrate  # Alembic is loaded only by the commands that need it
+    from .hosts import default_hosts
     from .server import hypercorn_config, run, run_workers
 
     if args.config is not None and not args.config.is_file():
@@ -104,7 +105,12 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             f"--workers {workers} needs QUARTCHAT_BROKER_URL=redis://…: with memory:// each "
             "worker would hold its own share of the chat"
         )
+    if not settings.allowed_hosts:
+        binds = [*config.bind, *config.insecure_bind, *config.quic_bind]
+        settings = dataclasses.replace(settings, allowed_hosts=default_hosts(binds))
     settings.resolved_secret_key()  # made once, before anything else reads it
+    from . import migrate  # Alembic is loaded only by the commands that need it (and logs)
+
     migrate.upgrade(settings.database_url)  # once, before any worker starts
     if workers > 1:
         run_workers(settings, config, workers)
