@@ -39,6 +39,7 @@ class Settings:
     rate_limit: RateLimit = field(default_factory=lambda: RateLimit(20, 10.0))
     allowed_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()  # empty: the loopback names, on a loopback bind only
+    metrics_token: str | None = None
     trusted_proxy_hops: int = 0
     sqlite_synchronous: str = "FULL"
     max_connections_per_address: int = 200
@@ -68,6 +69,7 @@ class Settings:
             rate_limit=_rate_limit(get("RATE_LIMIT")) or defaults.rate_limit,
             allowed_origins=_origins(get("ALLOWED_ORIGINS")),
             allowed_hosts=_hosts(get("ALLOWED_HOSTS")),
+            metrics_token=_metrics_token(get("METRICS_TOKEN")),
             trusted_proxy_hops=_integer(
                 "TRUSTED_PROXY_HOPS", get("TRUSTED_PROXY_HOPS"), defaults.trusted_proxy_hops, 0, 10
             ),
@@ -160,6 +162,12 @@ def _broker_url(value: str) -> str:
 def _secret_key(value: str | None) -> str | None:
     if value is not None and len(value) < 16:
         raise SettingsError(f"{PREFIX}SECRET_KEY: at least 16 characters are needed")
+    return value
+
+
+def _metrics_token(value: str | None) -> str | None:
+    if value is not None and len(value) < 16:
+        raise SettingsError(f"{PREFIX}METRICS_TOKEN: at least 16 characters are needed")
     return value
 
 
