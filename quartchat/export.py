@@ -22,6 +22,7 @@ from sqlalchemy import ColumnElement, FromClause, Select, case, column, func, se
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 
 from .models import Message, User
+from .plaintext import one_line, text_lines
 from .protocol import StoredMessage, dumps, format_ts, now_ms
 from .settings import SQLITE_BUSY_TIMEOUT_MS
 from .store import message_select, to_message
@@ -257,7 +258,8 @@ class Csv(Format):
 
     def body(self, messages: Sequence[StoredMessage]) -> str:
         return self._rows(
-            (m.id, m.room, format_ts(m.ts_ms), defuse(m.user.id), defuse(m.user.name), defuse(m.text)) for m in messages
+            (m.id, defuse(m.room), format_ts(m.ts_ms), defuse(m.user.id), defuse(m.user.name), defuse(m.text))
+            for m in messages
         )
 
     @staticmethod
@@ -279,9 +281,11 @@ class Txt(Format):
     def body(self, messages: Sequence[StoredMessage]) -> str:
         lines = []
         for m in messages:
-            first, *rest = m.text.split("\n")
-            lines.append(f"[{txt_stamp(m.ts_ms)}] #{m.room} {m.user.name}: {first.rstrip(chr(13))}\n")
-            lines.extend(f"{self.INDENT}{line.rstrip(chr(13))}\n" for line in rest)
+            # Every line break a reader could see starts an indented line: no text can
+            # pass for a message of its own (quartchat/plaintext.py).
+            first, *rest = text_lines(m.text)
+            lines.append(f"[{txt_stamp(m.ts_ms)}] #{m.room} {one_line(m.user.name)}: {first}\n")
+            lines.extend(f"{self.INDENT}{line}\n" for line in rest)
         return "".join(lines)
 
 

@@ -154,3 +154,23 @@ def test_any_query_string_gets_an_answer_below_500(
     if path.startswith("/api/") and response.status_code >= 400:
         assert isinstance(response.json()["error"], str)
     assert_no_traceback(server)
+
+
+async def test_no_request_path_can_forge_a_log_line_or_reach_a_terminal(chat: Chat, server: Server) -> None:
+    forged = "2026-12-04 09:00:00,000 INFO [1] quartchat.access: request address=10.6.6.6 forged"
+    client = chat.http()
+    for path in (
+        "/r/x%0D%0A" + quote(forged),
+        "/r/x%0D" + quote(forged),
+        "/r/x%E2%80%A8" + quote(forged),
+        "/r/x%C2%85" + quote(forged),
+        "/api/rooms/x%0B%0C%1B[2J%1B]0;pwned%07/messages",
+    ):
+        assert (await client.get(path)).status_code < 500
+    log = server.log()
+    assert "\x1b" not in log and "\x07" not in log and "\x0b" not in log and "\x0c" not in log
+    assert "\u2028" not in log and "\x85" not in log
+    for line in log.splitlines():
+        assert not line.startswith("2026-12-04 09:00:00,000"), line
+    assert "path=/r/x\\x0d\\x0a2026-12-04 09:00:00,000 INFO" in log
+    assert "path=/api/rooms/x\\x0b\\x0c\\x1b[2J\\x1b]0;pwned\\x07/messages" in log
