@@ -14,7 +14,7 @@ import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +68,17 @@ def parse_time(value: str | None, name: str) -> int | None:
         raise ExportError(f"{name} must be an ISO 8601 date or time, such as 2026-11-24T15:31:06Z") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return round(moment.timestamp() * 1000)
+    # Exact arithmetic: a zone can carry a time past year 1 or 9999 in UTC, where
+    # datetime cannot go (and neither can the protocol's time format).
+    ts_ms = round((moment - _EPOCH) / _MILLISECOND)
+    if not _FIRST_MS <= ts_ms <= _LAST_MS:
+        raise ExportError(f"{name} is out of range: from year 1 to 9999, in UTC")
+    return ts_ms
+
+
+_EPOCH, _MILLISECOND = datetime(1970, 1, 1, tzinfo=UTC), timedelta(milliseconds=1)
+_FIRST_MS = round((datetime.min.replace(tzinfo=UTC) - _EPOCH) / _MILLISECOND)
+_LAST_MS = round((datetime.max.replace(tzinfo=UTC) - _EPOCH) / _MILLISECOND) - 1  # .999999 rounds up
 
 
 async def count(engine: AsyncEngine, query: ExportQuery) -> int:

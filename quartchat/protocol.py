@@ -57,7 +57,8 @@ def dumps(value: Any) -> str:
 def format_ts(ts_ms: int) -> str:
     """UTC ISO 8601 with milliseconds and `Z`: 2026-11-24T15:31:06.123Z."""
     moment = datetime.fromtimestamp(ts_ms / 1000, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
+    # %Y does not pad years before 1000 to four digits (glibc): the year by hand.
+    return f"{moment.year:04d}" + moment.strftime("-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
 
 
 def now_ms() -> int:

@@ -40,6 +40,7 @@ class Record:
     ts_ms: int
     ts: str  # as protocol.format_ts writes ts_ms
     client_id: str | None
+    where: str = ""  # "line 3": for errors found after the line was read
 
 
 def read_export(source: TextIO, name: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -112,7 +113,7 @@ def to_record(where: str, message: object) -> Record:
         raise wrong('"client_id" must be a string of at most 64 characters')
     # Our own exports write times as format_ts does; anything else is rewritten so.
     ts_text = ts if CANONICAL_TS.fullmatch(ts) else format_ts(ts_ms)
-    return Record(message_id, room, user["id"], user_name, data, ts_ms, ts_text, client_id)
+    return Record(message_id, room, user["id"], user_name, data, ts_ms, ts_text, client_id, where)
 
 
 def _dialect(connection: AsyncConnection) -> Any:
@@ -179,7 +180,7 @@ async def _import_chunk(
         key = name_key(record.user_name)
         owner = await connection.scalar(select(User.id).where(User.name_key == key))
         if owner is not None and owner != user_id:
-            raise TransferError(f"the name {record.user_name!r} belongs to another account in this database")
+            raise TransferError(f"{record.where}: the name {record.user_name!r} belongs to another account")
         # No password: the name stays reserved until an operator sets one.
         await connection.execute(
             insert(User).values(
