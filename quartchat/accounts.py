@@ -11,8 +11,9 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.exc import IntegrityError
 
+from .invisible import is_invisible
 from .protocol import UserRef
-from .store import Store
+from .store import Account, Store
 from .throttle import SignInThrottle
 
 NAME_MAX_CHARS = 32
@@ -32,7 +33,20 @@ class CredentialsError(Exception):
 
 
 def clean_name(raw: object) -> str:
-    """The name as stored: trimmed, NFC; CredentialsError(422) if it is not allowed."""
+    """A new account's name: trimmed and folded with NFKC (fullwidth, ligature and other
+    compatibility forms become the plain letters they show); CredentialsError(422) if it
+    is not allowed. Accounts made before the fold keep their names (find_account)."""
+    if not isinstance(raw, str):
+        raise CredentialsError(422, "the name must be a string")
+    name = stored_name(unicodedata.normalize("NFKC", raw))
+    if any(is_invisible(char) for char in name if char != " "):
+        raise CredentialsError(422, "a name may not hold characters that show nothing")
+    return name
+
+
+def stored_name(raw: object) -> str:
+    """A name as the rules before the NFKC fold allowed it (imports keep names so):
+    trimmed, NFC; CredentialsError(422) if it is not allowed."""
     if not isinstance(raw, str):
         raise CredentialsError(422, "the name must be a string")
     name = unicodedata.normalize("NFC", raw.strip(" "))
@@ -46,6 +60,24 @@ def clean_name(raw: object) -> str:
         if not allowed:
             raise CredentialsError(422, "a name may hold letters, digits, spaces, '_', '-' and '.' only")
     return name
+
+
+async def find_account(store: Store, raw_name: object) -> tuple[str, Account | None]:
+    """(the name to use, its account or None). A name typed exactly as an existing
+    account's (NFC, any case) finds it, whatever the rules were when it was made;
+    otherwise the name is cleaned for a new account (clean_name) and looked up so."""
+    try:
+        as_stored = stored_name(raw_name)
+    except CredentialsError:
+        as_stored = None
+    if as_stored is not None:
+        account = await store.account_by_name_key(name_key(as_stored))
+        if account is not None:
+            return as_stored, account
+    name = clean_name(raw_name)
+    if name == as_stored:  # nothing folded: the lookup above was this one
+        return name, None
+    return name, await store.account_by_name_key(name_key(name))
 
 
 def name_key(name: str) -> str:
@@ -99,14 +131,13 @@ async def authenticate(
 
     With a throttle, repeated failures for a name or from an address must wait.
     """
-    name = clean_name(raw_name)
+    name, account = await find_account(store, raw_name)
     password = check_password(raw_password)
     key = name_key(name)
     if throttle is not None:
         wait = throttle.retry_after(key, address)
         if wait > 0:
             raise CredentialsError(429, f"too many failed sign-ins: try again in {wait:.0f} s", wait)
-    account = await store.account_by_name_key(key)
     if account is None:
         user_id = str(uuid.uuid4())
         try:

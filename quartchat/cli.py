@@ -136,10 +136,13 @@ def _db(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _user_password(settings: Settings, raw_name: str) -> int:
-    from .accounts import CredentialsError, check_password, clean_name
+    from .accounts import CredentialsError, check_password, clean_name, stored_name
 
     try:
-        name = clean_name(raw_name)
+        try:  # an existing account's name (as it was made), else a new one's
+            name = stored_name(raw_name)
+        except CredentialsError:
+            name = clean_name(raw_name)
         if sys.stdin.isatty():
             password = getpass.getpass(f"New password for {name}: ")
             if getpass.getpass("Again: ") != password:
@@ -147,16 +150,17 @@ def _user_password(settings: Settings, raw_name: str) -> int:
         else:  # scripts pipe it in; never on the command line, where `ps` shows it
             password = sys.stdin.readline().rstrip("\n")
         check_password(password)
+        created, name = asyncio.run(_set_password(settings, raw_name, password))
     except CredentialsError as refused:
         raise UsageError(refused.message) from None
-    created = asyncio.run(_set_password(settings, name, password))
     print(f"{'created' if created else 'updated'} {name}; their other sessions are signed out")
     return 0
 
 
-async def _set_password(settings: Settings, name: str, password: str) -> bool:
+async def _set_password(settings: Settings, raw_name: str, password: str) -> tuple[bool, str]:
+    """(created, the account's name)."""
     # Loaded here, not at the top: `quartchat export` starts faster without them.
-    from .accounts import Passwords, name_key
+    from .accounts import Passwords, find_account, name_key
     from .database import create_database
     from .store import Store
 
@@ -164,12 +168,12 @@ async def _set_password(settings: Settings, name: str, password: str) -> bool:
     try:
         store = Store(database)
         password_hash = Passwords().hash_sync(password)
-        account = await store.account_by_name_key(name_key(name))
+        name, account = await find_account(store, raw_name)
         if account is None:
             await store.create_account(str(uuid.uuid4()), name, name_key(name), password_hash)
-            return True
+            return True, name
         await store.set_password_hash(account.id, password_hash, end_sessions=True)
-        return False
+        return False, account.name
     finally:
         await database.dispose()
 

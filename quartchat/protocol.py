@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from .invisible import is_blank
+
 # Server → client frame types.
 HISTORY = "history"
 LIST = "list"
@@ -173,7 +175,7 @@ def parse_frame(raw: str | bytes, max_chars: int) -> ChatFrame | PingFrame:
     text = frame.get("data")
     if not isinstance(text, str):
         raise FrameError(ErrorCode.BAD_REQUEST, '"data" must be a string', echo)
-    if not text.strip():
+    if is_blank(text):  # spaces, zero-width and other characters that show nothing
         raise FrameError(ErrorCode.EMPTY, "the message is empty", echo)
     if len(text) > max_chars:
         raise FrameError(ErrorCode.TOO_LONG, f"the message is longer than {max_chars} characters", echo)

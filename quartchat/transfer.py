@@ -16,7 +16,7 @@ from sqlalchemy import Table, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from .accounts import CredentialsError, clean_name, name_key
+from .accounts import CredentialsError, name_key, stored_name
 from .export import ExportError, parse_time
 from .models import Base, Message, Room, User
 from .protocol import format_ts
@@ -73,7 +73,8 @@ def read_export(source: TextIO, name: str) -> Iterator[tuple[str, dict[str, Any]
 # same text back (years before 1000 are left to format_ts).
 CANONICAL_TS = re.compile(r"[1-9]\d{3}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
-_clean_name = functools.lru_cache(maxsize=65536)(clean_name)
+# Imports keep names as they were made (no NFKC fold: an export's names are accounts').
+_stored_name = functools.lru_cache(maxsize=65536)(stored_name)
 
 
 def to_record(where: str, message: object) -> Record:
@@ -96,7 +97,7 @@ def to_record(where: str, message: object) -> Record:
     try:
         name = user.get("name")
         # An export repeats a few hundred names a million times: check each once.
-        user_name = _clean_name(name) if isinstance(name, str) else clean_name(name)
+        user_name = _stored_name(name) if isinstance(name, str) else stored_name(name)
     except CredentialsError as bad:
         raise wrong(f'"user.name": {bad.message}') from None
     if not isinstance(data, str) or "\x00" in data:
