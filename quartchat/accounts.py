@@ -9,6 +9,7 @@ import uuid
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from icu import SpoofChecker  # type: ignore[import-untyped]  # PyICU has no type hints
 from sqlalchemy.exc import IntegrityError
 
 from .invisible import is_invisible
@@ -85,6 +86,26 @@ def name_key(name: str) -> str:
     return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
 
 
+def name_skeleton(name: str) -> str:
+    """Unicode TR39's skeleton of the name's key, by ICU's spoof checker (the reference
+    implementation): names that look alike share it (`alice` spelt with a Cyrillic a, and
+    `alice`; `rn` and `m`; `l` and `1`)."""
+    skeleton: str = _SPOOF_CHECKER.getSkeleton(0, name_key(name))
+    return skeleton
+
+
+_SPOOF_CHECKER = SpoofChecker()
+
+
+async def unconfusable(store: Store, name: str) -> str:
+    """The skeleton of a new account's name; CredentialsError(422) when an account with
+    another name that looks the same exists."""
+    skeleton = name_skeleton(name)
+    if await store.name_skeleton_taken(skeleton):
+        raise CredentialsError(422, "this name looks like one that is taken: choose another")
+    return skeleton
+
+
 def check_password(raw: object) -> str:
     if not isinstance(raw, str):
         raise CredentialsError(422, "the password must be a string")
@@ -140,8 +161,9 @@ async def authenticate(
             raise CredentialsError(429, f"too many failed sign-ins: try again in {wait:.0f} s", wait)
     if account is None:
         user_id = str(uuid.uuid4())
+        skeleton = await unconfusable(store, name)
         try:
-            await store.create_account(user_id, name, key, await passwords.hash(password))
+            await store.create_account(user_id, name, key, await passwords.hash(password), skeleton)
             return UserRef(user_id, name)
         except IntegrityError:  # someone took the name meanwhile
             account = await store.account_by_name_key(key)

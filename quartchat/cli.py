@@ -160,7 +160,7 @@ def _user_password(settings: Settings, raw_name: str) -> int:
 async def _set_password(settings: Settings, raw_name: str, password: str) -> tuple[bool, str]:
     """(created, the account's name)."""
     # Loaded here, not at the top: `quartchat export` starts faster without them.
-    from .accounts import Passwords, find_account, name_key
+    from .accounts import Passwords, find_account, name_key, unconfusable
     from .database import create_database
     from .store import Store
 
@@ -170,7 +170,8 @@ async def _set_password(settings: Settings, raw_name: str, password: str) -> tup
         password_hash = Passwords().hash_sync(password)
         name, account = await find_account(store, raw_name)
         if account is None:
-            await store.create_account(str(uuid.uuid4()), name, name_key(name), password_hash)
+            skeleton = await unconfusable(store, name)
+            await store.create_account(str(uuid.uuid4()), name, name_key(name), password_hash, skeleton)
             return True, name
         await store.set_password_hash(account.id, password_hash, end_sessions=True)
         return False, account.name

@@ -93,7 +93,9 @@ class AllowedHosts:
     def _allowed(self, scope: Any) -> bool:
         headers = scope["headers"]
         hosts = [value for key, value in headers if key.lower() == b"host"] or [
-            value for key, value in headers if key == b":authority"  # HTTP/2 may send only this
+            value
+            for key, value in headers
+            if key == b":authority"  # HTTP/2 may send only this
         ]
         if len(hosts) != 1:
             return False

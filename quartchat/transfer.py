@@ -16,7 +16,7 @@ from sqlalchemy import Table, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from .accounts import CredentialsError, name_key, stored_name
+from .accounts import CredentialsError, name_key, name_skeleton, stored_name
 from .export import ExportError, parse_time
 from .models import Base, Message, Room, User
 from .protocol import format_ts
@@ -185,7 +185,12 @@ async def _import_chunk(
         # No password: the name stays reserved until an operator sets one.
         await connection.execute(
             insert(User).values(
-                id=user_id, name=record.user_name, name_key=key, password_hash=None, created_ms=record.ts_ms
+                id=user_id,
+                name=record.user_name,
+                name_key=key,
+                name_skeleton=name_skeleton(record.user_name),
+                password_hash=None,
+                created_ms=record.ts_ms,
             )
         )
         known_users[user_id] = key

@@ -47,3 +47,26 @@ async def test_names_that_show_nothing_are_422_and_make_no_account(app: Quart) -
     for name in ("\u3164", "\u115f\u1160", "eve\u3164", "\u2800"):
         status, body = await sign_in(app, name)
         assert status == 422 and isinstance(body["error"], str), name
+
+
+async def test_a_new_name_that_looks_like_a_taken_one_is_refused(app: Quart) -> None:  # noqa: F811
+    status, alice = await sign_in(app, "alice")
+    assert status == 200
+    for look_alike in ("\u0430lice", "\u0251lice", "a1ice", "alic\u0435"):
+        status, body = await sign_in(app, look_alike)
+        assert status == 422 and "looks like" in body["error"], look_alike
+    assert (await sign_in(app, "barn"))[0] == 200
+    assert (await sign_in(app, "bam"))[0] == 422, "rn looks like m"
+    assert await sign_in(app, "Alice") == (200, alice), "the owner still signs in"
+    assert (await sign_in(app, "alicia"))[0] == 200, "a different name is fine"
+
+
+def test_the_command_line_refuses_a_look_alike_new_user_too(tmp_path: Path) -> None:
+    from .support import quartchat_env, run_cli, sqlite_url
+
+    env = quartchat_env(sqlite_url(tmp_path / "c.db"))
+    assert run_cli(env, tmp_path, "db", "upgrade").returncode == 0
+    assert run_cli(env, tmp_path, "user", "password", "paypal", stdin=PASSWORD + "\n").returncode == 0
+    refused = run_cli(env, tmp_path, "user", "password", "p\u0430yp\u0430l", stdin=PASSWORD + "\n")
+    assert refused.returncode == 2 and "looks like one that is taken" in refused.stderr, refused.stderr
+    assert run_cli(env, tmp_path, "user", "password", "PayPal", stdin=PASSWORD + "\n").returncode == 0
