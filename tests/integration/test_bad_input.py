@@ -3,6 +3,7 @@ error frame), never a 500, never a traceback in the log (docs/reliability.md).""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from functools import partial
@@ -174,3 +175,48 @@ async def test_no_request_path_can_forge_a_log_line_or_reach_a_terminal(chat: Ch
         assert not line.startswith("2026-12-04 09:00:00,000"), line
     assert "path=/r/x\\x0d\\x0a2026-12-04 09:00:00,000 INFO" in log
     assert "path=/api/rooms/x\\x0b\\x0c\\x1b[2J\\x1b]0;pwned\\x07/messages" in log
+
+
+# Characters that show nothing, and two that do.
+SHOW_NOTHING = "\u200b\u200c\u200d\u2060\ufeff\u3164\u115f\u1160\u2800\u00a0\u3000 \t\n\u180e\u034f\ufe0f"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(st.text(st.sampled_from(SHOW_NOTHING + "a😀"), min_size=1, max_size=8), min_size=1, max_size=6))
+def test_texts_of_nothing_visible_are_empty_and_the_rest_stored_exactly(
+    server: Server, signed_in: httpx.Cookies, texts: list[str]
+) -> None:
+    asyncio.run(_say_all(server, signed_in, texts))
+
+
+async def _say_all(server: Server, signed_in: httpx.Cookies, texts: list[str]) -> None:
+    chat = Chat(server)
+    try:
+        room = unique("blank-")
+        cookie = "; ".join(f"{name}={value}" for name, value in signed_in.items())
+        conn = await chat.connect(None, room, cookie=cookie)
+        assert (await conn.recv())["type"] == "history"
+        await conn.expect("list")
+        stored = []
+        for index, text in enumerate(texts):
+            await conn.send_json({"type": "chat", "data": text, "client_id": f"{room}-{index}"})
+            reply = await conn.recv()
+            while reply["type"] in ("join", "left"):
+                reply = await conn.recv()
+            visible = any(char not in SHOW_NOTHING for char in text)
+            if visible:
+                assert reply["type"] == "chat" and reply["data"] == text, (text, reply)
+                stored.append(text)
+            else:
+                assert reply == {
+                    "type": "error",
+                    "code": "empty",
+                    "message": reply["message"],
+                    "client_id": f"{room}-{index}",
+                }
+        page = httpx.get(
+            f"{server.base_url}/api/rooms/{room}/messages", cookies=signed_in, trust_env=False, params={"limit": 200}
+        )
+        assert [m["data"] for m in page.json()["messages"]] == stored
+    finally:
+        await chat.aclose()
