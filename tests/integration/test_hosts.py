@@ -83,3 +83,22 @@ def test_a_public_bind_without_the_setting_stops_start_up_naming_it(tmp_path: Pa
     assert len(lines) == 1 and lines[0].startswith("quartchat: QUARTCHAT_ALLOWED_HOSTS: required"), refused.stderr
     bad = run_cli({**env, "QUARTCHAT_ALLOWED_HOSTS": "https://chat.example.org"}, tmp_path, "serve")
     assert bad.returncode == 2 and "QUARTCHAT_ALLOWED_HOSTS" in bad.stderr
+
+
+async def test_behind_nginx_the_host_it_passes_is_checked(start_server: StartServer, tmp_path: Path) -> None:
+    from ..nginx_support import Nginx
+
+    server = start_server(trusted_proxy_hops="1", allowed_hosts="chat.example.org, 127.0.0.1")
+    nginx = Nginx(tmp_path / "nginx", [server.port]).start()
+    try:
+        async with httpx.AsyncClient(base_url=nginx.base_url, verify=Nginx.client_ssl(), trust_env=False) as client:
+            for headers, expected in (
+                ({"Host": "chat.example.org"}, 401),  # past the Host check: not signed in
+                ({"Host": f"127.0.0.1:{nginx.https_port}", "X-Forwarded-Host": "attacker.example"}, 401),
+                ({"Host": "attacker.example"}, 400),
+                ({"Host": "attacker.example", "X-Forwarded-Host": "chat.example.org"}, 400),
+            ):
+                response = await client.get("/api/rooms", headers=headers)
+                assert response.status_code == expected, (headers, response.status_code, response.text[:200])
+    finally:
+        nginx.stop()
