@@ -220,3 +220,31 @@ async def _say_all(server: Server, signed_in: httpx.Cookies, texts: list[str]) -
         assert [m["data"] for m in page.json()["messages"]] == stored
     finally:
         await chat.aclose()
+
+
+header_values = st.binary(max_size=60).map(lambda raw: raw.replace(b"\r", b"").replace(b"\n", b"").replace(b"\0", b""))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    method_path=st.sampled_from(
+        [("GET", "/"), ("GET", "/api/rooms"), ("POST", "/api/session"), ("DELETE", "/api/session"), ("GET", "/metrics")]
+    ),
+    headers=st.dictionaries(
+        st.sampled_from(["Origin", "Cookie", "Content-Type", "Accept", "Authorization", "X-Forwarded-For", "Range"]),
+        header_values,
+        max_size=4,
+    ),
+)
+def test_any_header_values_get_an_answer_below_500(
+    server: Server, method_path: tuple[str, str], headers: dict[str, bytes]
+) -> None:
+    method, path = method_path
+    try:
+        response = httpx.request(
+            method, f"{server.base_url}{path}", headers=headers, content=b"{}", trust_env=False, timeout=30
+        )
+    except httpx.LocalProtocolError:
+        return  # the client library itself refused to send it
+    assert response.status_code < 500, (method, path, headers, response.status_code)
+    assert_no_traceback(server)
