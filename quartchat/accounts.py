@@ -9,10 +9,12 @@ import uuid
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from icu import SpoofChecker  # type: ignore[import-untyped]  # PyICU has no type hints
 from sqlalchemy.exc import IntegrityError
 
+from .invisible import is_invisible
 from .protocol import UserRef
-from .store import Store
+from .store import Account, Store
 from .throttle import SignInThrottle, SignUpLimit
 
 NAME_MAX_CHARS = 32
@@ -32,7 +34,20 @@ class CredentialsError(Exception):
 
 
 def clean_name(raw: object) -> str:
-    """The name as stored: trimmed, NFC; CredentialsError(422) if it is not allowed."""
+    """A new account's name: trimmed and folded with NFKC (fullwidth, ligature and other
+    compatibility forms become the plain letters they show); CredentialsError(422) if it
+    is not allowed. Accounts made before the fold keep their names (find_account)."""
+    if not isinstance(raw, str):
+        raise CredentialsError(422, "the name must be a string")
+    name = stored_name(unicodedata.normalize("NFKC", raw))
+    if any(is_invisible(char) for char in name if char != " "):
+        raise CredentialsError(422, "a name may not hold characters that show nothing")
+    return name
+
+
+def stored_name(raw: object) -> str:
+    """A name as the rules before the NFKC fold allowed it (imports keep names so):
+    trimmed, NFC; CredentialsError(422) if it is not allowed."""
     if not isinstance(raw, str):
         raise CredentialsError(422, "the name must be a string")
     name = unicodedata.normalize("NFC", raw.strip(" "))
@@ -48,9 +63,47 @@ def clean_name(raw: object) -> str:
     return name
 
 
+async def find_account(store: Store, raw_name: object) -> tuple[str, Account | None]:
+    """(the name to use, its account or None). A name typed exactly as an existing
+    account's (NFC, any case) finds it, whatever the rules were when it was made;
+    otherwise the name is cleaned for a new account (clean_name) and looked up so."""
+    try:
+        as_stored = stored_name(raw_name)
+    except CredentialsError:
+        as_stored = None
+    if as_stored is not None:
+        account = await store.account_by_name_key(name_key(as_stored))
+        if account is not None:
+            return as_stored, account
+    name = clean_name(raw_name)
+    if name == as_stored:  # nothing folded: the lookup above was this one
+        return name, None
+    return name, await store.account_by_name_key(name_key(name))
+
+
 def name_key(name: str) -> str:
     """What makes two names the same: NFC, then case-folded (then NFC again)."""
     return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
+
+
+def name_skeleton(name: str) -> str:
+    """Unicode TR39's skeleton of the name's key, by ICU's spoof checker (the reference
+    implementation): names that look alike share it (`alice` spelt with a Cyrillic a, and
+    `alice`; `rn` and `m`; `l` and `1`)."""
+    skeleton: str = _SPOOF_CHECKER.getSkeleton(0, name_key(name))
+    return skeleton
+
+
+_SPOOF_CHECKER = SpoofChecker()
+
+
+async def unconfusable(store: Store, name: str) -> str:
+    """The skeleton of a new account's name; CredentialsError(422) when an account with
+    another name that looks the same exists."""
+    skeleton = name_skeleton(name)
+    if await store.name_skeleton_taken(skeleton):
+        raise CredentialsError(422, "this name looks like one that is taken: choose another")
+    return skeleton
 
 
 def check_password(raw: object) -> str:
@@ -58,6 +111,10 @@ def check_password(raw: object) -> str:
         raise CredentialsError(422, "the password must be a string")
     if not PASSWORD_MIN_CHARS <= len(raw) <= PASSWORD_MAX_CHARS:
         raise CredentialsError(422, f"a password has {PASSWORD_MIN_CHARS} to {PASSWORD_MAX_CHARS} characters")
+    try:  # JSON can carry a lone surrogate ("\ud800"), which no hash can take
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CredentialsError(422, "the password is not valid Unicode text") from None
     return raw
 
 
@@ -97,21 +154,22 @@ async def authenticate(
     With a throttle, repeated failures for a name or from an address must wait; with a
     sign-up limit, so must an address that created too many accounts.
     """
-    name = clean_name(raw_name)
+    name, account = await find_account(store, raw_name)
     password = check_password(raw_password)
     key = name_key(name)
     if throttle is not None:
         wait = throttle.retry_after(key, address)
         if wait > 0:
             raise CredentialsError(429, f"too many failed sign-ins: try again in {wait:.0f} s", wait)
-    account = await store.account_by_name_key(key)
     if account is None:
+        # A look-alike name is refused before it can use up one of the address's sign-ups.
+        skeleton = await unconfusable(store, name)
         wait = signups.take(address) if signups is not None else 0.0
         if wait > 0:
             raise CredentialsError(429, f"too many new accounts from your address: try again in {wait:.0f} s", wait)
         user_id = str(uuid.uuid4())
         try:
-            await store.create_account(user_id, name, key, await passwords.hash(password))
+            await store.create_account(user_id, name, key, await passwords.hash(password), skeleton)
             return UserRef(user_id, name)
         except IntegrityError:  # someone took the name meanwhile
             account = await store.account_by_name_key(key)

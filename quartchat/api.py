@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
 import re
 import shutil
@@ -156,8 +158,28 @@ async def users(room: str) -> Response:
 
 @bp.get("/metrics")
 async def metrics() -> Response:
-    """Prometheus text format. Keep it internal: nginx.conf serves it to localhost only."""
-    return Response(runtime().metrics.render(), content_type=METRICS_CONTENT_TYPE)
+    """Prometheus text format, for a scraper on this host (the client's address as the
+    trusted proxies report it) or one that sends `Authorization: Bearer <token>`."""
+    chat = runtime()
+    if not (_from_loopback(request.remote_addr) or _bearer_ok(chat.settings.metrics_token)):
+        raise ApiError(403, "metrics are served to this host only, or with QUARTCHAT_METRICS_TOKEN")
+    return Response(chat.metrics.render(), content_type=METRICS_CONTENT_TYPE)
+
+
+def _from_loopback(address: str | None) -> bool:
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def _bearer_ok(token: str | None) -> bool:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return (
+        token is not None
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(given.strip().encode("utf-8", "replace"), token.encode("utf-8", "replace"))
+    )
 
 
 MIN_FREE_DISK_BYTES = 1024 * 1024

@@ -6,10 +6,12 @@ import logging
 import time
 from datetime import timedelta
 
-from quart import Quart, Response, g, render_template, request
+from quart import Quart, Response, g, has_request_context, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from .auth import configure_sessions
+from .compression import RefuseCompression
+from .hosts import LOOPBACK_NAMES, AllowedHosts
 from .resources import resource
 from .runtime import Runtime
 from .settings import Settings
@@ -53,7 +55,9 @@ def create_app(settings: Settings | None = None) -> Quart:
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response | tuple[str, int]:
         status = exc.code or 500
-        if request.path.startswith("/api/") or request.path == "/healthz":
+        # Quart runs these handlers for WebSocket upgrades too (a path with no socket
+        # route), where there is no `request`: refuse the upgrade with a JSON answer.
+        if not has_request_context() or request.path.startswith("/api/") or request.path == "/healthz":
             return api.error(status, exc.description or exc.name)
         return await render_template("error.html", status=status, title=exc.name), status
 
@@ -85,7 +89,9 @@ def create_app(settings: Settings | None = None) -> Quart:
         )
         return response
 
-    app.asgi_app = KeepAsgiSend(app.asgi_app)  # type: ignore[method-assign]
+    app.asgi_app = AllowedHosts(  # type: ignore[method-assign]
+        RefuseCompression(KeepAsgiSend(app.asgi_app)), settings.allowed_hosts or LOOPBACK_NAMES
+    )
     if settings.trusted_proxy_hops:
         from .proxy import TrustedProxies
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import getpass
 import shlex
 import sys
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from . import migrate  # Alembic is loaded only by the commands that need it
+    from .hosts import default_hosts
     from .server import hypercorn_config, run, run_workers
 
     if args.config is not None and not args.config.is_file():
@@ -112,7 +113,12 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             f"--workers {workers} needs QUARTCHAT_BROKER_URL=redis://…: with memory:// each "
             "worker would hold its own share of the chat"
         )
+    if not settings.allowed_hosts:
+        binds = [*config.bind, *config.insecure_bind, *config.quic_bind]
+        settings = dataclasses.replace(settings, allowed_hosts=default_hosts(binds))
     settings.resolved_secret_key()  # made once, before anything else reads it
+    from . import migrate  # Alembic is loaded only by the commands that need it (and logs)
+
     migrate.upgrade(settings.database_url)  # once, before any worker starts
     if workers > 1:
         run_workers(settings, config, workers)
@@ -152,10 +158,13 @@ def _static(target: Path) -> int:
 
 
 def _user_password(settings: Settings, raw_name: str) -> int:
-    from .accounts import CredentialsError, check_password, clean_name
+    from .accounts import CredentialsError, check_password, clean_name, stored_name
 
     try:
-        name = clean_name(raw_name)
+        try:  # an existing account's name (as it was made), else a new one's
+            name = stored_name(raw_name)
+        except CredentialsError:
+            name = clean_name(raw_name)
         if sys.stdin.isatty():
             password = getpass.getpass(f"New password for {name}: ")
             if getpass.getpass("Again: ") != password:
@@ -163,16 +172,17 @@ def _user_password(settings: Settings, raw_name: str) -> int:
         else:  # scripts pipe it in; never on the command line, where `ps` shows it
             password = sys.stdin.readline().rstrip("\n")
         check_password(password)
+        created, name = asyncio.run(_set_password(settings, raw_name, password))
     except CredentialsError as refused:
         raise UsageError(refused.message) from None
-    created = asyncio.run(_set_password(settings, name, password))
     print(f"{'created' if created else 'updated'} {name}; their other sessions are signed out")
     return 0
 
 
-async def _set_password(settings: Settings, name: str, password: str) -> bool:
+async def _set_password(settings: Settings, raw_name: str, password: str) -> tuple[bool, str]:
+    """(created, the account's name)."""
     # Loaded here, not at the top: `quartchat export` starts faster without them.
-    from .accounts import Passwords, name_key
+    from .accounts import Passwords, find_account, name_key, unconfusable
     from .database import create_database
     from .store import Store
 
@@ -180,12 +190,13 @@ async def _set_password(settings: Settings, name: str, password: str) -> bool:
     try:
         store = Store(database)
         password_hash = Passwords().hash_sync(password)
-        account = await store.account_by_name_key(name_key(name))
+        name, account = await find_account(store, raw_name)
         if account is None:
-            await store.create_account(str(uuid.uuid4()), name, name_key(name), password_hash)
-            return True
+            skeleton = await unconfusable(store, name)
+            await store.create_account(str(uuid.uuid4()), name, name_key(name), password_hash, skeleton)
+            return True, name
         await store.set_password_hash(account.id, password_hash, end_sessions=True)
-        return False
+        return False, account.name
     finally:
         await database.dispose()
 

@@ -14,7 +14,7 @@ import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ from sqlalchemy import ColumnElement, FromClause, Select, case, column, func, se
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 
 from .models import Message, User
+from .plaintext import one_line, text_lines
 from .protocol import StoredMessage, dumps, format_ts, now_ms
 from .settings import SQLITE_BUSY_TIMEOUT_MS
 from .store import message_select, to_message
@@ -67,7 +68,17 @@ def parse_time(value: str | None, name: str) -> int | None:
         raise ExportError(f"{name} must be an ISO 8601 date or time, such as 2026-11-24T15:31:06Z") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return round(moment.timestamp() * 1000)
+    # Exact arithmetic: a zone can carry a time past year 1 or 9999 in UTC, where
+    # datetime cannot go (and neither can the protocol's time format).
+    ts_ms = round((moment - _EPOCH) / _MILLISECOND)
+    if not _FIRST_MS <= ts_ms <= _LAST_MS:
+        raise ExportError(f"{name} is out of range: from year 1 to 9999, in UTC")
+    return ts_ms
+
+
+_EPOCH, _MILLISECOND = datetime(1970, 1, 1, tzinfo=UTC), timedelta(milliseconds=1)
+_FIRST_MS = round((datetime.min.replace(tzinfo=UTC) - _EPOCH) / _MILLISECOND)
+_LAST_MS = round((datetime.max.replace(tzinfo=UTC) - _EPOCH) / _MILLISECOND) - 1  # .999999 rounds up
 
 
 async def count(engine: AsyncEngine, query: ExportQuery) -> int:
@@ -257,7 +268,8 @@ class Csv(Format):
 
     def body(self, messages: Sequence[StoredMessage]) -> str:
         return self._rows(
-            (m.id, m.room, format_ts(m.ts_ms), defuse(m.user.id), defuse(m.user.name), defuse(m.text)) for m in messages
+            (m.id, defuse(m.room), format_ts(m.ts_ms), defuse(m.user.id), defuse(m.user.name), defuse(m.text))
+            for m in messages
         )
 
     @staticmethod
@@ -279,9 +291,11 @@ class Txt(Format):
     def body(self, messages: Sequence[StoredMessage]) -> str:
         lines = []
         for m in messages:
-            first, *rest = m.text.split("\n")
-            lines.append(f"[{txt_stamp(m.ts_ms)}] #{m.room} {m.user.name}: {first.rstrip(chr(13))}\n")
-            lines.extend(f"{self.INDENT}{line.rstrip(chr(13))}\n" for line in rest)
+            # Every line break a reader could see starts an indented line: no text can
+            # pass for a message of its own (quartchat/plaintext.py).
+            first, *rest = text_lines(m.text)
+            lines.append(f"[{txt_stamp(m.ts_ms)}] #{m.room} {one_line(m.user.name)}: {first}\n")
+            lines.extend(f"{self.INDENT}{line}\n" for line in rest)
         return "".join(lines)
 
 

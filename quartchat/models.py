@@ -28,6 +28,9 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(64))
     # NFC + casefold of the name: what makes two names the same (SPEC §4).
     name_key: Mapped[str] = mapped_column(String(128), unique=True)
+    # Unicode TR39's skeleton of name_key: names that look alike share it. A new name
+    # whose skeleton is taken is refused (quartchat/accounts.py).
+    name_skeleton: Mapped[str | None] = mapped_column(String(512), index=True)
     # None for a user created by an import: the name is reserved until an operator
     # sets a password.
     password_hash: Mapped[str | None] = mapped_column(String(255))

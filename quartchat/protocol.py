@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from .invisible import is_blank
+
 # Server → client frame types.
 HISTORY = "history"
 LIST = "list"
@@ -57,7 +59,8 @@ def dumps(value: Any) -> str:
 def format_ts(ts_ms: int) -> str:
     """UTC ISO 8601 with milliseconds and `Z`: 2026-11-24T15:31:06.123Z."""
     moment = datetime.fromtimestamp(ts_ms / 1000, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
+    # %Y does not pad years before 1000 to four digits (glibc): the year by hand.
+    return f"{moment.year:04d}" + moment.strftime("-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
 
 
 def now_ms() -> int:
@@ -172,7 +175,7 @@ def parse_frame(raw: str | bytes, max_chars: int) -> ChatFrame | PingFrame:
     text = frame.get("data")
     if not isinstance(text, str):
         raise FrameError(ErrorCode.BAD_REQUEST, '"data" must be a string', echo)
-    if not text.strip():
+    if is_blank(text):  # spaces, zero-width and other characters that show nothing
         raise FrameError(ErrorCode.EMPTY, "the message is empty", echo)
     if len(text) > max_chars:
         raise FrameError(ErrorCode.TOO_LONG, f"the message is longer than {max_chars} characters", echo)

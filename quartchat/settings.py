@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import os
 import re
 import secrets
@@ -39,6 +40,8 @@ class Settings:
     max_message_chars: int = 4000
     rate_limit: RateLimit = field(default_factory=lambda: RateLimit(20, 10.0))
     allowed_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()  # empty: the loopback names, on a loopback bind only
+    metrics_token: str | None = None
     trusted_proxy_hops: int = 0
     sqlite_synchronous: str = "FULL"
     max_connections_per_address: int = 200
@@ -72,6 +75,8 @@ class Settings:
             ),
             rate_limit=_rate_limit("RATE_LIMIT", get("RATE_LIMIT")) or defaults.rate_limit,
             allowed_origins=_origins(get("ALLOWED_ORIGINS")),
+            allowed_hosts=_hosts(get("ALLOWED_HOSTS")),
+            metrics_token=_metrics_token(get("METRICS_TOKEN")),
             trusted_proxy_hops=_integer(
                 "TRUSTED_PROXY_HOPS", get("TRUSTED_PROXY_HOPS"), defaults.trusted_proxy_hops, 0, 10
             ),
@@ -189,6 +194,12 @@ def _secret_key(value: str | None) -> str | None:
     return value
 
 
+def _metrics_token(value: str | None) -> str | None:
+    if value is not None and len(value) < 16:
+        raise SettingsError(f"{PREFIX}METRICS_TOKEN: at least 16 characters are needed")
+    return value
+
+
 def _integer(name: str, value: str | None, default: int, low: int, high: int) -> int:
     if value is None:
         return default
@@ -244,3 +255,35 @@ def _origins(value: str | None) -> tuple[str, ...]:
             )
         origins.append(origin)
     return tuple(origins)
+
+
+# A host name or IPv4 address (optionally `.`-prefixed: that domain and its subdomains),
+# a bracketed IPv6 address, or `*`.
+_HOST_PATTERN = re.compile(r"\*|\.?[a-z0-9-]+(?:\.[a-z0-9-]+)*\.?|\[[0-9a-f:.]+\]")
+
+
+def _hosts(value: str | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    hosts = []
+    for part in value.split(","):
+        host = part.strip().lower()
+        if not host:
+            continue
+        if _is_ipv6(host):
+            host = f"[{host}]"  # as it appears in a Host header
+        if not _HOST_PATTERN.fullmatch(host):
+            raise SettingsError(
+                f"{PREFIX}ALLOWED_HOSTS: {part.strip()!r} is not a host name such as chat.example.org "
+                "(no scheme, no port)"
+            )
+        hosts.append(host.rstrip("."))
+    return tuple(hosts)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True

@@ -157,7 +157,13 @@ class Store:
         rows = await self._rows(query)
         return Account(rows[0].id, rows[0].name, rows[0].password_hash) if rows else None
 
-    async def create_account(self, user_id: str, name: str, name_key: str, password_hash: str) -> None:
+    async def name_skeleton_taken(self, skeleton: str) -> bool:
+        rows = await self._rows(select(User.id).where(User.name_skeleton == skeleton).limit(1))
+        return bool(rows)
+
+    async def create_account(
+        self, user_id: str, name: str, name_key: str, password_hash: str, name_skeleton: str
+    ) -> None:
         """Raises IntegrityError when the name was taken meanwhile."""
         async with self.database.writer.begin() as connection:
             await connection.execute(
@@ -165,6 +171,7 @@ class Store:
                     id=user_id,
                     name=name,
                     name_key=name_key,
+                    name_skeleton=name_skeleton,
                     password_hash=password_hash,
                     created_ms=now_ms(),
                 )

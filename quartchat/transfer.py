@@ -16,7 +16,7 @@ from sqlalchemy import Table, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from .accounts import CredentialsError, clean_name, name_key
+from .accounts import CredentialsError, name_key, name_skeleton, stored_name
 from .export import ExportError, parse_time
 from .models import Base, Message, Room, User
 from .protocol import format_ts
@@ -40,6 +40,7 @@ class Record:
     ts_ms: int
     ts: str  # as protocol.format_ts writes ts_ms
     client_id: str | None
+    where: str = ""  # "line 3": for errors found after the line was read
 
 
 def read_export(source: TextIO, name: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -72,7 +73,8 @@ def read_export(source: TextIO, name: str) -> Iterator[tuple[str, dict[str, Any]
 # same text back (years before 1000 are left to format_ts).
 CANONICAL_TS = re.compile(r"[1-9]\d{3}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
-_clean_name = functools.lru_cache(maxsize=65536)(clean_name)
+# Imports keep names as they were made (no NFKC fold: an export's names are accounts').
+_stored_name = functools.lru_cache(maxsize=65536)(stored_name)
 
 
 def to_record(where: str, message: object) -> Record:
@@ -95,7 +97,7 @@ def to_record(where: str, message: object) -> Record:
     try:
         name = user.get("name")
         # An export repeats a few hundred names a million times: check each once.
-        user_name = _clean_name(name) if isinstance(name, str) else clean_name(name)
+        user_name = _stored_name(name) if isinstance(name, str) else stored_name(name)
     except CredentialsError as bad:
         raise wrong(f'"user.name": {bad.message}') from None
     if not isinstance(data, str) or "\x00" in data:
@@ -112,7 +114,7 @@ def to_record(where: str, message: object) -> Record:
         raise wrong('"client_id" must be a string of at most 64 characters')
     # Our own exports write times as format_ts does; anything else is rewritten so.
     ts_text = ts if CANONICAL_TS.fullmatch(ts) else format_ts(ts_ms)
-    return Record(message_id, room, user["id"], user_name, data, ts_ms, ts_text, client_id)
+    return Record(message_id, room, user["id"], user_name, data, ts_ms, ts_text, client_id, where)
 
 
 def _dialect(connection: AsyncConnection) -> Any:
@@ -179,11 +181,16 @@ async def _import_chunk(
         key = name_key(record.user_name)
         owner = await connection.scalar(select(User.id).where(User.name_key == key))
         if owner is not None and owner != user_id:
-            raise TransferError(f"the name {record.user_name!r} belongs to another account in this database")
+            raise TransferError(f"{record.where}: the name {record.user_name!r} belongs to another account")
         # No password: the name stays reserved until an operator sets one.
         await connection.execute(
             insert(User).values(
-                id=user_id, name=record.user_name, name_key=key, password_hash=None, created_ms=record.ts_ms
+                id=user_id,
+                name=record.user_name,
+                name_key=key,
+                name_skeleton=name_skeleton(record.user_name),
+                password_hash=None,
+                created_ms=record.ts_ms,
             )
         )
         known_users[user_id] = key

@@ -310,11 +310,14 @@ class RawSocket:
     """A WebSocket spoken by hand, to send what no client library will: invalid UTF-8,
     stray continuation frames, a message split anywhere."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes = b"") -> None:
         self.reader, self.writer = reader, writer
+        self.head = head  # the server's answer to the handshake
 
     @classmethod
-    async def open(cls, server: Server, path: str, cookie: str, receive_buffer: int | None = None) -> RawSocket:
+    async def open(
+        cls, server: Server, path: str, cookie: str, receive_buffer: int | None = None, extra_headers: str = ""
+    ) -> RawSocket:
         sock = socket.socket()
         if receive_buffer is not None:  # set before connecting, so the window stays small
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
@@ -326,12 +329,12 @@ class RawSocket:
             (
                 f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                f"Origin: {server.base_url}\r\nCookie: {cookie}\r\n\r\n"
+                f"Origin: {server.base_url}\r\nCookie: {cookie}\r\n{extra_headers}\r\n"
             ).encode()
         )
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         assert head.startswith(b"HTTP/1.1 101"), head
-        return cls(reader, writer)
+        return cls(reader, writer, head)
 
     def send(self, opcode: int, payload: bytes, fin: bool = True) -> None:
         mask = os.urandom(4)

@@ -6,7 +6,7 @@ import unicodedata
 
 import pytest
 
-from quartchat.accounts import CredentialsError, Passwords, check_password, clean_name, name_key
+from quartchat.accounts import CredentialsError, Passwords, check_password, clean_name, name_key, stored_name
 from quartchat.auth import safe_next
 
 
@@ -61,3 +61,29 @@ async def test_passwords_are_salted_argon2id_hashes() -> None:
 )
 def test_next_only_points_inside_the_site(target: str | None, expected: str) -> None:
     assert safe_next(target) == expected
+
+
+FULLWIDTH_FULL = "\uff46\uff55\uff4c\uff4c"
+
+
+@pytest.mark.parametrize(
+    "typed, stored",
+    [(FULLWIDTH_FULL, "full"), ("ﬁsh", "fish"), ("Ⅻ", "XII"), ("①bob", "1bob"), ("ｶﾀｶﾅ", "カタカナ"), ("Zoë", "Zoë")],
+)
+def test_new_names_are_folded_with_nfkc(typed: str, stored: str) -> None:
+    assert clean_name(typed) == unicodedata.normalize("NFC", stored)
+    assert name_key(clean_name(typed)) == name_key(clean_name(stored))
+
+
+@pytest.mark.parametrize(
+    "name", ["\u3164", "\u115f", "\u1160", "\uffa0", "a\u3164", "bob\u3164", "x\u034fy", "b\ufe0fo"]
+)
+def test_names_holding_characters_that_show_nothing_are_422(name: str) -> None:
+    with pytest.raises(CredentialsError) as refused:
+        clean_name(name)
+    assert refused.value.status == 422
+
+
+def test_names_made_before_the_fold_are_still_valid_as_stored() -> None:
+    assert stored_name(FULLWIDTH_FULL) == FULLWIDTH_FULL
+    assert stored_name("\u3164") == "\u3164"

@@ -334,3 +334,46 @@ def test_the_sqlite_import_statement_names_every_message_column() -> None:
     from quartchat.transfer import MESSAGE_COLUMNS
 
     assert sorted(MESSAGE_COLUMNS) == sorted(Message.__table__.columns.keys())
+
+
+FORGERS = [
+    "cr\r[2026-11-24 10:00:00Z] #lobby admin: lone CR",
+    "ls\u2028[2026-11-24 10:00:00Z] #lobby admin: U+2028",
+    "ps\u2029nel\x85vt\x0bff\x0cfs\x1cend",
+    "ansi \x1b[2J\x1b[1A\x1b]0;title\x07 c1 \x9b31m del \x7f",
+    "crlf\r\nkept as one break\n",
+]
+
+
+def test_no_text_can_forge_a_txt_line_and_json_csv_keep_it_exact(tmp_path: Path) -> None:
+    env = quartchat_env(sqlite_url(tmp_path / "f.db"))
+    messages = [message(i + 1, text) for i, text in enumerate(FORGERS)]
+    messages.append(message(9, "in a room a spreadsheet would run", room="-1-1"))
+    dump = tmp_path / "forgers.ndjson"
+    dump.write_text("".join(json.dumps(m) + "\n" for m in messages), encoding="utf-8")
+    assert run_cli(env, tmp_path, "db", "upgrade").returncode == 0
+    assert run_cli(env, tmp_path, "import", str(dump)).returncode == 0, "imported"
+
+    def exported(fmt: str) -> str:  # through a file: standard output's text mode would turn CR into LF
+        target = tmp_path / f"out.{fmt}"
+        export(env, tmp_path, "--format", fmt, "-o", str(target))
+        return target.read_bytes().decode("utf-8-sig")
+
+    txt = exported("txt")
+    lines = txt.split("\n")
+    assert lines.pop() == ""
+    for line in lines:  # every line is a message's own, or an indented continuation
+        assert line.startswith(("[2026-11-24 10:00:0", "    ")), repr(line)
+        assert not any((ord(c) < 0x20 and c != "\t") or 0x7F <= ord(c) < 0xA0 for c in line), repr(line)
+        assert "\u2028" not in line and "\u2029" not in line
+    starts = [line for line in lines if line.startswith("[")]
+    assert len(starts) == len(messages)
+    assert "    [2026-11-24 10:00:00Z] #lobby admin: lone CR" in lines
+    assert "ansi \\x1b[2J\\x1b[1A\\x1b]0;title\\x07 c1 \\x9b31m del \\x7f" in txt
+    assert lines[lines.index("[2026-11-24 10:00:05Z] #lobby 张伟: crlf") + 1 :][:2] == ["    kept as one break", "    "]
+
+    # ndjson is split at "\n" only: JSON strings may hold U+2028 and U+0085 as they are.
+    assert [json.loads(line) for line in exported("ndjson").split("\n")[:-1]] == messages
+    rows = list(csv.reader(io.StringIO(exported("csv"), newline="")))
+    assert [row[5] for row in rows[1:6]] == FORGERS
+    assert rows[6][1] == "'-1-1", "the room column is formula-guarded too"

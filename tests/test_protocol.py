@@ -71,3 +71,18 @@ def test_bad_frames_name_their_error(raw: str | bytes, code: ErrorCode, echoed: 
     with pytest.raises(FrameError) as refused:
         parse_frame(raw, 10)
     assert refused.value.code == code and refused.value.client_id == echoed
+
+
+@pytest.mark.parametrize(
+    "text", ["\u200b", "\u3164", "\u2800", "\u115f\u1160", " \u200d\u200c ", "\ufeff", "\u2060\u180e", "\u3000\u00a0"]
+)
+def test_a_text_made_only_of_characters_that_show_nothing_is_empty(text: str) -> None:
+    with pytest.raises(FrameError) as refused:
+        parse_frame(json.dumps({"type": "chat", "data": text, "client_id": "c1"}), 4000)
+    assert refused.value.code == ErrorCode.EMPTY and refused.value.client_id == "c1"
+
+
+@pytest.mark.parametrize("text", ["\u200bx", "\u3164ㅎ", "👍\ufe0f", "\u2800⠁"])
+def test_a_text_with_something_visible_is_kept_exactly(text: str) -> None:
+    frame = parse_frame(json.dumps({"type": "chat", "data": text}), 4000)
+    assert isinstance(frame, ChatFrame) and frame.text == text

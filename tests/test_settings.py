@@ -40,6 +40,7 @@ def test_values_are_read_and_cast() -> None:
             "QUARTCHAT_TRUSTED_PROXY_HOPS": "1",
             "QUARTCHAT_BROKER_URL": "redis://127.0.0.1:6379/0",
             "QUARTCHAT_WRITE_LINGER_MS": "0",
+            "QUARTCHAT_ALLOWED_HOSTS": "Chat.Example.org., .example.net, ::1, *",
         }
     )
     assert settings.history_limit == 10
@@ -47,6 +48,7 @@ def test_values_are_read_and_cast() -> None:
     assert settings.allowed_origins == ("https://a.example", "http://b.example:8080")
     assert settings.trusted_proxy_hops == 1
     assert settings.write_linger_ms == 0
+    assert settings.allowed_hosts == ("chat.example.org", ".example.net", "[::1]", "*")
 
 
 @pytest.mark.parametrize(
@@ -69,6 +71,9 @@ def test_values_are_read_and_cast() -> None:
         ("SESSION_LIFETIME", "a month"),
         ("SESSION_LIFETIME", "3651d"),
         ("SIGNUP_LIMIT", "lots"),
+        ("ALLOWED_HOSTS", "chat.example.org:443"),
+        ("ALLOWED_HOSTS", "https://chat.example.org"),
+        ("ALLOWED_HOSTS", "a b"),
     ],
 )
 def test_an_invalid_value_raises_an_error_naming_the_variable(name: str, value: str) -> None:

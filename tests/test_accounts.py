@@ -1,0 +1,72 @@
+"""Names across the NFKC fold, through the app: new names fold, accounts made before the
+fold still sign in as they are, names that show nothing are refused."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from quart import Quart
+
+from .test_http import PASSWORD, app  # noqa: F401 (the fixture)
+
+FULLWIDTH_BOB = "\uff42\uff4f\uff42"
+
+
+async def sign_in(application: Quart, name: str) -> tuple[int, dict[str, str]]:
+    response = await application.test_client().post("/api/session", json={"name": name, "password": PASSWORD})
+    body = await response.get_json()
+    return response.status_code, body.get("user") or body
+
+
+async def test_a_new_name_is_folded_and_its_compatibility_forms_are_the_same_account(app: Quart) -> None:  # noqa: F811
+    status, made = await sign_in(app, FULLWIDTH_BOB)
+    assert status == 200 and made["name"] == "bob"
+    assert await sign_in(app, "BOB") == (200, made)
+    assert await sign_in(app, "\uff22\uff2f\uff22") == (200, made)
+
+
+async def test_an_account_made_before_the_fold_still_signs_in_under_its_name(app: Quart, tmp_path: Path) -> None:  # noqa: F811
+    status, made = await sign_in(app, "carol")
+    assert status == 200
+    # Before the fold a fullwidth name was an account of its own, as was a Hangul
+    # filler: make them so, as those versions did (NFC name, NFC case-folded key).
+    for legacy in ("\uff43\uff41\uff52\uff4f\uff4c", "dan\u3164"):
+        legacy_id = f"legacy-{len(legacy)}"
+        database = sqlite3.connect(tmp_path / "h.db")
+        with database:  # one committed transaction
+            database.execute(
+                "UPDATE users SET id = ?, name = ?, name_key = ? WHERE id = ?", (legacy_id, legacy, legacy, made["id"])
+            )
+        database.close()
+        assert await sign_in(app, legacy) == (200, {"id": legacy_id, "name": legacy}), legacy
+        made["id"] = legacy_id
+
+
+async def test_names_that_show_nothing_are_422_and_make_no_account(app: Quart) -> None:  # noqa: F811
+    for name in ("\u3164", "\u115f\u1160", "eve\u3164", "\u2800"):
+        status, body = await sign_in(app, name)
+        assert status == 422 and isinstance(body["error"], str), name
+
+
+async def test_a_new_name_that_looks_like_a_taken_one_is_refused(app: Quart) -> None:  # noqa: F811
+    status, alice = await sign_in(app, "alice")
+    assert status == 200
+    for look_alike in ("\u0430lice", "\u0251lice", "a1ice", "alic\u0435"):
+        status, body = await sign_in(app, look_alike)
+        assert status == 422 and "looks like" in body["error"], look_alike
+    assert (await sign_in(app, "barn"))[0] == 200
+    assert (await sign_in(app, "bam"))[0] == 422, "rn looks like m"
+    assert await sign_in(app, "Alice") == (200, alice), "the owner still signs in"
+    assert (await sign_in(app, "alicia"))[0] == 200, "a different name is fine"
+
+
+def test_the_command_line_refuses_a_look_alike_new_user_too(tmp_path: Path) -> None:
+    from .support import quartchat_env, run_cli, sqlite_url
+
+    env = quartchat_env(sqlite_url(tmp_path / "c.db"))
+    assert run_cli(env, tmp_path, "db", "upgrade").returncode == 0
+    assert run_cli(env, tmp_path, "user", "password", "paypal", stdin=PASSWORD + "\n").returncode == 0
+    refused = run_cli(env, tmp_path, "user", "password", "p\u0430yp\u0430l", stdin=PASSWORD + "\n")
+    assert refused.returncode == 2 and "looks like one that is taken" in refused.stderr, refused.stderr
+    assert run_cli(env, tmp_path, "user", "password", "PayPal", stdin=PASSWORD + "\n").returncode == 0

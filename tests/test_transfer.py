@@ -1,0 +1,118 @@
+"""`quartchat import`'s checks, fuzzed: whatever a file holds, the import either works
+or stops with one TransferError that names the line, and a failed import adds nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from quartchat import migrate
+from quartchat.database import create_database
+from quartchat.models import Message
+from quartchat.settings import Settings
+from quartchat.transfer import TransferError, import_records, read_export
+
+from .support import quartchat_env, run_cli, sqlite_url
+
+anything = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20) | st.lists(st.integers())
+zones = st.integers(min_value=-24 * 60 + 1, max_value=24 * 60 - 1).map(lambda m: timezone(timedelta(minutes=m)))
+times = st.datetimes(timezones=st.none() | zones).map(lambda moment: moment.isoformat())
+names = st.sampled_from(["alice", "ALICE", "Alice\u0301", "bob", "\uff41\uff4c\uff49\uff43\uff45", "\u200b"])
+# A message valid in every field, and for each field what a bad file could hold instead.
+valid = st.fixed_dictionaries(
+    {
+        "id": st.integers(min_value=1, max_value=50),
+        "type": st.just("chat"),
+        "room": st.sampled_from(["lobby", "dev-1", "-1-1"]),
+        "user": st.fixed_dictionaries({"id": st.text("uvw", min_size=1, max_size=4), "name": names}),
+        "data": st.text(max_size=30),
+        "ts": times,
+    },
+    optional={"client_id": st.text(min_size=1, max_size=64)},
+)
+bad_values: dict[str, st.SearchStrategy[Any]] = {
+    "id": st.integers(min_value=-5, max_value=2**64) | anything,
+    "type": anything,
+    "room": st.sampled_from(["Bad Room", ""]) | anything,
+    "user": st.fixed_dictionaries(
+        {}, optional={"id": st.sampled_from(["x" * 37, ""]) | anything, "name": names | anything}
+    )
+    | anything,
+    "data": st.text(st.characters(codec=None, exclude_categories=()), max_size=30) | anything,
+    "ts": st.sampled_from(["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "0001-01-01"]) | anything,
+    "client_id": st.text(max_size=70) | anything,
+}
+messages = st.builds(
+    lambda base, bad, missing: {k: v for k, v in {**base, **bad}.items() if k not in missing},
+    valid,
+    st.one_of(st.just({}), *(st.dictionaries(st.just(key), value, max_size=1) for key, value in bad_values.items())),
+    st.sets(st.sampled_from(sorted(bad_values)), max_size=1) | st.just(set()),
+)
+
+
+@pytest.fixture(scope="module")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = sqlite_url(tmp_path_factory.mktemp("import") / "i.db")
+    migrate.upgrade(url)
+    yield url
+
+
+async def import_lines(url: str, lines: list[str]) -> tuple[int, int]:
+    database = create_database(Settings(database_url=url, secret_key="s" * 32))
+    try:
+        async with database.writer.connect() as connection:
+            before = await connection.scalar(select(func.count()).select_from(Message))
+        try:
+            return await import_records(database.writer, read_export(io.StringIO("\n".join(lines)), "fuzz.ndjson"))
+        except TransferError:
+            async with database.writer.connect() as connection:
+                assert await connection.scalar(select(func.count()).select_from(Message)) == before, "nothing added"
+            raise
+    finally:
+        await database.dispose()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.lists(messages, min_size=1, max_size=4))
+def test_any_file_imports_or_fails_with_an_error_naming_its_line(database_url: str, batch: list[Any]) -> None:
+    lines = [json.dumps(message) for message in batch]  # lone surrogates travel as \ud800
+    try:
+        asyncio.run(import_lines(database_url, lines))
+    except TransferError as refused:
+        assert str(refused).startswith("fuzz.ndjson: line ") or str(refused).startswith("line "), str(refused)
+
+
+def test_a_time_whose_zone_takes_it_past_year_1_is_an_error_naming_the_line(tmp_path: Path) -> None:
+    good = {"id": 1, "type": "chat", "room": "lobby", "user": {"id": "u-1", "name": "alice"}, "data": "hi"}
+    lines = [
+        json.dumps({**good, "ts": "2026-11-24T15:31:06.123Z"}),
+        json.dumps({**good, "id": 2, "ts": "0001-01-01T00:00:00+14:00"}),
+    ]
+    dump = tmp_path / "old.ndjson"
+    dump.write_text("\n".join(lines) + "\n")
+    env = quartchat_env(sqlite_url(tmp_path / "o.db"))
+    assert run_cli(env, tmp_path, "db", "upgrade").returncode == 0
+    result = run_cli(env, tmp_path, "import", str(dump))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("quartchat: ") and "line 2" in result.stderr
+    assert "Traceback" not in result.stderr and "out of range" in result.stderr
+
+
+def test_year_one_is_written_with_four_digits_and_round_trips(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "y.db")
+    migrate.upgrade(url)
+    message = {"id": 1, "type": "chat", "room": "lobby", "user": {"id": "u-1", "name": "alice"}, "data": "hi"}
+    ts = datetime(1, 1, 1, 0, 0, 0, 5000, tzinfo=UTC).isoformat()
+    assert asyncio.run(import_lines(url, [json.dumps({**message, "ts": ts})])) == (1, 1)
+    exported = run_cli(quartchat_env(url), tmp_path, "export").stdout
+    assert json.loads(exported)["ts"] == "0001-01-01T00:00:00.005Z"
