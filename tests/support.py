@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import json
 import os
 import secrets
@@ -13,6 +14,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,22 @@ def need_service(available: bool, what: str) -> None:
     if STRICT:
         pytest.fail(f"{what} is not available (strict mode: QUARTCHAT_TEST_STRICT=1)", pytrace=False)
     pytest.skip(f"{what} is not available")
+
+
+async def until(condition: Callable[[], Any], what: str, timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Call `condition` (it may return an awaitable) until it gives something true, and
+    return that; fail naming `what` once `timeout` seconds have passed. Tests wait for
+    what they need this way, never for a fixed time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(interval)
 
 
 def unique(prefix: str) -> str:
