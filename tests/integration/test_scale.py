@@ -164,22 +164,48 @@ async def test_redis_stopped_and_started_clients_end_with_exactly_the_committed_
     one, two = Chat(first), Chat(second)
     try:
         room = unique("redis-down-")
-        a = await one.open(await one.user(), room)
-        b = await two.open(await two.user(), room)
+        a, a_reader = await one.open(await one.user(), room), await one.open(await one.user(), room)
+        b, b_reader = await two.open(await two.user(), room), await two.open(await two.user(), room)
+        seen: dict[int, list[dict[str, Any]]] = {id(conn): [] for conn in (a, a_reader, b, b_reader)}
+
+        async def read(conn: Conn, count: int) -> list[dict[str, Any]]:
+            seen[id(conn)] += await read_chats(conn, count)
+            return seen[id(conn)][-count:]
+
         await send_many(a, 20, "before")
         await send_many(b, 20, "before-b")
-        redis_server.stop()
-        await asyncio.sleep(0.5)
-        await send_many(a, 20, "during")  # stored, and delivered on this instance at once
+        for conn in (a, a_reader, b, b_reader):
+            await read(conn, 40)
+
+        redis_server.stop()  # returns once the redis-server process has exited
+
+        # During the outage each instance stores its senders' messages and delivers them
+        # at once to its own clients, the sender and another reader (in id order: what
+        # the other instance committed before them comes first, from the database).
+        async def read_through(conn: Conn, tag: str) -> None:
+            while sum(m["data"].startswith(f"{tag} ") for m in seen[id(conn)]) < 20:
+                await read(conn, 1)
+
+        await send_many(a, 20, "during")
+        for conn in (a, a_reader):
+            await read_through(conn, "during")
         await send_many(b, 20, "during-b")
-        await asyncio.sleep(1.0)
+        for conn in (b, b_reader):
+            await read_through(conn, "during-b")
+        stored_during = await one.all_messages(await one.user(), room)
+        assert len(stored_during) == 80, "stored while Redis was down"
+        for conn in (a, a_reader, b, b_reader):
+            assert seen[id(conn)] == stored_during[: len(seen[id(conn)])], "in id order, none missing, none twice"
+        assert redis_server.process is not None and redis_server.process.poll() is not None, "Redis was down"
+
         redis_server.start()
         await send_many(a, 20, "after")
         await send_many(b, 20, "after-b")
         stored = await one.all_messages(await one.user(), room)
         assert len(stored) == 120
-        assert await read_chats(a, 120) == stored
-        assert await read_chats(b, 120) == stored
+        for conn in (a, a_reader, b, b_reader):  # whatever of the outage it lacked, then the 40 after
+            await read(conn, 120 - len(seen[id(conn)]))
+            assert seen[id(conn)] == stored, "every client ends with exactly the committed sequence"
     finally:
         await one.aclose()
         await two.aclose()
