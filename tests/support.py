@@ -310,10 +310,22 @@ class RawSocket:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def open(cls, server: Server, path: str, cookie: str, receive_buffer: int | None = None) -> RawSocket:
+    async def open(
+        cls,
+        server: Server,
+        path: str,
+        cookie: str,
+        receive_buffer: int | None = None,
+        segment_size: int | None = None,
+    ) -> RawSocket:
+        """`receive_buffer` and `segment_size` (bytes) are set before connecting: a small
+        window, and a network's MSS instead of loopback's 64 KiB (the peer sizes its send
+        buffer from the MSS: on loopback it takes megabytes before it pushes back)."""
         sock = socket.socket()
-        if receive_buffer is not None:  # set before connecting, so the window stays small
+        if receive_buffer is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        if segment_size is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, segment_size)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
         reader, writer = await asyncio.open_connection(sock=sock)
