@@ -188,5 +188,7 @@ async def test_log_lines_name_address_user_room_duration_and_close_code_never_se
     )
     assert ws_line, log
     assert PASSWORD not in log and cookie.split("=", 1)[1] not in log
-    assert re.search(rf"path=/r/{room} status=200 ", log) and re.search(rf"path=/api/rooms/{room}/messages status=422 ", log)
+    assert re.search(rf"path=/r/{room} status=200 ", log) and re.search(
+        rf"path=/api/rooms/{room}/messages status=422 ", log
+    )
     assert secret not in server.log_path.read_text(errors="replace"), "a query string reached the log"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..conftest import RedisServer, StartServer
-from ..support import Chat, Conn, Server, unique
+from ..support import Chat, Conn, Server, User, unique, until
 
 
 def instances(
@@ -73,17 +73,29 @@ async def test_ids_follow_commit_order_when_many_processes_hammer_one_room(
         room = unique("hammer-")
         readers = [await chat.open(await chat.user(), room) for chat in chats]
         senders = [await chat.open(await chat.user(), room) for chat in chats for _ in range(2)]
+        late_users = [await chat.user() for chat in chats]  # signed up before the burst
         per_sender = 150
         total = per_sender * len(senders)
+        views: list[list[dict[str, Any]]] = [[] for _ in readers]
 
-        async def late_joiner(chat: Chat) -> tuple[list[dict[str, Any]], Conn]:
-            await asyncio.sleep(0.3)
-            conn = await chat.open(await chat.user(), room)
+        async def read_all(reader: Conn, view: list[dict[str, Any]]) -> None:
+            while len(view) < total:
+                view.append(await reader.expect("chat", timeout=30))
+
+        async def late_joiner(chat: Chat, user: User, number: int) -> tuple[list[dict[str, Any]], Conn]:
+            # Joins while the burst is on: once a reader has seen a quarter, half, ...
+            await until(lambda: len(views[0]) >= total * number // 4, "the burst going on", timeout=30)
+            conn = await chat.open(user, room)
             return conn.history["messages"], conn
 
-        joining = [asyncio.create_task(late_joiner(chat)) for chat in chats]
-        await asyncio.gather(*(send_many(conn, per_sender, f"s{i}") for i, conn in enumerate(senders)))
-        views = [await read_chats(reader, total) for reader in readers]
+        joining = [
+            asyncio.create_task(late_joiner(chat, user, number))
+            for number, (chat, user) in enumerate(zip(chats, late_users, strict=True), start=1)
+        ]
+        await asyncio.gather(
+            *(read_all(reader, view) for reader, view in zip(readers, views, strict=True)),
+            *(send_many(conn, per_sender, f"s{i}") for i, conn in enumerate(senders)),
+        )
         stored = await chats[0].all_messages(await chats[0].user(), room)
         assert len(stored) == total
         for view in views:
@@ -107,10 +119,10 @@ async def test_workers_behind_one_bind_share_one_chat(
     server = Server(tmp_path, database_url=postgres_url, broker_url=redis_server.url, rate_limit="100000/1")
     server.extra_args = ["--workers", "2"]
     server.start()  # healthy as soon as one worker answers
-    for _ in range(100):  # until both listen, or every connection lands on the first
-        if len(set(re.findall(r"\[(\d+)\] hypercorn\.error: Running on", server.log()))) == 2:
-            break
-        await asyncio.sleep(0.1)
+    await until(  # or every connection lands on the first
+        lambda: len(set(re.findall(r"\[(\d+)\] hypercorn\.error: Running on", server.log()))) == 2,
+        "both workers listening",
+    )
     chat = Chat(server)
     try:
         room = unique("workers-")
@@ -123,7 +135,7 @@ async def test_workers_behind_one_bind_share_one_chat(
         assert len(listed) == 8
         for conn in conns:
             await conn.ws.close()
-        await asyncio.sleep(0.5)
+        await until(lambda: server.log().count("websocket closed") == 8, "the server closed all 8")
         workers = set(re.findall(r"\[(\d+)\] quartchat\.ws: websocket closed", server.log()))
         assert len(workers) == 2, f"connections landed on workers {workers}"
     finally:
@@ -230,7 +242,7 @@ async def test_a_batch_whose_publish_failed_reaches_the_other_instance_when_redi
         await send_many(b, 5, "refused")
         mine = await read_chats(b, 5)  # stored, and delivered on b's instance at once
         assert [m["data"] for m in mine] == [f"refused {i}" for i in range(5)]
-        await asyncio.sleep(1.0)
+        await until(lambda: "broker unavailable" in second.log(), "b's instance failed to publish")
         await admin.execute_command("ACL", "SETUSER", "default", "+publish")
         assert await read_chats(a, 5) == mine
         stored = await one.all_messages(await one.user(), room)

@@ -342,7 +342,12 @@ async def test_presence_join_first_tab_only_left_last_tab_only(chat: Chat) -> No
     second = await chat.open(user, room)
     assert second.online == sorted([watcher.online[0], user.ref], key=lambda u: u["name"].casefold())
     await second.ws.close()
-    await asyncio.sleep(0.3)
+    # Once the server has let the second tab go, a wrong `left` would already be queued
+    # for the watcher, ahead of the marker.
+    await until(
+        lambda: chat.server.log_path.read_text().count(f"websocket closed address=127.0.0.1 user={user.id} ") == 1,
+        "the server closed the second tab",
+    )
     marker = await first.say("still here")
     assert await watcher.recv() == marker
     await first.ws.close()
