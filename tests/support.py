@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,22 @@ def need_service(available: bool, what: str) -> None:
     if STRICT:
         pytest.fail(f"{what} is not available (strict mode: QUARTCHAT_TEST_STRICT=1)", pytrace=False)
     pytest.skip(f"{what} is not available")
+
+
+async def until(condition: Callable[[], Any], what: str, timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Call `condition` (it may return an awaitable) until it gives something true, and
+    return that; fail naming `what` once `timeout` seconds have passed. Tests wait for
+    what they need this way, never for a fixed time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(interval)
 
 
 def unique(prefix: str) -> str:
@@ -316,11 +334,22 @@ class RawSocket:
 
     @classmethod
     async def open(
-        cls, server: Server, path: str, cookie: str, receive_buffer: int | None = None, extra_headers: str = ""
+        cls,
+        server: Server,
+        path: str,
+        cookie: str,
+        receive_buffer: int | None = None,
+        segment_size: int | None = None,
+        extra_headers: str = "",
     ) -> RawSocket:
+        """`receive_buffer` and `segment_size` (bytes) are set before connecting: a small
+        window, and a network's MSS instead of loopback's 64 KiB (the peer sizes its send
+        buffer from the MSS: on loopback it takes megabytes before it pushes back)."""
         sock = socket.socket()
-        if receive_buffer is not None:  # set before connecting, so the window stays small
+        if receive_buffer is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        if segment_size is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, segment_size)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
         reader, writer = await asyncio.open_connection(sock=sock)

@@ -52,7 +52,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], li
     tmp_path = tmp_path_factory.mktemp("export")
     env = quartchat_env(sqlite_url(tmp_path / "e.db"))
     messages = [message(i + 1, text) for i, text in enumerate(TEXTS)]
-    messages.append(message(40, "elsewhere", room="other", user=("u-2", "<b>mallory</b>".strip("<>/b") or "m")))
+    messages.append(message(40, "elsewhere", room="other", user=("u-2", "mallory")))
     dump = tmp_path / "seed.ndjson"
     dump.write_text("".join(json.dumps(m, ensure_ascii=False) + "\n" for m in messages), encoding="utf-8")
     assert run_cli(env, tmp_path, "db", "upgrade").returncode == 0
@@ -175,6 +175,21 @@ def test_a_bad_line_3_of_10_names_line_3_and_imports_nothing(tmp_path: Path) -> 
     result = run_cli(env, tmp_path, "import", str(dump))
     assert result.returncode == 2
     assert "line 3" in result.stderr and "room" in result.stderr
+    assert export(env, tmp_path) == ""
+
+
+@pytest.mark.parametrize("name", ["<b>mallory</b>", "<script>alert(1)</script>", "Robert'); DROP TABLE users;--"])
+def test_an_import_with_a_hostile_user_name_names_the_line_and_imports_nothing(tmp_path: Path, name: str) -> None:
+    # Sent whole: a name the sign-in would refuse is refused by the import too, so no
+    # export (html included) ever has to show one.
+    lines = [json.dumps(message(1, "fine")), json.dumps(message(2, "hostile", user=("u-2", name)))]
+    dump = tmp_path / "names.ndjson"
+    dump.write_text("\n".join(lines) + "\n")
+    env = quartchat_env(sqlite_url(tmp_path / "n.db"))
+    assert run_cli(env, tmp_path, "db", "upgrade").returncode == 0
+    result = run_cli(env, tmp_path, "import", str(dump))
+    assert result.returncode == 2
+    assert "line 2" in result.stderr and "user.name" in result.stderr, result.stderr
     assert export(env, tmp_path) == ""
 
 

@@ -20,6 +20,8 @@ from quartchat.settings import Settings
 from quartchat.store import Store
 from quartchat.writer import Draft, MessageWriter, Outcome, SessionEnded, Unavailable
 
+from .support import until
+
 ALICE = UserRef("u-alice", "alice")
 
 
@@ -38,6 +40,18 @@ async def database(tmp_path: Path) -> AsyncIterator[Database]:
     await add_user(db, ALICE)
     yield db
     await db.dispose()
+
+
+class Watched(MessageWriter):
+    """A writer that says when it has taken a batch and begun committing it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.committing = threading.Event()  # set from the writer's thread
+
+    async def _commit(self, drafts: list[Draft]) -> list[Outcome] | None:
+        self.committing.set()
+        return await super()._commit(drafts)
 
 
 class Committed:
@@ -82,7 +96,7 @@ async def test_a_message_sent_on_hearing_of_a_batch_finds_the_writer_idle(tmp_pa
     was waiting when that batch was committed, so the new message must not linger."""
     heard = threading.Event()
 
-    class LateLooking(MessageWriter):
+    class LateLooking(Watched):
         def _post(self, done: Any) -> None:
             super()._post(done)
             if done is not None and len(done[0]) == 2:
@@ -100,7 +114,7 @@ async def test_a_message_sent_on_hearing_of_a_batch_finds_the_writer_idle(tmp_pa
     lock = sqlite3.connect(tmp_path / "w.db")
     lock.execute("BEGIN IMMEDIATE")  # the writer takes a alone and waits for the lock
     first = writer.submit(Draft("r", ALICE, "a"))
-    await asyncio.sleep(0.2)
+    await until(writer.committing.is_set, "the writer took a")  # and waits for the lock
     pair = [writer.submit(Draft("r", ALICE, text)) for text in ("b", "c")]  # wait together
     lock.rollback()
     lock.close()
@@ -125,12 +139,12 @@ async def test_under_load_the_writer_lingers_so_that_what_arrives_meanwhile_shar
         if len(committed.batches) == 1:
             follow_up.append(writer.submit(Draft("r", ALICE, "d")))
 
-    writer = MessageWriter(database, Store(database), on_commit, linger=linger)
+    writer = Watched(database, Store(database), on_commit, linger=linger)
     writer.start()
     lock = sqlite3.connect(tmp_path / "w.db")
     lock.execute("BEGIN IMMEDIATE")  # the writer's first batch waits for the write lock
     first = [writer.submit(Draft("r", ALICE, text)) for text in ("a", "b")]
-    await asyncio.sleep(0.2)  # the writer has taken a and b and is waiting
+    await until(writer.committing.is_set, "the writer took a and b")  # and waits for the lock
     third = writer.submit(Draft("r", ALICE, "c"))
     lock.rollback()
     lock.close()

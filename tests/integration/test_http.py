@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +16,7 @@ from quartchat import create_app
 from quartchat.settings import Settings
 
 from ..conftest import StartServer
-from ..support import PASSWORD, SECRET_KEY, Chat, run_cli, unique
+from ..support import PASSWORD, SECRET_KEY, Chat, run_cli, unique, until
 
 
 async def test_security_headers_on_every_page(chat: Chat) -> None:
@@ -153,26 +154,55 @@ async def test_repeated_wrong_passwords_are_throttled_but_never_for_good(chat: C
     assert owner.status_code == 200, "the owner gets in once the short wait is over"
 
 
-async def test_metrics_count_connections_messages_broadcasts_errors_and_commits(chat: Chat) -> None:
-    room = unique("metrics-")
-    sender = await chat.open(await chat.user(), room)
-    await chat.open(await chat.user(), room)
-    await sender.say("counted")
-    await sender.ws.send('{"type": "dance"}')
-    assert (await sender.expect("error"))["code"] == "bad_request"
-    response = await chat.http().get("/metrics")
+async def metric_samples(client: httpx.AsyncClient) -> dict[str, float]:
+    response = await client.get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     samples = {}
     for line in response.text.splitlines():
         if line and not line.startswith("#"):
             key, _, value = line.rpartition(" ")
             samples[key] = float(value)
-    assert samples["quartchat_connections"] >= 2
-    assert samples["quartchat_messages_stored_total"] >= 1
-    assert samples["quartchat_broadcasts_total"] >= 2
-    assert samples['quartchat_errors_total{code="bad_request"}'] >= 1
-    assert samples["quartchat_commit_seconds_count"] >= 1
-    assert "quartchat_send_queue_drops_total" in samples
+    return samples
+
+
+async def test_metrics_count_connections_messages_broadcasts_errors_and_commits(start_server: StartServer) -> None:
+    # A server of its own: nothing but this test moves its counters, so each must move
+    # by exactly what the test did (counts earlier tests left behind prove nothing).
+    server = start_server(database_url=os.environ.get("QUARTCHAT_TEST_DATABASE_URL") or None)
+    chat = Chat(server)
+    try:
+        client = chat.http()
+        room = unique("metrics-")
+        sender_user, listener_user = await chat.user(), await chat.user()
+        before = await metric_samples(client)
+        sender = await chat.open(sender_user, room)
+        listener = await chat.open(listener_user, room)
+        await sender.say("counted")
+        assert (await listener.expect("chat"))["data"] == "counted"
+        await sender.ws.send('{"type": "dance"}')
+        assert (await sender.expect("error"))["code"] == "bad_request"
+        after = await metric_samples(client)
+
+        def moved(key: str) -> float:
+            return after.get(key, 0.0) - before.get(key, 0.0)
+
+        assert moved("quartchat_connections") == 2
+        assert moved("quartchat_messages_stored_total") == 1
+        assert moved("quartchat_broadcasts_total") == 2, "one message queued for each of two connections"
+        assert moved('quartchat_errors_total{code="bad_request"}') == 1
+        assert moved("quartchat_commit_seconds_count") == 1
+        assert "quartchat_send_queue_drops_total" in after and moved("quartchat_send_queue_drops_total") == 0
+        await listener.ws.close()
+        await until(
+            lambda: _connections_now(client, before["quartchat_connections"] + 1),
+            "the closed socket leaves quartchat_connections",
+        )
+    finally:
+        await chat.aclose()
+
+
+async def _connections_now(client: httpx.AsyncClient, expected: float) -> bool:
+    return (await metric_samples(client))["quartchat_connections"] == expected
 
 
 async def test_log_lines_name_address_user_room_duration_and_close_code_never_secrets(
@@ -183,15 +213,18 @@ async def test_log_lines_name_address_user_room_duration_and_close_code_never_se
     try:
         user = await chat.user()
         room = unique("log-")
-        assert (await user.http.get(f"/api/rooms/{room}/messages")).status_code == 200
-        conn = await chat.open(user, room)
+        # Query strings may carry what a log must not keep (a token, a search): a
+        # marker in every one, on the API, a page, a refused request and the socket.
+        secret = unique("querymarker")
+        assert (await user.http.get(f"/api/rooms/{room}/messages", params={"limit": 5, "q": secret})).status_code == 200
+        assert (await user.http.get(f"/r/{room}", params={"token": secret})).status_code == 200
+        assert (await user.http.get(f"/api/rooms/{room}/messages", params={"limit": secret})).status_code == 422
+        conn = await chat.open(user, room, query=f"after=0&batch=1&token={secret}")
         await conn.say("logged")
         await conn.ws.close()
         cookie = user.cookie
-        for _ in range(50):  # the session's line is written when the server sees the close
-            if "websocket closed" in server.log():
-                break
-            await asyncio.sleep(0.1)
+        # The session's line is written when the server sees the close.
+        await until(lambda: "websocket closed" in server.log(), "the WebSocket session's log line")
     finally:
         await chat.aclose()
     log = server.log()
@@ -207,3 +240,7 @@ async def test_log_lines_name_address_user_room_duration_and_close_code_never_se
     )
     assert ws_line, log
     assert PASSWORD not in log and cookie.split("=", 1)[1] not in log
+    assert re.search(rf"path=/r/{room} status=200 ", log) and re.search(
+        rf"path=/api/rooms/{room}/messages status=422 ", log
+    )
+    assert secret not in server.log_path.read_text(errors="replace"), "a query string reached the log"

@@ -17,7 +17,7 @@ from playwright.async_api import Browser, expect
 
 from ..conftest import RedisServer, StartServer
 from ..nginx_support import NGINX, REPOSITORY, Nginx, filled_config
-from ..support import CHROMIUM, CHROMIUM_ARGS, PASSWORD, Chat, Server, need_service, unique
+from ..support import CHROMIUM, CHROMIUM_ARGS, PASSWORD, Chat, Server, need_service, unique, until
 
 
 @pytest.fixture
@@ -298,14 +298,17 @@ async def test_nginx_balances_two_instances_without_sticky_sessions(
         room = unique("lb-")
         users = [await chat.user() for _ in range(6)]  # sign-ins first: the upgrades then alternate
         conns = [await chat.open(user, room) for user in users]
-        for i, conn in enumerate(conns):
+        views: list[list[str]] = [[] for _ in conns]
+        for i, conn in enumerate(conns):  # each message reaches everyone before the next is sent
             await conn.send_json({"type": "chat", "data": f"from {i}", "client_id": f"lb-{i}"})
-            await asyncio.sleep(0.05)
-        views = [[(await conn.expect("chat"))["data"] for _ in range(6)] for conn in conns]
+            for view, reader in zip(views, conns, strict=True):
+                view.append((await reader.expect("chat"))["data"])
         assert all(view == [f"from {i}" for i in range(6)] for view in views), views
         for conn in conns:
             await conn.ws.close()
-        await asyncio.sleep(0.5)
+        await until(
+            lambda: sum(s.log().count("websocket closed") for s in servers) == 6, "both instances closed all six"
+        )
         landed = [len(re.findall(r"websocket closed", s.log())) for s in servers]
         assert sum(landed) == 6 and all(count > 0 for count in landed), f"sockets per instance: {landed}"
     finally:

@@ -11,7 +11,7 @@ from typing import Any
 import redis.asyncio as redis
 
 from ..conftest import RedisServer, StartServer
-from ..support import Chat, Conn, Server, sqlite_url, unique
+from ..support import Chat, Conn, Server, User, sqlite_url, unique, until
 
 
 def instances(
@@ -75,17 +75,29 @@ async def test_ids_follow_commit_order_when_many_processes_hammer_one_room(
         room = unique("hammer-")
         readers = [await chat.open(await chat.user(), room) for chat in chats]
         senders = [await chat.open(await chat.user(), room) for chat in chats for _ in range(2)]
+        late_users = [await chat.user() for chat in chats]  # signed up before the burst
         per_sender = 150
         total = per_sender * len(senders)
+        views: list[list[dict[str, Any]]] = [[] for _ in readers]
 
-        async def late_joiner(chat: Chat) -> tuple[list[dict[str, Any]], Conn]:
-            await asyncio.sleep(0.3)
-            conn = await chat.open(await chat.user(), room)
+        async def read_all(reader: Conn, view: list[dict[str, Any]]) -> None:
+            while len(view) < total:
+                view.append(await reader.expect("chat", timeout=30))
+
+        async def late_joiner(chat: Chat, user: User, number: int) -> tuple[list[dict[str, Any]], Conn]:
+            # Joins while the burst is on: once a reader has seen a quarter, half, ...
+            await until(lambda: len(views[0]) >= total * number // 4, "the burst going on", timeout=30)
+            conn = await chat.open(user, room)
             return conn.history["messages"], conn
 
-        joining = [asyncio.create_task(late_joiner(chat)) for chat in chats]
-        await asyncio.gather(*(send_many(conn, per_sender, f"s{i}") for i, conn in enumerate(senders)))
-        views = [await read_chats(reader, total) for reader in readers]
+        joining = [
+            asyncio.create_task(late_joiner(chat, user, number))
+            for number, (chat, user) in enumerate(zip(chats, late_users, strict=True), start=1)
+        ]
+        await asyncio.gather(
+            *(read_all(reader, view) for reader, view in zip(readers, views, strict=True)),
+            *(send_many(conn, per_sender, f"s{i}") for i, conn in enumerate(senders)),
+        )
         stored = await chats[0].all_messages(await chats[0].user(), room)
         assert len(stored) == total
         for view in views:
@@ -117,7 +129,7 @@ async def test_workers_behind_one_bind_share_one_chat(two_workers: Server) -> No
         assert len(listed) == 8
         for conn in conns:
             await conn.ws.close()
-        await asyncio.sleep(0.5)
+        await until(lambda: server.log().count("websocket closed") == 8, "the server closed all 8")
         workers = set(re.findall(r"\[(\d+)\] quartchat\.ws: websocket closed", server.log()))
         assert len(workers) == 2, f"connections landed on workers {workers}"
     finally:
@@ -157,22 +169,48 @@ async def test_redis_stopped_and_started_clients_end_with_exactly_the_committed_
     one, two = Chat(first), Chat(second)
     try:
         room = unique("redis-down-")
-        a = await one.open(await one.user(), room)
-        b = await two.open(await two.user(), room)
+        a, a_reader = await one.open(await one.user(), room), await one.open(await one.user(), room)
+        b, b_reader = await two.open(await two.user(), room), await two.open(await two.user(), room)
+        seen: dict[int, list[dict[str, Any]]] = {id(conn): [] for conn in (a, a_reader, b, b_reader)}
+
+        async def read(conn: Conn, count: int) -> list[dict[str, Any]]:
+            seen[id(conn)] += await read_chats(conn, count)
+            return seen[id(conn)][-count:]
+
         await send_many(a, 20, "before")
         await send_many(b, 20, "before-b")
-        redis_server.stop()
-        await asyncio.sleep(0.5)
-        await send_many(a, 20, "during")  # stored, and delivered on this instance at once
+        for conn in (a, a_reader, b, b_reader):
+            await read(conn, 40)
+
+        redis_server.stop()  # returns once the redis-server process has exited
+
+        # During the outage each instance stores its senders' messages and delivers them
+        # at once to its own clients, the sender and another reader (in id order: what
+        # the other instance committed before them comes first, from the database).
+        async def read_through(conn: Conn, tag: str) -> None:
+            while sum(m["data"].startswith(f"{tag} ") for m in seen[id(conn)]) < 20:
+                await read(conn, 1)
+
+        await send_many(a, 20, "during")
+        for conn in (a, a_reader):
+            await read_through(conn, "during")
         await send_many(b, 20, "during-b")
-        await asyncio.sleep(1.0)
+        for conn in (b, b_reader):
+            await read_through(conn, "during-b")
+        stored_during = await one.all_messages(await one.user(), room)
+        assert len(stored_during) == 80, "stored while Redis was down"
+        for conn in (a, a_reader, b, b_reader):
+            assert seen[id(conn)] == stored_during[: len(seen[id(conn)])], "in id order, none missing, none twice"
+        assert redis_server.process is not None and redis_server.process.poll() is not None, "Redis was down"
+
         redis_server.start()
         await send_many(a, 20, "after")
         await send_many(b, 20, "after-b")
         stored = await one.all_messages(await one.user(), room)
         assert len(stored) == 120
-        assert await read_chats(a, 120) == stored
-        assert await read_chats(b, 120) == stored
+        for conn in (a, a_reader, b, b_reader):  # whatever of the outage it lacked, then the 40 after
+            await read(conn, 120 - len(seen[id(conn)]))
+            assert seen[id(conn)] == stored, "every client ends with exactly the committed sequence"
     finally:
         await one.aclose()
         await two.aclose()
@@ -197,7 +235,7 @@ async def test_a_batch_whose_publish_failed_reaches_the_other_instance_when_redi
         await send_many(b, 5, "refused")
         mine = await read_chats(b, 5)  # stored, and delivered on b's instance at once
         assert [m["data"] for m in mine] == [f"refused {i}" for i in range(5)]
-        await asyncio.sleep(1.0)
+        await until(lambda: "broker unavailable" in second.log(), "b's instance failed to publish")
         await admin.execute_command("ACL", "SETUSER", "default", "+publish")
         assert await read_chats(a, 5) == mine
         stored = await one.all_messages(await one.user(), room)

@@ -11,17 +11,20 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from ..conftest import StartServer
-from ..support import Chat, Conn, unique
+from ..support import Chat, Conn, User, unique, until
 
 TS = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z"
 
 
-async def flood(conn: Conn, count: int, tag: str) -> list[dict[str, Any]]:
-    """Send `count` messages without waiting while reading; the sender's own, as stored."""
+async def flood(conn: Conn, count: int, tag: str, pause: float = 0.0) -> list[dict[str, Any]]:
+    """Send `count` messages (`pause` seconds apart) without waiting while reading; the
+    sender's own, as stored."""
 
     async def send() -> None:
         for i in range(count):
             await conn.send_json({"type": "chat", "data": f"{tag} {i}", "client_id": f"{tag}-{i}"})
+            if pause:
+                await asyncio.sleep(pause)
 
     async def collect() -> list[dict[str, Any]]:
         own: list[dict[str, Any]] = []
@@ -181,25 +184,64 @@ async def test_a_resume_past_the_rooms_end_resets_to_the_newest_and_then_deliver
     assert await resumed.expect("chat") == new
 
 
+async def test_a_resume_that_missed_more_than_a_thousand_resets_to_the_newest(chat: Chat) -> None:
+    room = unique("reset-")
+    reader, writer = await chat.user(), await chat.user()
+    away = await chat.open(reader, room)
+    last_seen = await away.say("the last one the reader saw")
+    await away.ws.close()
+    talker = await chat.open(writer, room)
+    missed = await flood(talker, 1001, "gone")
+    assert [m["id"] for m in missed] == sorted(m["id"] for m in missed)
+    # 1,001 missed: more than a resume replays, so the client starts again from the newest.
+    resumed = await chat.open(reader, room, query=f"after={last_seen['id']}")
+    assert resumed.history["reset"] is True and resumed.history["has_more"] is True
+    assert resumed.history["messages"] == missed[-50:], "the newest HISTORY_LIMIT (50), oldest first"
+    # Exactly 1,000 missed: still a plain resume, every one of them.
+    exact = await chat.open(reader, room, query=f"after={missed[0]['id']}")
+    assert exact.history["reset"] is False and exact.history["messages"] == missed[1:]
+
+
 async def test_joining_during_a_burst_sees_every_message_exactly_once(chat: Chat) -> None:
     room = unique("seam-")
     senders = [await chat.open(await chat.user(), room) for _ in range(3)]
+    # Everything a join needs is ready before the burst (a sign-up hashes a password
+    # for long enough that the burst would be over), and each join waits for the burst
+    # to reach its point: 8 joins spread over it.
+    joining_users = [await chat.user() for _ in range(8)]
+    observer_user = await chat.user()
+    observer = await chat.open(observer_user, room)
+    total = 3 * 150
+    observed: list[dict[str, Any]] = []
     joiners: list[tuple[Conn, list[dict[str, Any]]]] = []
 
-    async def join_now_and_then() -> None:
-        for _ in range(8):
-            await asyncio.sleep(0.03)
-            conn = await chat.open(await chat.user(), room)
-            joiners.append((conn, list(conn.history["messages"])))
+    async def observe() -> None:
+        while len(observed) < total:
+            observed.append(await observer.expect("chat", timeout=30))
 
-    await asyncio.gather(join_now_and_then(), *(flood(c, 80, f"j{i}") for i, c in enumerate(senders)))
-    stored = await chat.all_messages(await chat.user(), room)
-    assert len(stored) == 240
+    async def join_during_the_burst(number: int, user: User) -> None:
+        await until(lambda: len(observed) >= number * total // 10, "the burst going on", timeout=30)
+        conn = await chat.open(user, room)
+        joiners.append((conn, list(conn.history["messages"])))
+
+    await asyncio.gather(
+        observe(),
+        *(join_during_the_burst(number, user) for number, user in enumerate(joining_users, start=1)),
+        *(flood(c, total // 3, f"j{i}", pause=0.005) for i, c in enumerate(senders)),
+    )
+    stored = await chat.all_messages(observer_user, room)
+    assert len(stored) == total and observed == stored
+    landed_mid_burst = 0
     for conn, history in joiners:
         start = history[0]["id"] if history else stored[0]["id"]
         expected = [m for m in stored if m["id"] >= start]
         live = await conn.chats(len(expected) - len(history))
         assert history + live == expected, "a seam between history and live messages"
+        await conn.send_json({"type": "ping"})
+        assert await conn.expect("pong") == {"type": "pong"}, "a message came twice"
+        landed_mid_burst += bool(history) and bool(live)
+    print(f"{landed_mid_burst} of {len(joiners)} joins landed mid-burst")
+    assert landed_mid_burst >= 2, f"only {landed_mid_burst} of 8 joins landed mid-burst: the test proves no seam"
 
 
 # Errors, limits, idempotency ---------------------------------------------------------
@@ -334,7 +376,12 @@ async def test_presence_join_first_tab_only_left_last_tab_only(chat: Chat) -> No
     second = await chat.open(user, room)
     assert second.online == sorted([watcher.online[0], user.ref], key=lambda u: u["name"].casefold())
     await second.ws.close()
-    await asyncio.sleep(0.3)
+    # Once the server has let the second tab go, a wrong `left` would already be queued
+    # for the watcher, ahead of the marker.
+    await until(
+        lambda: chat.server.log_path.read_text().count(f"websocket closed address=127.0.0.1 user={user.id} ") == 1,
+        "the server closed the second tab",
+    )
     marker = await first.say("still here")
     assert await watcher.recv() == marker
     await first.ws.close()
