@@ -17,7 +17,7 @@ from .auth import (
     safe_next,
     start_session,
 )
-from .rooms import DEFAULT_ROOM, valid_room
+from .rooms import DEFAULT_ROOM, suggest_room, valid_room
 from .runtime import runtime
 
 bp = Blueprint("pages", __name__)
@@ -49,9 +49,11 @@ async def lobby() -> Response | str:
 
 
 @bp.get("/r/<room>")
-async def room(room: str) -> Response | str:
+async def room(room: str) -> Response | str | tuple[str, int]:
     if not valid_room(room):
-        abort(404)
+        # Not a bare 404: say what a room name may be, and offer the nearest valid one.
+        page = await render_template("bad_room.html", name=room, suggestion=suggest_room(room))
+        return page, 404
     return await _chat_page(room)
 
 
