@@ -44,6 +44,7 @@ class Settings:
     write_batch_size: int = 256
     write_linger_ms: int = 1
     presence_ttl: int = 30
+    presence_grace: float = 3.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -89,6 +90,7 @@ class Settings:
             ),
             write_linger_ms=_integer("WRITE_LINGER_MS", get("WRITE_LINGER_MS"), defaults.write_linger_ms, 0, 100),
             presence_ttl=_integer("PRESENCE_TTL", get("PRESENCE_TTL"), defaults.presence_ttl, 1, 3600),
+            presence_grace=_seconds("PRESENCE_GRACE", get("PRESENCE_GRACE"), defaults.presence_grace, 0, 300),
         )
 
     @property
@@ -166,6 +168,14 @@ def _integer(name: str, value: str | None, default: int, low: int, high: int) ->
     if not re.fullmatch(r"\d+", value) or not low <= int(value) <= high:
         raise SettingsError(f"{PREFIX}{name}: expected a whole number from {low} to {high}, got {value!r}")
     return int(value)
+
+
+def _seconds(name: str, value: str | None, default: float, low: float, high: float) -> float:
+    if value is None:
+        return default
+    if not re.fullmatch(r"\d+(?:\.\d+)?", value) or not low <= float(value) <= high:
+        raise SettingsError(f"{PREFIX}{name}: expected seconds from {low:g} to {high:g} (e.g. 2.5), got {value!r}")
+    return float(value)
 
 
 def _choice(name: str, value: str | None, default: str, choices: tuple[str, ...]) -> str:

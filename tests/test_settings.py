@@ -103,3 +103,12 @@ def test_workers_above_one_with_the_memory_broker_are_refused(tmp_path: Path) ->
         timeout=60,
     )
     assert result.returncode == 2 and "QUARTCHAT_BROKER_URL=redis://" in result.stderr
+
+
+def test_presence_grace_is_seconds_and_a_bad_value_names_the_variable() -> None:
+    assert Settings.from_env({}).presence_grace == 3.0
+    assert Settings.from_env({"QUARTCHAT_PRESENCE_GRACE": "0.5"}).presence_grace == 0.5
+    assert Settings.from_env({"QUARTCHAT_PRESENCE_GRACE": "0"}).presence_grace == 0.0
+    for bad in ("lots", "-1", "301"):
+        with pytest.raises(SettingsError, match="QUARTCHAT_PRESENCE_GRACE"):
+            Settings.from_env({"QUARTCHAT_PRESENCE_GRACE": bad})
