@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -128,6 +129,18 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-8000:]
+
+    def wait_for_workers(self, count: int, timeout: float = 10.0) -> None:
+        """With `--workers N`: until `count` workers listen (healthy means one does, and
+        until the others listen every connection lands on the first)."""
+        deadline = time.monotonic() + timeout
+        while len(set(re.findall(r"\[(\d+)\] hypercorn\.error: Running on", self.log()))) < count:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{count} workers did not start listening in {timeout} s:\n{self.log()}", pytrace=False)
+            time.sleep(0.1)
+
+    def workers_that_closed_websockets(self) -> set[str]:
+        return set(re.findall(r"\[(\d+)\] quartchat\.ws: websocket closed", self.log()))
 
 
 @dataclass

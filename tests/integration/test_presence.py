@@ -5,7 +5,6 @@ nor a `join`, on one process (memory://) and across workers (PostgreSQL + Redis)
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from pathlib import Path
 
@@ -75,14 +74,11 @@ async def test_a_refresh_across_workers_is_neither_left_nor_join(
     server = Server(tmp_path, database_url=postgres_url, broker_url=redis_server.url, rate_limit="100000/1")
     server.extra_args = ["--workers", "2"]
     server.start()
-    for _ in range(100):  # until both listen, or every connection lands on the first
-        if len(set(re.findall(r"\[(\d+)\] hypercorn\.error: Running on", server.log()))) == 2:
-            break
-        await asyncio.sleep(0.1)
+    server.wait_for_workers(2)
     chat = Chat(server)
     try:
         await refreshes_are_not_departures(chat, unique("grace-workers-"), refreshes=6)
-        workers = set(re.findall(r"\[(\d+)\] quartchat\.ws: websocket closed", server.log()))
+        workers = server.workers_that_closed_websockets()
         assert len(workers) == 2, f"the refreshes landed on workers {workers} only"
     finally:
         await chat.aclose()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -107,10 +106,7 @@ async def test_workers_behind_one_bind_share_one_chat(
     server = Server(tmp_path, database_url=postgres_url, broker_url=redis_server.url, rate_limit="100000/1")
     server.extra_args = ["--workers", "2"]
     server.start()  # healthy as soon as one worker answers
-    for _ in range(100):  # until both listen, or every connection lands on the first
-        if len(set(re.findall(r"\[(\d+)\] hypercorn\.error: Running on", server.log()))) == 2:
-            break
-        await asyncio.sleep(0.1)
+    server.wait_for_workers(2)
     chat = Chat(server)
     try:
         room = unique("workers-")
@@ -124,7 +120,7 @@ async def test_workers_behind_one_bind_share_one_chat(
         for conn in conns:
             await conn.ws.close()
         await asyncio.sleep(0.5)
-        workers = set(re.findall(r"\[(\d+)\] quartchat\.ws: websocket closed", server.log()))
+        workers = server.workers_that_closed_websockets()
         assert len(workers) == 2, f"connections landed on workers {workers}"
     finally:
         await chat.aclose()
