@@ -24,7 +24,9 @@ async def test_no_own_join_no_refresh_or_restart_noise_and_runs_condensed(
     bob = await signed_in_page(browser, server, bob_name, f"/r/{room}")
     notices = alice.locator("#messages li.notice[data-presence] .body")
     await expect(notices).to_have_text([f"{bob_name} joined"])
-    await expect(bob.locator("#messages li.notice[data-presence] .body")).to_have_text([], timeout=1000)  # not "bob joined"
+    await expect(bob.locator("#messages li.notice[data-presence] .body")).to_have_text(
+        [], timeout=1000
+    )  # not "bob joined"
 
     await bob.reload()
     await expect(bob.locator("#status")).to_have_text("connected")
