@@ -32,7 +32,8 @@ async def test_two_users_chat_both_ways_see_each_other_and_a_left_notice(
     ARTIFACTS.mkdir(exist_ok=True)
     await alice.screenshot(path=str(ARTIFACTS / "chat-two-users.png"))
     await bob.context.close()
-    await expect(alice.locator("#messages li.notice").last).to_have_text(f"{bob_name} left")
+    # After the server's presence grace (3 s by default).
+    await expect(alice.locator("#messages li.notice .body").last).to_have_text(f"{bob_name} left", timeout=15_000)
     await expect(alice.locator("#users li")).to_have_count(1)
 
 
