@@ -37,6 +37,7 @@ async def _chat_page(room: str) -> Response | str:
         room=room,
         user=user,
         csrf_token=csrf_token(),
+        max_chars=runtime().settings.max_message_chars,
         # Quart renders WebSocket routes as absolute ws:// URLs; the page needs only the
         # path (with any prefix) and picks ws:// or wss:// from its own address.
         ws_path=urlsplit(url_for("ws.chat_socket", room=room)).path,

@@ -4,6 +4,7 @@ import { ChatView } from "./view.js";
 import { UserList } from "./users.js";
 import { ConnectionStatus } from "./status.js";
 import { wireRoomForm } from "./roomform.js";
+import { Compose } from "./compose.js";
 
 // After our own reconnect (a server restart), the others reconnect too: their joins
 // within this long are not news if they were online before we lost the connection.
@@ -13,7 +14,6 @@ const root = document.querySelector("#app");
 const { room, userId, userName, wsPath, apiPath } = root.dataset;
 const me = { id: userId, name: userName };
 const list = root.querySelector("#messages");
-const text = root.querySelector("#text");
 let online = [];
 let loaded = false; // the first history has been shown
 let oldestId = null;
@@ -28,7 +28,7 @@ function byName(a, b) {
 
 const view = new ChatView(root, me, {
   retry: (clientId, value) => socket.retry(clientId, value),
-  discard: () => text.focus(),
+  discard: () => compose.focus(),
 });
 const users = new UserList(root);
 const status = new ConnectionStatus(root, () => socket.retryNow());
@@ -95,20 +95,9 @@ const socket = new ChatSocket(wsPath, {
   },
 });
 
-root.querySelector("#compose").addEventListener("submit", (event) => {
-  event.preventDefault();
-  const value = text.value;
-  if (!value.trim()) return;
+const compose = new Compose(root.querySelector("#compose"), room, (value) => {
   const clientId = socket.send(value);
   view.addPending(clientId, value);
-  text.value = "";
-  text.focus();
-});
-text.addEventListener("keydown", (event) => {
-  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-    event.preventDefault();
-    root.querySelector("#compose").requestSubmit();
-  }
 });
 
 wireRoomForm(root.querySelector("#room-form"));
@@ -144,4 +133,4 @@ document.addEventListener("visibilitychange", () => {
   if (document.visibilityState === "visible") socket.check(); // a laptop that slept
 });
 socket.connect();
-text.focus();
+compose.focus();
