@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import urlencode, urlsplit
 
-from quart import Blueprint, abort, redirect, render_template, request, url_for
+from quart import Blueprint, abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers.response import Response
 
-from .accounts import CredentialsError, authenticate
+from .accounts import NAME_MAX_CHARS, PASSWORD_MIN_CHARS, CredentialsError, authenticate, clean_name, name_key
 from .auth import (
     csrf_ok,
     csrf_token,
@@ -61,7 +61,7 @@ async def room(room: str) -> Response | str | tuple[str, int]:
 @bp.get("/signin")
 async def signin_form() -> str:
     return await render_template(
-        "signin.html", next=safe_next(request.args.get("next")), csrf_token=csrf_token(), problem=None
+        "signin.html", next=safe_next(request.args.get("next")), csrf_token=csrf_token(), problem=None, **_name_rules()
     )
 
 
@@ -79,18 +79,29 @@ async def signin() -> Response | tuple[str, int]:
         return await _signin_again(next_url, problem, form.get("name", ""), 403)
     rt = runtime()
     try:
+        # A free name makes a new account (scripts and the API rely on it); the page
+        # after says so, so that a typo in a name does not go unnoticed.
+        free = await rt.store.account_by_name_key(name_key(clean_name(form.get("name")))) is None
         user = await authenticate(
             rt.store, rt.passwords, form.get("name"), form.get("password"), rt.throttle, request.remote_addr or ""
         )
     except CredentialsError as refused:
         return await _signin_again(next_url, refused.message, form.get("name", ""), refused.status)
     await start_session(rt.store, user)
+    if free:
+        await flash(user.name, "new_account")
     return redirect(next_url, 303)
 
 
 async def _signin_again(next_url: str, problem: str, name: str, status: int) -> tuple[str, int]:
-    page = await render_template("signin.html", next=next_url, csrf_token=csrf_token(), problem=problem, name=name)
+    page = await render_template(
+        "signin.html", next=next_url, csrf_token=csrf_token(), problem=problem, name=name, **_name_rules()
+    )
     return page, status
+
+
+def _name_rules() -> dict[str, int]:
+    return {"name_max": NAME_MAX_CHARS, "password_min": PASSWORD_MIN_CHARS}
 
 
 @bp.post("/signout")
