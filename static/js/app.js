@@ -5,6 +5,8 @@ import { UserList } from "./users.js";
 import { ConnectionStatus } from "./status.js";
 import { wireRoomForm } from "./roomform.js";
 import { Compose } from "./compose.js";
+import { wireMenu } from "./menu.js";
+import { UnreadTitle } from "./unread.js";
 
 // After our own reconnect (a server restart), the others reconnect too: their joins
 // within this long are not news if they were online before we lost the connection.
@@ -31,6 +33,7 @@ const view = new ChatView(root, me, {
   discard: () => compose.focus(),
 });
 const users = new UserList(root);
+const unread = new UnreadTitle();
 const status = new ConnectionStatus(root, () => socket.retryNow());
 
 function showStatus(state) {
@@ -65,7 +68,7 @@ const socket = new ChatSocket(wsPath, {
       }
       if (hasOlder && list.scrollHeight <= list.clientHeight) loadOlder();
     } else {
-      view.addMessages(frame.messages); // a resume: exactly what was missed
+      unread.arrived(view.addMessages(frame.messages)); // a resume: exactly what was missed
     }
   },
   list(frame) {
@@ -81,7 +84,7 @@ const socket = new ChatSocket(wsPath, {
   },
   message(message) {
     if (oldestId === null) oldestId = message.id;
-    view.addMessages([message]);
+    unread.arrived(view.addMessages([message]));
   },
   error(frame, final) {
     view.showError(frame, final);
@@ -101,6 +104,7 @@ const compose = new Compose(root.querySelector("#compose"), room, (value) => {
 });
 
 wireRoomForm(root.querySelector("#room-form"));
+wireMenu(root.querySelector("details.export"));
 
 // Scrollback: older pages load when the reader reaches the top, or at once while the
 // list is too short to scroll at all.

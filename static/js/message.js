@@ -14,7 +14,7 @@ export function hueOf(name) {
 
 // The author, then ": " (hidden to the eye, kept for copying and screen readers), then
 // the text in a block of its own, so wrapped and later lines align with the first.
-function body(name, text, mention) {
+function body(name, text) {
   const body = document.createElement("div");
   body.className = "body";
   const author = document.createElement("span");
@@ -26,7 +26,6 @@ function body(name, text, mention) {
   const content = document.createElement("span");
   content.className = "text";
   content.append(withLinks(text));
-  if (mention && mention.test(text)) content.classList.add("mention");
   body.append(author, separator, content);
   return body;
 }
@@ -37,7 +36,8 @@ export function messageItem(message, mention) {
   item.dataset.id = String(message.id);
   item.dataset.ts = message.ts;
   item.dataset.userId = message.user.id;
-  item.append(timeElement(message.ts), body(message.user.name, message.data, mention));
+  item.append(timeElement(message.ts), body(message.user.name, message.data));
+  if (mention && mention.test(message.data)) item.classList.add("mention"); // @yourname
   return item;
 }
 
