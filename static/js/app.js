@@ -105,6 +105,9 @@ const compose = new Compose(root.querySelector("#compose"), room, (value) => {
 
 wireRoomForm(root.querySelector("#room-form"));
 wireMenu(root.querySelector("details.export"));
+for (const button of root.querySelectorAll("[data-dismiss]")) {
+  button.addEventListener("click", () => button.closest(".banner").remove());
+}
 
 // Scrollback: older pages load when the reader reaches the top, or at once while the
 // list is too short to scroll at all.
