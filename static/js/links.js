@@ -19,6 +19,15 @@ function count(text, char) {
   return text.split(char).length - 1;
 }
 
+function parses(address) {
+  try {
+    new URL(address);
+    return true;
+  } catch {
+    return false; // e.g. "http://[": stays text
+  }
+}
+
 function link(address) {
   const anchor = document.createElement("a");
   anchor.href = address;
@@ -34,7 +43,7 @@ export function withLinks(text) {
   let from = 0;
   for (const match of text.matchAll(ADDRESS)) {
     const address = trimmed(match[0]);
-    if (!URL.canParse(address)) continue;
+    if (!parses(address)) continue;
     fragment.append(document.createTextNode(text.slice(from, match.index)), link(address));
     from = match.index + address.length;
   }
