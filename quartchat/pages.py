@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import urlencode, urlsplit
 
-from quart import Blueprint, abort, redirect, render_template, request, url_for
+from quart import Blueprint, abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers.response import Response
 
-from .accounts import CredentialsError, authenticate
+from .accounts import NAME_MAX_CHARS, PASSWORD_MIN_CHARS, CredentialsError, authenticate, clean_name, name_key
 from .auth import (
     csrf_ok,
     csrf_token,
@@ -17,7 +17,7 @@ from .auth import (
     safe_next,
     start_session,
 )
-from .rooms import DEFAULT_ROOM, valid_room
+from .rooms import DEFAULT_ROOM, suggest_room, valid_room
 from .runtime import runtime
 
 bp = Blueprint("pages", __name__)
@@ -37,6 +37,7 @@ async def _chat_page(room: str) -> Response | str:
         room=room,
         user=user,
         csrf_token=csrf_token(),
+        max_chars=runtime().settings.max_message_chars,
         # Quart renders WebSocket routes as absolute ws:// URLs; the page needs only the
         # path (with any prefix) and picks ws:// or wss:// from its own address.
         ws_path=urlsplit(url_for("ws.chat_socket", room=room)).path,
@@ -49,16 +50,18 @@ async def lobby() -> Response | str:
 
 
 @bp.get("/r/<room>")
-async def room(room: str) -> Response | str:
+async def room(room: str) -> Response | str | tuple[str, int]:
     if not valid_room(room):
-        abort(404)
+        # Not a bare 404: say what a room name may be, and offer the nearest valid one.
+        page = await render_template("bad_room.html", name=room, suggestion=suggest_room(room))
+        return page, 404
     return await _chat_page(room)
 
 
 @bp.get("/signin")
 async def signin_form() -> str:
     return await render_template(
-        "signin.html", next=safe_next(request.args.get("next")), csrf_token=csrf_token(), problem=None
+        "signin.html", next=safe_next(request.args.get("next")), csrf_token=csrf_token(), problem=None, **_name_rules()
     )
 
 
@@ -76,6 +79,9 @@ async def signin() -> Response | tuple[str, int] | tuple[str, int, dict[str, str
         return await _signin_again(next_url, problem, form.get("name", ""), 403)
     rt = runtime()
     try:
+        # A free name makes a new account (scripts and the API rely on it); the page
+        # after says so, so that a typo in a name does not go unnoticed.
+        free = await rt.store.account_by_name_key(name_key(clean_name(form.get("name")))) is None
         user = await authenticate(
             rt.store,
             rt.passwords,
@@ -91,12 +97,20 @@ async def signin() -> Response | tuple[str, int] | tuple[str, int, dict[str, str
             return page, status, {"Retry-After": str(max(1, round(refused.retry_after)))}
         return page, status
     await start_session(rt.store, user)
+    if free:
+        await flash(user.name, "new_account")
     return redirect(next_url, 303)
 
 
 async def _signin_again(next_url: str, problem: str, name: str, status: int) -> tuple[str, int]:
-    page = await render_template("signin.html", next=next_url, csrf_token=csrf_token(), problem=problem, name=name)
+    page = await render_template(
+        "signin.html", next=next_url, csrf_token=csrf_token(), problem=problem, name=name, **_name_rules()
+    )
     return page, status
+
+
+def _name_rules() -> dict[str, int]:
+    return {"name_max": NAME_MAX_CHARS, "password_min": PASSWORD_MIN_CHARS}
 
 
 @bp.post("/signout")

@@ -6,6 +6,10 @@ In memory that is a counter; with Redis the counters live in Redis, each process
 keeps a heartbeat key, and a process whose heartbeat expires (it died without saying
 goodbye) is reaped by the others: its users' counts are taken away and a `left` is
 published for each user who has no connection left anywhere.
+
+`PresenceGrace` wraps either: a user's last connection in a room is taken out of the
+count only after a grace period, and a reconnect within it cancels that, so a refresh
+or a restart is neither a `left` nor a `join` (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -167,3 +171,45 @@ class RedisPresence(PresenceRegistry):
         await self.redis.delete(f"{self.ns}:conns:{origin}")
         await self.redis.srem(f"{self.ns}:origins", origin)
         log.info("presence: reaped process %s (%d room memberships)", origin, len(shares))
+
+
+class PresenceGrace(PresenceRegistry):
+    """Holds each `remove` of `registry` for `grace` seconds; an `add` of the same user
+    and room in that time cancels both (the count never drops, so no process sees a
+    last connection or a first one). A reconnect that lands on another process finds
+    the count still held by this one: not a first connection there either."""
+
+    def __init__(self, registry: PresenceRegistry, grace: float) -> None:
+        self.registry = registry
+        self.grace = grace
+        self._leaving: dict[tuple[str, str], asyncio.Event] = {}  # (room, user id) -> "came back"
+
+    async def start(self, on_left: OnLeft) -> None:
+        await self.registry.start(on_left)
+
+    async def stop(self) -> None:
+        await self.registry.stop()
+
+    async def add(self, room: str, user: UserRef) -> bool:
+        came_back = self._leaving.pop((room, user.id), None)
+        if came_back is not None:
+            came_back.set()
+            return False
+        return await self.registry.add(room, user)
+
+    async def remove(self, room: str, user: UserRef) -> bool:
+        key = (room, user.id)
+        came_back = asyncio.Event()
+        self._leaving[key] = came_back
+        try:
+            await asyncio.wait_for(came_back.wait(), self.grace)
+            return False
+        except TimeoutError:
+            pass
+        finally:
+            if self._leaving.get(key) is came_back:
+                del self._leaving[key]
+        return await self.registry.remove(room, user)
+
+    async def online(self, room: str) -> list[UserRef]:
+        return await self.registry.online(room)

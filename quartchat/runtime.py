@@ -17,7 +17,7 @@ from .database import create_database
 from .hub import Hub
 from .limits import RateLimiter
 from .metrics import Metrics
-from .presence import MemoryPresence, PresenceRegistry, RedisPresence
+from .presence import MemoryPresence, PresenceGrace, PresenceRegistry, RedisPresence
 from .protocol import CloseCode
 from .sessions import SessionWatch
 from .settings import Settings
@@ -128,12 +128,15 @@ class Runtime:
 
 
 def create_presence(settings: Settings, broker: Broker, origin: str) -> PresenceRegistry:
+    registry: PresenceRegistry
     if isinstance(broker, MemoryBroker):
-        return MemoryPresence()
-    from .broker.redis import RedisBroker
+        registry = MemoryPresence()
+    else:
+        from .broker.redis import RedisBroker
 
-    assert isinstance(broker, RedisBroker)
-    return RedisPresence(broker.redis, broker.namespace, origin, ttl=settings.presence_ttl)
+        assert isinstance(broker, RedisBroker)
+        registry = RedisPresence(broker.redis, broker.namespace, origin, ttl=settings.presence_ttl)
+    return PresenceGrace(registry, settings.presence_grace)
 
 
 def runtime() -> Runtime:

@@ -54,6 +54,7 @@ class Settings:
     # and a team behind one NAT can still all sign up within the hour.
     signup_limit: RateLimit = field(default_factory=lambda: RateLimit(300, 3600.0))
     redis_namespace: str | None = None
+    presence_grace: float = 3.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -104,6 +105,7 @@ class Settings:
             session_lifetime=_duration("SESSION_LIFETIME", get("SESSION_LIFETIME"), defaults.session_lifetime),
             signup_limit=_rate_limit("SIGNUP_LIMIT", get("SIGNUP_LIMIT")) or defaults.signup_limit,
             redis_namespace=_redis_namespace(get("REDIS_NAMESPACE")),
+            presence_grace=_seconds("PRESENCE_GRACE", get("PRESENCE_GRACE"), defaults.presence_grace, 0, 300),
         )
 
     @property
@@ -206,6 +208,14 @@ def _integer(name: str, value: str | None, default: int, low: int, high: int) ->
     if not re.fullmatch(r"\d+", value) or not low <= int(value) <= high:
         raise SettingsError(f"{PREFIX}{name}: expected a whole number from {low} to {high}, got {value!r}")
     return int(value)
+
+
+def _seconds(name: str, value: str | None, default: float, low: float, high: float) -> float:
+    if value is None:
+        return default
+    if not re.fullmatch(r"\d+(?:\.\d+)?", value) or not low <= float(value) <= high:
+        raise SettingsError(f"{PREFIX}{name}: expected seconds from {low:g} to {high:g} (e.g. 2.5), got {value!r}")
+    return float(value)
 
 
 def _choice(name: str, value: str | None, default: str, choices: tuple[str, ...]) -> str:

@@ -158,16 +158,23 @@ class Server:
         return self.log_path.read_text(errors="replace")[-8000:]
 
     async def start_workers(self, count: int, timeout: float = 10.0) -> Server:
-        """Start with `--workers count` and wait until every worker listens (healthy
-        as soon as one answers, and until the others listen every connection lands on it)."""
+        """Start with `--workers count` and wait until every worker listens."""
         self.extra_args = ["--workers", str(count)]
         self.start()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(set(re.findall(r"\[(\d+)\] hypercorn\.error: Running on", self.log()))) == count:
-                break
-            await asyncio.sleep(0.1)
+        self.wait_for_workers(count, timeout)
         return self
+
+    def wait_for_workers(self, count: int, timeout: float = 10.0) -> None:
+        """With `--workers N`: until `count` workers listen (healthy means one does, and
+        until the others listen every connection lands on the first)."""
+        deadline = time.monotonic() + timeout
+        while len(set(re.findall(r"\[(\d+)\] hypercorn\.error: Running on", self.log()))) < count:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{count} workers did not start listening in {timeout} s:\n{self.log()}", pytrace=False)
+            time.sleep(0.1)
+
+    def workers_that_closed_websockets(self) -> set[str]:
+        return set(re.findall(r"\[(\d+)\] quartchat\.ws: websocket closed", self.log()))
 
 
 @dataclass

@@ -134,3 +134,12 @@ def test_the_redis_namespace_is_the_setting_else_derived_from_the_signing_key() 
 def test_a_redis_namespace_that_could_mix_with_another_is_refused(value: str) -> None:
     with pytest.raises(SettingsError, match="QUARTCHAT_REDIS_NAMESPACE"):
         Settings.from_env({"QUARTCHAT_REDIS_NAMESPACE": value})
+
+
+def test_presence_grace_is_seconds_and_a_bad_value_names_the_variable() -> None:
+    assert Settings.from_env({}).presence_grace == 3.0
+    assert Settings.from_env({"QUARTCHAT_PRESENCE_GRACE": "0.5"}).presence_grace == 0.5
+    assert Settings.from_env({"QUARTCHAT_PRESENCE_GRACE": "0"}).presence_grace == 0.0
+    for bad in ("lots", "-1", "301"):
+        with pytest.raises(SettingsError, match="QUARTCHAT_PRESENCE_GRACE"):
+            Settings.from_env({"QUARTCHAT_PRESENCE_GRACE": bad})

@@ -1,82 +1,113 @@
 // Wires the page: socket events to the view, the compose box, scrollback, rooms.
 import { ChatSocket } from "./socket.js";
 import { ChatView } from "./view.js";
+import { UserList } from "./users.js";
+import { ConnectionStatus } from "./status.js";
+import { wireRoomForm } from "./roomform.js";
+import { Compose } from "./compose.js";
+import { wireMenu } from "./menu.js";
+import { UnreadTitle } from "./unread.js";
+
+// After our own reconnect (a server restart), the others reconnect too: their joins
+// within this long are not news if they were online before we lost the connection.
+const REJOIN_QUIET_MS = 30000;
 
 const root = document.querySelector("#app");
-const view = new ChatView(root);
-const { room, userName, wsPath, apiPath } = root.dataset;
+const { room, userId, userName, wsPath, apiPath } = root.dataset;
+const me = { id: userId, name: userName };
+const list = root.querySelector("#messages");
 let online = [];
 let loaded = false; // the first history has been shown
 let oldestId = null;
 let hasOlder = false;
 let loadingOlder = false;
+let onlineBeforeDrop = new Set();
+let connectedAt = 0;
 
 function byName(a, b) {
   return a.name.localeCompare(b.name);
+}
+
+const view = new ChatView(root, me, {
+  retry: (clientId, value) => socket.retry(clientId, value),
+  discard: () => compose.focus(),
+});
+const users = new UserList(root);
+const unread = new UnreadTitle();
+const status = new ConnectionStatus(root, () => socket.retryNow());
+
+function showStatus(state) {
+  if (state === "connected") {
+    connectedAt = Date.now();
+  } else if (status.state === "connected") {
+    onlineBeforeDrop = new Set(online.map((u) => u.id)); // who may come back with us
+  }
+  status.set(state);
+  users.stale(state !== "connected");
+}
+
+function newsworthy(frame) {
+  if (frame.user.id === me.id) return false; // you know you came and went
+  if (frame.type === "join" && onlineBeforeDrop.has(frame.user.id) && Date.now() - connectedAt < REJOIN_QUIET_MS) {
+    return false;
+  }
+  return true;
 }
 
 const socket = new ChatSocket(wsPath, {
   history(frame) {
     if (frame.reset || !loaded) {
       // First load, or more was missed than a resume returns: start from these.
+      const first = !loaded;
       loaded = true;
       view.reset(frame.messages);
       oldestId = frame.messages.length ? frame.messages[0].id : null;
       hasOlder = frame.has_more;
+      if (first && !frame.messages.length && !hasOlder) {
+        view.notice(`#${room} is a new room: nothing has been said here yet.`);
+      }
       if (hasOlder && list.scrollHeight <= list.clientHeight) loadOlder();
     } else {
-      view.addMessages(frame.messages); // a resume: exactly what was missed
+      unread.arrived(view.addMessages(frame.messages)); // a resume: exactly what was missed
     }
   },
-  list(users) {
-    online = users;
-    view.setUsers(online);
+  list(frame) {
+    online = frame;
+    users.set(online);
   },
   presence(frame) {
     if (frame.type === "join" && !online.some((u) => u.id === frame.user.id)) online = [...online, frame.user].sort(byName);
     if (frame.type === "left") online = online.filter((u) => u.id !== frame.user.id);
-    view.setUsers(online);
-    view.notice(`${frame.user.name} ${frame.type === "join" ? "joined" : "left"}`);
+    users.set(online);
+    if (newsworthy(frame)) view.presence(frame.type, frame.user, frame.ts);
+    else if (frame.type === "join") onlineBeforeDrop.delete(frame.user.id);
   },
   message(message) {
     if (oldestId === null) oldestId = message.id;
-    view.addMessage(message);
+    unread.arrived(view.addMessages([message]));
   },
-  error(frame) {
-    view.showError(frame);
+  error(frame, final) {
+    view.showError(frame, final);
   },
   status(state) {
-    view.setStatus(state);
+    showStatus(state);
   },
   stopped(code) {
     if (code === 4001) window.location.assign(`/signin?next=${encodeURIComponent(window.location.pathname)}`);
-    else view.setStatus("offline");
+    else showStatus("offline");
   },
 });
 
-const text = root.querySelector("#text");
-root.querySelector("#compose").addEventListener("submit", (event) => {
-  event.preventDefault();
-  const value = text.value;
-  if (!value.trim()) return;
+const compose = new Compose(root.querySelector("#compose"), room, (value) => {
   const clientId = socket.send(value);
-  view.addPending(clientId, value, userName);
-  text.value = "";
-});
-text.addEventListener("keydown", (event) => {
-  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-    event.preventDefault();
-    root.querySelector("#compose").requestSubmit();
-  }
+  view.addPending(clientId, value);
 });
 
-root.querySelector("#room-form").addEventListener("submit", (event) => {
-  event.preventDefault();
-  const target = root.querySelector("#room-input").value.trim().toLowerCase();
-  if (/^[a-z0-9-]{1,64}$/.test(target)) window.location.assign(`/r/${target}`);
-});
-
-const list = root.querySelector("#messages");
+wireRoomForm(root.querySelector("#room-form"));
+wireMenu(root.querySelector("details.export"));
+for (const button of root.querySelectorAll("[data-dismiss]")) {
+  button.addEventListener("click", () => button.closest(".banner").remove());
+}
 
 // Scrollback: older pages load when the reader reaches the top, or at once while the
 // list is too short to scroll at all.
@@ -90,6 +121,8 @@ async function loadOlder() {
       view.prepend(page.messages);
       if (page.messages.length) oldestId = page.messages[0].id;
       hasOlder = page.has_more;
+    } else {
+      console.warn(`older messages: HTTP ${response.status}`);
     }
   } finally {
     loadingOlder = false;
@@ -101,6 +134,10 @@ list.addEventListener("scroll", () => {
   if (list.scrollTop <= 50) loadOlder();
 });
 
-window.addEventListener("online", () => view.setStatus("reconnecting"));
-window.addEventListener("offline", () => view.setStatus("offline"));
+window.addEventListener("online", () => socket.retryNow());
+window.addEventListener("offline", () => showStatus("offline"));
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") socket.check(); // a laptop that slept
+});
 socket.connect();
+compose.focus();

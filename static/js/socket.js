@@ -1,9 +1,14 @@
 // The chat connection: connect, reconnect with back-off, resume with `after`,
-// re-send unconfirmed messages with their client_id. No DOM here.
+// re-send unconfirmed messages with their client_id, and notice a connection that
+// went silent (a frozen server or network sends no close: only a missing pong tells).
+// No DOM here.
 
 const BACKOFF_START_MS = 500;
 const BACKOFF_MAX_MS = 15000;
 const PING_EVERY_MS = 25000;
+// A ping unanswered this long, or an opening that has not brought the history, means
+// the connection is dead even though no close arrived.
+const SILENCE_DEADLINE_MS = 10000;
 const STOP_CODES = new Set([4001, 4004]);
 const RETRY_UNAVAILABLE_MS = 3000;
 
@@ -15,7 +20,10 @@ export class ChatSocket {
     this.pending = new Map(); // client_id -> text, in send order
     this.attempt = 0;
     this.ws = null;
+    this.open = false; // the history of the current socket has arrived
     this.pingTimer = null;
+    this.deadline = null;
+    this.retryTimer = null;
     this.nextClientId = 1;
     this.clientPrefix = `c-${Math.random().toString(36).slice(2, 10)}-`;
   }
@@ -31,22 +39,64 @@ export class ChatSocket {
   }
 
   connect() {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = null;
     this.handlers.status(this.attempt === 0 ? "connecting" : "reconnecting");
     const ws = new WebSocket(this.url());
     this.ws = ws;
+    this.open = false;
     ws.onmessage = (event) => this.receive(JSON.parse(event.data));
-    ws.onclose = (event) => this.closed(event);
+    ws.onclose = (event) => this.closed(ws, event.code);
+    this.expectWithin(SILENCE_DEADLINE_MS); // a server that accepts TCP but never answers
+  }
+
+  // Reconnect at once instead of waiting out the back-off (the banner's "Retry now").
+  retryNow() {
+    if (this.open) {
+      this.check();
+      return;
+    }
+    if (this.ws) this.abandon(this.ws, false);
+    this.connect();
+  }
+
+  // Ask the server for a sign of life unless one is already awaited.
+  check() {
+    if (!this.open || this.deadline !== null) return;
+    this.sendFrame({ type: "ping" });
+    this.expectWithin(SILENCE_DEADLINE_MS);
+  }
+
+  expectWithin(ms) {
+    clearTimeout(this.deadline);
+    const ws = this.ws;
+    this.deadline = setTimeout(() => {
+      this.deadline = null;
+      if (ws === this.ws) this.abandon(ws, true);
+    }, ms);
+  }
+
+  // Give up on a socket without waiting for its close handshake (it may never come).
+  abandon(ws, reconnect) {
+    ws.onmessage = null;
+    ws.onclose = null;
+    ws.close();
+    if (reconnect) this.closed(ws, 1006);
+    else this.stopTimers();
   }
 
   receive(frame) {
+    clearTimeout(this.deadline); // any frame proves the connection is alive
+    this.deadline = null;
     switch (frame.type) {
       case "history":
+        this.open = true;
         this.handlers.history(frame);
         for (const message of frame.messages) this.seen(message);
         this.attempt = 0;
         this.handlers.status("connected");
         this.resend();
-        this.pingTimer = setInterval(() => this.sendFrame({ type: "ping" }), PING_EVERY_MS);
+        this.pingTimer = setInterval(() => this.check(), PING_EVERY_MS);
         break;
       case "batch":
         for (const message of frame.messages) this.chat(message);
@@ -62,13 +112,15 @@ export class ChatSocket {
         this.handlers.presence(frame);
         break;
       case "error":
-        this.handlers.error(frame);
         if (frame.client_id && frame.code === "unavailable" && this.pending.has(frame.client_id)) {
           // Not stored: try again a little later with the same client_id (stored once).
           const clientId = frame.client_id;
           setTimeout(() => this.resendOne(clientId), RETRY_UNAVAILABLE_MS);
-        } else if (frame.client_id) {
-          this.pending.delete(frame.client_id);
+          this.handlers.error(frame, false);
+        } else {
+          // Refused for good: the page offers Retry / Delete; a reconnect must not re-send it.
+          if (frame.client_id) this.pending.delete(frame.client_id);
+          this.handlers.error(frame, true);
         }
         break;
       default:
@@ -89,9 +141,15 @@ export class ChatSocket {
 
   send(text) {
     const clientId = this.clientPrefix + this.nextClientId++;
+    this.retry(clientId, text);
+    return clientId;
+  }
+
+  // Send (again) under the same client_id: the server stores it at most once.
+  retry(clientId, text) {
     this.pending.set(clientId, text);
     this.sendFrame({ type: "chat", data: text, client_id: clientId });
-    return clientId;
+    this.check(); // a send into a dead connection must not wait for the next ping
   }
 
   resendOne(clientId) {
@@ -104,19 +162,28 @@ export class ChatSocket {
   }
 
   sendFrame(frame) {
-    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
+    if (this.ws && this.open && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
   }
 
-  closed(event) {
+  stopTimers() {
     clearInterval(this.pingTimer);
-    if (STOP_CODES.has(event.code)) {
-      this.handlers.stopped(event.code);
+    clearTimeout(this.deadline);
+    this.pingTimer = null;
+    this.deadline = null;
+    this.open = false;
+  }
+
+  closed(ws, code) {
+    if (ws !== this.ws) return; // an abandoned socket's late close
+    this.stopTimers();
+    if (STOP_CODES.has(code)) {
+      this.handlers.stopped(code);
       return;
     }
     this.attempt += 1;
     const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** (this.attempt - 1));
     const delay = ceiling / 2 + Math.random() * (ceiling / 2); // jitter: a restart is not a stampede
     this.handlers.status(navigator.onLine === false ? "offline" : "reconnecting");
-    setTimeout(() => this.connect(), delay);
+    this.retryTimer = setTimeout(() => this.connect(), delay);
   }
 }

@@ -4,36 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, expect
 
 from ..conftest import StartServer
-from ..support import PASSWORD, Chat, Server, unique
+from ..support import PASSWORD, Chat, unique
+from .driver import messages, send, signed_in_page
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-
-async def signed_in_page(browser: Browser, server: Server, name: str, path: str = "/") -> Page:
-    context = await browser.new_context(viewport={"width": 1100, "height": 700})
-    page = await context.new_page()
-    await page.goto(f"{server.base_url}/signin?next={path}")
-    await page.fill("#name", name)
-    await page.fill("#password", PASSWORD)
-    await page.click("button[type=submit]")
-    await page.wait_for_url(f"{server.base_url}{path}")
-    await expect(page.locator("#status")).to_have_text("connected")
-    return page
-
-
-async def send(page: Page, text: str) -> None:
-    await page.fill("#text", text)
-    await page.press("#text", "Enter")
-
-
-def messages(page: Page) -> Any:
-    return page.locator("#messages li[data-id] .text")
 
 
 async def test_two_users_chat_both_ways_see_each_other_and_a_left_notice(
@@ -53,7 +32,8 @@ async def test_two_users_chat_both_ways_see_each_other_and_a_left_notice(
     ARTIFACTS.mkdir(exist_ok=True)
     await alice.screenshot(path=str(ARTIFACTS / "chat-two-users.png"))
     await bob.context.close()
-    await expect(alice.locator("#messages li.notice").last).to_have_text(f"{bob_name} left")
+    # After the server's presence grace (3 s by default).
+    await expect(alice.locator("#messages li.notice .body").last).to_have_text(f"{bob_name} left", timeout=15_000)
     await expect(alice.locator("#users li")).to_have_count(1)
 
 

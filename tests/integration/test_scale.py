@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -130,7 +129,7 @@ async def test_workers_behind_one_bind_share_one_chat(two_workers: Server) -> No
         for conn in conns:
             await conn.ws.close()
         await until(lambda: server.log().count("websocket closed") == 8, "the server closed all 8")
-        workers = set(re.findall(r"\[(\d+)\] quartchat\.ws: websocket closed", server.log()))
+        workers = server.workers_that_closed_websockets()
         assert len(workers) == 2, f"connections landed on workers {workers}"
     finally:
         await chat.aclose()

@@ -1,0 +1,83 @@
+// The message box: Enter sends, it grows with its text up to a limit, a counter
+// appears near the length limit (the server refuses longer texts: nothing is cut),
+// and what is typed is kept per room across reloads until it is sent.
+
+const COUNTER_FROM = 0.9; // of the limit: the counter shows from here on
+const MAX_ROWS_PX = 200; // the box grows up to this height, then scrolls
+
+export class Compose {
+  // submit(text) sends; it is called only with text that is not blank or too long.
+  constructor(form, room, submit) {
+    this.form = form;
+    this.box = form.querySelector("#text");
+    this.counter = form.querySelector("#text-counter");
+    this.limit = Number(this.box.dataset.maxChars);
+    this.draftKey = `quartchat:draft:${room}`;
+    this.submit = submit;
+    this.box.value = this.loadDraft();
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.send();
+    });
+    this.box.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        this.send();
+      }
+    });
+    this.box.addEventListener("input", () => this.changed());
+    this.changed();
+  }
+
+  send() {
+    const value = this.box.value;
+    if (!value.trim() || this.length() > this.limit) return;
+    this.submit(value);
+    this.box.value = "";
+    this.changed();
+    this.box.focus();
+  }
+
+  // Characters as the server counts them (code points, not UTF-16 units).
+  length() {
+    let count = 0;
+    for (const _ of this.box.value) count += 1;
+    return count;
+  }
+
+  changed() {
+    this.box.style.height = "auto";
+    this.box.style.height = `${Math.min(this.box.scrollHeight + 2, MAX_ROWS_PX)}px`;
+    const length = this.length();
+    const over = length > this.limit;
+    this.counter.hidden = length < this.limit * COUNTER_FROM;
+    this.counter.textContent = over
+      ? `${length - this.limit} characters too long`
+      : `${this.limit - length} characters left`;
+    this.counter.classList.toggle("over", over);
+    this.box.setAttribute("aria-invalid", String(over));
+    this.saveDraft(this.box.value);
+  }
+
+  loadDraft() {
+    try {
+      return window.localStorage.getItem(this.draftKey) ?? "";
+    } catch (error) {
+      console.warn("drafts are not kept: localStorage is unavailable", error);
+      return "";
+    }
+  }
+
+  saveDraft(value) {
+    try {
+      if (value) window.localStorage.setItem(this.draftKey, value);
+      else window.localStorage.removeItem(this.draftKey);
+    } catch (error) {
+      console.warn("drafts are not kept: localStorage is unavailable", error);
+    }
+  }
+
+  focus() {
+    this.box.focus();
+  }
+}
