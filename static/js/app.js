@@ -23,6 +23,14 @@ let hasOlder = false;
 let loadingOlder = false;
 let onlineBeforeDrop = new Set();
 let connectedAt = 0;
+// Signing out ends the session and the server then closes this socket with 4001; the
+// form's own answer takes the page to sign-in, so that close must not race it.
+let signingOut = false;
+for (const form of document.querySelectorAll('form[action$="/signout"]')) {
+  form.addEventListener("submit", () => {
+    signingOut = true;
+  });
+}
 
 function byName(a, b) {
   return a.name.localeCompare(b.name);
@@ -93,6 +101,7 @@ const socket = new ChatSocket(wsPath, {
     showStatus(state);
   },
   stopped(code) {
+    if (code === 4001 && signingOut) return;
     if (code === 4001) window.location.assign(`/signin?next=${encodeURIComponent(window.location.pathname)}`);
     else showStatus("offline");
   },

@@ -145,13 +145,21 @@ async def test_stalled_reader_never_delays_the_others_and_is_closed_1013(start_s
                     await progress.wait_for(lambda: i - len(received) < window)  # noqa: B023 (waited on at once)
                 await sender.send_json({"type": "chat", "data": f"{i} {text}"})
 
+        async def read_own_echoes() -> None:
+            # The sender reads what comes back to it, as every client does: 600 frames
+            # of 15 KB left unread would back its own socket up and earn it a 1013.
+            while True:
+                await sender.ws.recv()
+
         sending = asyncio.create_task(send_all())
+        echoes = asyncio.create_task(read_own_echoes())
         for _ in range(count):
             message = await healthy.expect("chat", timeout=10)
             async with progress:
                 received.append(message)
                 progress.notify_all()
         await sending
+        echoes.cancel()
         assert [int(m["data"].split()[0]) for m in received] == list(range(count))
         # The close frame waits behind everything the stalled reader never read: it gets
         # 1013 if it reads again within the server's close timeout (5 s), else the
