@@ -28,7 +28,7 @@ from .export import (
 )
 from .logs import configure_logging
 from .rooms import valid_room
-from .settings import Settings, SettingsError, check_database_url
+from .settings import InvalidValue, Settings, SettingsError, parse_database_url
 
 
 class UsageError(Exception):
@@ -285,9 +285,9 @@ def _copy(settings: Settings, target_url: str) -> int:
     from . import migrate  # Alembic is loaded only by the commands that need it
 
     try:
-        target_url = check_database_url(target_url)
-    except SettingsError as bad:
-        raise UsageError(str(bad).replace("QUARTCHAT_DATABASE_URL", "--to")) from None
+        target_url = parse_database_url(target_url)
+    except InvalidValue as bad:
+        raise UsageError(f"--to: {bad}") from None
     if target_url == settings.database_url:
         raise UsageError("--to names the database being copied")
     from .transfer import TransferError
