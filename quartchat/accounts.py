@@ -81,6 +81,28 @@ async def find_account(store: Store, raw_name: object) -> tuple[str, Account | N
     return name, await store.account_by_name_key(name_key(name))
 
 
+def account_name(raw: object) -> str:
+    """The name `raw` stands for when an operator sets a password: an existing account's
+    name as it was made (stored_name), else a new account's (clean_name)."""
+    try:
+        return stored_name(raw)
+    except CredentialsError:
+        return clean_name(raw)
+
+
+async def set_password(store: Store, passwords: Passwords, raw_name: str, password: str) -> tuple[bool, str]:
+    """Set an account's password and end its sessions, or create the account with it:
+    (created, the account's name)."""
+    password_hash = await passwords.hash(password)
+    name, account = await find_account(store, raw_name)
+    if account is None:
+        skeleton = await unconfusable(store, name)
+        await store.create_account(str(uuid.uuid4()), name, name_key(name), password_hash, skeleton)
+        return True, name
+    await store.set_password_hash(account.id, password_hash, end_sessions=True)
+    return False, account.name
+
+
 def name_key(name: str) -> str:
     """What makes two names the same: NFC, then case-folded (then NFC again)."""
     return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
@@ -135,9 +157,6 @@ class Passwords:
                 return await asyncio.to_thread(self._hasher.verify, password_hash, password)
             except (VerificationError, InvalidHashError):
                 return False
-
-    def hash_sync(self, password: str) -> str:
-        return self._hasher.hash(password)
 
 
 async def authenticate(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -16,6 +17,7 @@ from hypercorn.config import Config
 from quart import Quart
 
 from .app import create_app
+from .hosts import default_hosts
 from .logs import configure_logging
 from .resources import resource
 from .runtime import Runtime
@@ -31,6 +33,22 @@ def hypercorn_config(path: Path | None, bind: str | None) -> Config:
     if bind is not None:
         config.bind = [bind]
     return config
+
+
+def serve(settings: Settings, config: Config, workers: int) -> None:
+    """`quartchat serve`: migrate the database once, then run `workers` processes (or
+    serve in this one)."""
+    if not settings.allowed_hosts:
+        binds = [*config.bind, *config.insecure_bind, *config.quic_bind]
+        settings = dataclasses.replace(settings, allowed_hosts=default_hosts(binds))
+    settings.resolved_secret_key()  # made once, before anything else reads it
+    from . import migrate  # Alembic is loaded only by the commands that need it (and logs)
+
+    migrate.upgrade(settings.database_url)  # once, before any worker starts
+    if workers > 1:
+        run_workers(settings, config, workers)
+    else:
+        run(settings, config)
 
 
 def run(settings: Settings, config: Config) -> None:

@@ -304,6 +304,12 @@ class Settings:
             return None
         return Path(database).resolve()
 
+    @property
+    def secret_key_path(self) -> Path | None:
+        """Where the signing key is kept when it is not set: beside the SQLite file."""
+        path = self.sqlite_path
+        return path.with_name(path.name + ".secret") if path is not None else None
+
     def resolved_secret_key(self) -> str:
         """The signing key: the setting, else the key file beside the SQLite database.
 
@@ -313,15 +319,14 @@ class Settings:
         """
         if self.secret_key is not None:
             return self.secret_key
-        path = self.sqlite_path
-        if path is None:
+        key_path = self.secret_key_path
+        if key_path is None:
             if self.is_sqlite:
                 return secrets.token_urlsafe(48)  # in-memory database: nothing outlives us
             raise SettingsError(
                 f"{PREFIX}SECRET_KEY: required when the database is not an SQLite file "
                 "(every instance must sign with the same key)"
             )
-        key_path = path.with_name(path.name + ".secret")
         try:
             fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
