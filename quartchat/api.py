@@ -21,6 +21,7 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .rooms import valid_room
 from .runtime import runtime
 from .store import Page
+from .web_errors import headers_of, status_of
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -100,11 +101,9 @@ async def sign_in() -> Response:
             rt.signups,
         )
     except CredentialsError as refused:
-        if refused.status == 429:
-            response = error(429, refused.message)
-            response.headers["Retry-After"] = str(max(1, round(refused.retry_after)))
-            return response
-        raise ApiError(refused.status, refused.message) from None
+        response = error(status_of(refused), refused.message)
+        response.headers.update(headers_of(refused))
+        return response
     await start_session(rt.store, user)
     return jsonify(user=user.to_dict())
 

@@ -19,6 +19,7 @@ from .auth import (
 )
 from .rooms import DEFAULT_ROOM, suggest_room, valid_room
 from .runtime import runtime
+from .web_errors import headers_of, status_of
 
 bp = Blueprint("pages", __name__)
 
@@ -92,10 +93,8 @@ async def signin() -> Response | tuple[str, int] | tuple[str, int, dict[str, str
             rt.signups,
         )
     except CredentialsError as refused:
-        page, status = await _signin_again(next_url, refused.message, form.get("name", ""), refused.status)
-        if status == 429:
-            return page, status, {"Retry-After": str(max(1, round(refused.retry_after)))}
-        return page, status
+        page, status = await _signin_again(next_url, refused.message, form.get("name", ""), status_of(refused))
+        return page, status, headers_of(refused)
     await start_session(rt.store, user)
     if free:
         await flash(user.name, "new_account")

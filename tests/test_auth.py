@@ -6,8 +6,17 @@ import unicodedata
 
 import pytest
 
-from quartchat.accounts import CredentialsError, Passwords, check_password, clean_name, name_key, stored_name
+from quartchat.accounts import (
+    InvalidName,
+    InvalidPassword,
+    Passwords,
+    check_password,
+    clean_name,
+    name_key,
+    stored_name,
+)
 from quartchat.auth import safe_next
+from quartchat.web_errors import status_of
 
 
 @pytest.mark.parametrize("name", ["张伟", "Mary Ann", "a.b_c-d", "Zoë", "x" * 32, "हिन्दी"])
@@ -17,9 +26,9 @@ def test_valid_names(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["", "  ", "x" * 33, "a/b", "<b>", "tab\tname", "nul\x00", 5, None, "a\u202eb"])
 def test_invalid_names_are_422(name: object) -> None:
-    with pytest.raises(CredentialsError) as refused:
+    with pytest.raises(InvalidName) as refused:
         clean_name(name)
-    assert refused.value.status == 422
+    assert status_of(refused.value) == 422
 
 
 def test_names_compare_case_insensitively_after_nfc() -> None:
@@ -32,8 +41,9 @@ def test_password_length_bounds(password: str, ok: bool) -> None:
     if ok:
         assert check_password(password) == password
     else:
-        with pytest.raises(CredentialsError):
+        with pytest.raises(InvalidPassword) as refused:
             check_password(password)
+        assert status_of(refused.value) == 422
 
 
 async def test_passwords_are_salted_argon2id_hashes() -> None:
@@ -79,9 +89,9 @@ def test_new_names_are_folded_with_nfkc(typed: str, stored: str) -> None:
     "name", ["\u3164", "\u115f", "\u1160", "\uffa0", "a\u3164", "bob\u3164", "x\u034fy", "b\ufe0fo"]
 )
 def test_names_holding_characters_that_show_nothing_are_422(name: str) -> None:
-    with pytest.raises(CredentialsError) as refused:
+    with pytest.raises(InvalidName) as refused:
         clean_name(name)
-    assert refused.value.status == 422
+    assert status_of(refused.value) == 422
 
 
 def test_names_made_before_the_fold_are_still_valid_as_stored() -> None:
