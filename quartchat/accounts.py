@@ -14,8 +14,8 @@ from sqlalchemy.exc import IntegrityError
 
 from .invisible import is_invisible
 from .protocol import UserRef
+from .rate_limits import SignInThrottle, SignUpLimit
 from .store import Account, Store
-from .throttle import SignInThrottle, SignUpLimit
 
 NAME_MAX_CHARS = 32
 PASSWORD_MIN_CHARS, PASSWORD_MAX_CHARS = 8, 128

@@ -14,7 +14,6 @@ from typing import Any, ParamSpec
 from quart import Blueprint, Response, jsonify, request
 
 from .accounts import CredentialsError, authenticate
-from .auth import current_user, end_session, origin_allowed, start_session
 from .export import ExportError, ExportQuery, formatter, parse_time, render
 from .export import filename as export_filename
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -22,6 +21,7 @@ from .rooms import valid_room
 from .runtime import runtime
 from .store import Page
 from .web_errors import headers_of, status_of
+from .web_session import current_user, end_session, origin_allowed, start_session
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -244,7 +244,7 @@ async def _export(room: str | None) -> Response:
             if piece:
                 yield piece.encode("utf-8")
 
-    response = Response(chat.tracked_download(encoded()), content_type=output.media_type)
+    response = Response(chat.downloads.tracked(encoded()), content_type=output.media_type)
     response.headers["Content-Disposition"] = f'attachment; filename="{export_filename(room, output.extension)}"'
     response.headers["X-Accel-Buffering"] = "no"  # nginx: pass it on as it comes
     response.timeout = None  # a large history takes longer than Quart's default 60 s

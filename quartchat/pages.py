@@ -8,7 +8,10 @@ from quart import Blueprint, abort, flash, redirect, render_template, request, u
 from werkzeug.wrappers.response import Response
 
 from .accounts import NAME_MAX_CHARS, PASSWORD_MIN_CHARS, CredentialsError, authenticate, clean_name, name_key
-from .auth import (
+from .rooms import DEFAULT_ROOM, suggest_room, valid_room
+from .runtime import runtime
+from .web_errors import headers_of, status_of
+from .web_session import (
     csrf_ok,
     csrf_token,
     current_user,
@@ -17,9 +20,6 @@ from .auth import (
     safe_next,
     start_session,
 )
-from .rooms import DEFAULT_ROOM, suggest_room, valid_room
-from .runtime import runtime
-from .web_errors import headers_of, status_of
 
 bp = Blueprint("pages", __name__)
 
