@@ -55,8 +55,10 @@ def run(settings: Settings, config: Config) -> None:
     """Serve until SIGTERM or SIGINT, in this process, on uvloop where installed."""
     configure_logging()
     app = create_app(settings)
-    for name in ("hypercorn.error", "hypercorn.access"):
-        logging.getLogger(name).propagate = False  # Hypercorn has its own handlers
+    if config.errorlog == "-":
+        # Hypercorn's "-" adds a handler of its own beside ours, and every line
+        # ("Running on …") would show twice: its logger, through ours, instead.
+        config.errorlog = logging.getLogger("hypercorn.error")
     _event_loop_runner()(_serve(app, config))
 
 
