@@ -22,7 +22,7 @@ from quartchat.accounts import (
 )
 from quartchat.web_errors import status_of
 
-from .test_http import PASSWORD, app  # noqa: F401 (the fixture)
+from .test_app import PASSWORD, app  # noqa: F401 (the fixture)
 
 
 @pytest.mark.parametrize("name", ["张伟", "Mary Ann", "a.b_c-d", "Zoë", "x" * 32, "हिन्दी"])
