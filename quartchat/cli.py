@@ -12,7 +12,7 @@ import shlex
 import sys
 from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -35,7 +35,7 @@ class UsageError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quartchat", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version('quartchat')}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_installed_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="migrate the database, then serve the chat")
@@ -84,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _installed_version() -> str:
+    try:
+        return version("quartchat")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging()
@@ -113,7 +120,7 @@ def serve_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-# Alembic is loaded only by the commands that need it (and logs).
+# Alembic is loaded only by the commands that need it: the others start faster.
 
 
 def db_upgrade(settings: Settings, args: argparse.Namespace) -> int:

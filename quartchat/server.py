@@ -42,7 +42,7 @@ def serve(settings: Settings, config: Config, workers: int) -> None:
         binds = [*config.bind, *config.insecure_bind, *config.quic_bind]
         settings = dataclasses.replace(settings, allowed_hosts=default_hosts(binds))
     settings.resolved_secret_key()  # made once, before anything else reads it
-    from . import migrate  # Alembic is loaded only by the commands that need it (and logs)
+    from . import migrate  # Alembic is loaded only by the commands that need it
 
     migrate.upgrade(settings.database_url)  # once, before any worker starts
     if workers > 1:

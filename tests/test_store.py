@@ -3,6 +3,7 @@ and sessions that expire. The rows come in as an operator's import would bring t
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import sqlite3
@@ -40,7 +41,7 @@ def exported(message_id: int, room: str) -> str:
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
     path = tmp_path / "store.db"
-    migrate.upgrade(sqlite_url(path))
+    await asyncio.to_thread(migrate.upgrade, sqlite_url(path))
     lines = [exported(i, "lobby") for i in LOBBY_IDS] + [exported(20, "dev"), exported(21, "dev")]
     database = create_database(Settings(database_url=sqlite_url(path), secret_key="s" * 32))
     await import_records(database.writer, read_export(io.StringIO("\n".join(lines)), "store.ndjson"))
