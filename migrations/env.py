@@ -43,8 +43,13 @@ def do_run_migrations(connection: Connection) -> None:
     # render_as_batch: SQLite cannot ALTER most things; batch mode copies the table.
     # transactional_ddl: one transaction for the whole upgrade on SQLite too (Alembic's
     # default there is one per revision), so no other process reads a half-way revision.
+    # on_version_apply: quartchat.migrate's one-line report of the revisions applied.
     context.configure(
-        connection=connection, target_metadata=target_metadata, render_as_batch=True, transactional_ddl=True
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=True,
+        transactional_ddl=True,
+        on_version_apply=config.attributes.get("on_version_apply"),
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -14,8 +14,8 @@ from sqlalchemy.exc import IntegrityError
 
 from .invisible import is_invisible
 from .protocol import UserRef
+from .rate_limits import SignInThrottle, SignUpLimit
 from .store import Account, Store
-from .throttle import SignInThrottle, SignUpLimit
 
 NAME_MAX_CHARS = 32
 PASSWORD_MIN_CHARS, PASSWORD_MAX_CHARS = 8, 128
@@ -23,43 +23,68 @@ _NAME_PUNCTUATION = frozenset("_-. ")
 
 
 class CredentialsError(Exception):
-    """Sign-in refused; `status` is 422 (invalid input), 401 (wrong password) or 429
-    (too many failures: try again after `retry_after` seconds)."""
+    """A name, a password or a sign-in refused; the message can be shown as it is."""
 
-    def __init__(self, status: int, message: str, retry_after: float = 0.0) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.status = status
         self.message = message
+
+
+class InvalidName(CredentialsError):
+    """A name the rules do not allow."""
+
+
+class NameLooksTaken(CredentialsError):
+    """A new name that looks like an existing account's (the same TR39 skeleton)."""
+
+
+class InvalidPassword(CredentialsError):
+    """A password too short, too long, or not text."""
+
+
+class NameReserved(CredentialsError):
+    """An account without a password (imported): an operator must set one."""
+
+
+class WrongPassword(CredentialsError):
+    """No account has this name and password."""
+
+
+class TooManyAttempts(CredentialsError):
+    """Too many failed sign-ins, or new accounts, lately: try again after `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
         self.retry_after = retry_after
 
 
 def clean_name(raw: object) -> str:
     """A new account's name: trimmed and folded with NFKC (fullwidth, ligature and other
-    compatibility forms become the plain letters they show); CredentialsError(422) if it
+    compatibility forms become the plain letters they show); InvalidName if it
     is not allowed. Accounts made before the fold keep their names (find_account)."""
     if not isinstance(raw, str):
-        raise CredentialsError(422, "the name must be a string")
+        raise InvalidName("the name must be a string")
     name = stored_name(unicodedata.normalize("NFKC", raw))
     if any(is_invisible(char) for char in name if char != " "):
-        raise CredentialsError(422, "a name may not hold characters that show nothing")
+        raise InvalidName("a name may not hold characters that show nothing")
     return name
 
 
 def stored_name(raw: object) -> str:
     """A name as the rules before the NFKC fold allowed it (imports keep names so):
-    trimmed, NFC; CredentialsError(422) if it is not allowed."""
+    trimmed, NFC; InvalidName if it is not allowed."""
     if not isinstance(raw, str):
-        raise CredentialsError(422, "the name must be a string")
+        raise InvalidName("the name must be a string")
     name = unicodedata.normalize("NFC", raw.strip(" "))
     if not 1 <= len(name) <= NAME_MAX_CHARS:
-        raise CredentialsError(422, f"a name has 1 to {NAME_MAX_CHARS} characters")
+        raise InvalidName(f"a name has 1 to {NAME_MAX_CHARS} characters")
     for index, char in enumerate(name):
         category = unicodedata.category(char)
         allowed = (
             category[0] == "L" or category == "Nd" or (category[0] == "M" and index > 0) or char in _NAME_PUNCTUATION
         )
         if not allowed:
-            raise CredentialsError(422, "a name may hold letters, digits, spaces, '_', '-' and '.' only")
+            raise InvalidName("a name may hold letters, digits, spaces, '_', '-' and '.' only")
     return name
 
 
@@ -69,7 +94,7 @@ async def find_account(store: Store, raw_name: object) -> tuple[str, Account | N
     otherwise the name is cleaned for a new account (clean_name) and looked up so."""
     try:
         as_stored = stored_name(raw_name)
-    except CredentialsError:
+    except InvalidName:
         as_stored = None
     if as_stored is not None:
         account = await store.account_by_name_key(name_key(as_stored))
@@ -79,6 +104,28 @@ async def find_account(store: Store, raw_name: object) -> tuple[str, Account | N
     if name == as_stored:  # nothing folded: the lookup above was this one
         return name, None
     return name, await store.account_by_name_key(name_key(name))
+
+
+def account_name(raw: object) -> str:
+    """The name `raw` stands for when an operator sets a password: an existing account's
+    name as it was made (stored_name), else a new account's (clean_name)."""
+    try:
+        return stored_name(raw)
+    except InvalidName:
+        return clean_name(raw)
+
+
+async def set_password(store: Store, passwords: Passwords, raw_name: str, password: str) -> tuple[bool, str]:
+    """Set an account's password and end its sessions, or create the account with it:
+    (created, the account's name)."""
+    password_hash = await passwords.hash(password)
+    name, account = await find_account(store, raw_name)
+    if account is None:
+        skeleton = await unconfusable(store, name)
+        await store.create_account(str(uuid.uuid4()), name, name_key(name), password_hash, skeleton)
+        return True, name
+    await store.set_password_hash(account.id, password_hash, end_sessions=True)
+    return False, account.name
 
 
 def name_key(name: str) -> str:
@@ -98,23 +145,23 @@ _SPOOF_CHECKER = SpoofChecker()
 
 
 async def unconfusable(store: Store, name: str) -> str:
-    """The skeleton of a new account's name; CredentialsError(422) when an account with
+    """The skeleton of a new account's name; NameLooksTaken when an account with
     another name that looks the same exists."""
     skeleton = name_skeleton(name)
     if await store.name_skeleton_taken(skeleton):
-        raise CredentialsError(422, "this name looks like one that is taken: choose another")
+        raise NameLooksTaken("this name looks like one that is taken: choose another")
     return skeleton
 
 
 def check_password(raw: object) -> str:
     if not isinstance(raw, str):
-        raise CredentialsError(422, "the password must be a string")
+        raise InvalidPassword("the password must be a string")
     if not PASSWORD_MIN_CHARS <= len(raw) <= PASSWORD_MAX_CHARS:
-        raise CredentialsError(422, f"a password has {PASSWORD_MIN_CHARS} to {PASSWORD_MAX_CHARS} characters")
+        raise InvalidPassword(f"a password has {PASSWORD_MIN_CHARS} to {PASSWORD_MAX_CHARS} characters")
     try:  # JSON can carry a lone surrogate ("\ud800"), which no hash can take
         raw.encode("utf-8")
     except UnicodeEncodeError:
-        raise CredentialsError(422, "the password is not valid Unicode text") from None
+        raise InvalidPassword("the password is not valid Unicode text") from None
     return raw
 
 
@@ -135,9 +182,6 @@ class Passwords:
                 return await asyncio.to_thread(self._hasher.verify, password_hash, password)
             except (VerificationError, InvalidHashError):
                 return False
-
-    def hash_sync(self, password: str) -> str:
-        return self._hasher.hash(password)
 
 
 async def authenticate(
@@ -160,13 +204,13 @@ async def authenticate(
     if throttle is not None:
         wait = throttle.retry_after(key, address)
         if wait > 0:
-            raise CredentialsError(429, f"too many failed sign-ins: try again in {wait:.0f} s", wait)
+            raise TooManyAttempts(f"too many failed sign-ins: try again in {wait:.0f} s", wait)
     if account is None:
         # A look-alike name is refused before it can use up one of the address's sign-ups.
         skeleton = await unconfusable(store, name)
         wait = signups.take(address) if signups is not None else 0.0
         if wait > 0:
-            raise CredentialsError(429, f"too many new accounts from your address: try again in {wait:.0f} s", wait)
+            raise TooManyAttempts(f"too many new accounts from your address: try again in {wait:.0f} s", wait)
         user_id = str(uuid.uuid4())
         try:
             await store.create_account(user_id, name, key, await passwords.hash(password), skeleton)
@@ -176,11 +220,11 @@ async def authenticate(
             if account is None:
                 raise
     if account.password_hash is None:
-        raise CredentialsError(401, "this name is reserved: an operator must set its password")
+        raise NameReserved("this name is reserved: an operator must set its password")
     if not await passwords.verify(account.password_hash, password):
         if throttle is not None:
             throttle.failed(key, address)
-        raise CredentialsError(401, "wrong name or password")
+        raise WrongPassword("wrong name or password")
     if throttle is not None:
         throttle.succeeded(key)
     return UserRef(account.id, account.name)

@@ -14,13 +14,14 @@ from typing import Any, ParamSpec
 from quart import Blueprint, Response, jsonify, request
 
 from .accounts import CredentialsError, authenticate
-from .auth import current_user, end_session, origin_allowed, start_session
 from .export import ExportError, ExportQuery, formatter, parse_time, render
 from .export import filename as export_filename
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .rooms import valid_room
 from .runtime import runtime
 from .store import Page
+from .web_errors import headers_of, status_of
+from .web_session import current_user, end_session, origin_allowed, start_session
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -100,11 +101,9 @@ async def sign_in() -> Response:
             rt.signups,
         )
     except CredentialsError as refused:
-        if refused.status == 429:
-            response = error(429, refused.message)
-            response.headers["Retry-After"] = str(max(1, round(refused.retry_after)))
-            return response
-        raise ApiError(refused.status, refused.message) from None
+        response = error(status_of(refused), refused.message)
+        response.headers.update(headers_of(refused))
+        return response
     await start_session(rt.store, user)
     return jsonify(user=user.to_dict())
 
@@ -245,7 +244,7 @@ async def _export(room: str | None) -> Response:
             if piece:
                 yield piece.encode("utf-8")
 
-    response = Response(chat.tracked_download(encoded()), content_type=output.media_type)
+    response = Response(chat.downloads.tracked(encoded()), content_type=output.media_type)
     response.headers["Content-Disposition"] = f'attachment; filename="{export_filename(room, output.extension)}"'
     response.headers["X-Accel-Buffering"] = "no"  # nginx: pass it on as it comes
     response.timeout = None  # a large history takes longer than Quart's default 60 s

@@ -12,11 +12,12 @@ import html
 import io
 import re
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import ColumnElement, FromClause, Select, case, column, func, select, table
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
@@ -35,6 +36,14 @@ CHUNK = 2000
 
 class ExportError(Exception):
     """A bad export parameter; the message names it."""
+
+
+class ProgressBar(Protocol):
+    """How far a long command got (a tqdm bar on a terminal): told the total, then each step."""
+
+    def reset(self, total: float | None = None) -> None: ...
+
+    def update(self, n: float | None = 1) -> bool | None: ...
 
 
 @dataclass(frozen=True)
@@ -368,3 +377,42 @@ def render_sqlite(
         if progress is not None:
             progress(len(lines))
     yield output.tail().encode()
+
+
+# `quartchat export` ---------------------------------------------------------
+
+
+def write_sqlite_export(
+    path: Path, query: ExportQuery, output: Format, target: Path | None, bar: ProgressBar | None = None
+) -> None:
+    """ndjson and json from an SQLite file to `target` (None: standard output):
+    synchronous, bytes in and bytes out. A bar hears the total and each chunk."""
+    database = SqliteFile(path)
+    try:
+        if target is None:
+            sys.stdout.buffer.writelines(render_sqlite(database, query, output))
+            sys.stdout.buffer.flush()
+            return
+        if bar is not None:
+            bar.reset(database.count(query))
+        with target.open("wb") as file:
+            file.writelines(render_sqlite(database, query, output, bar.update if bar is not None else None))
+    finally:
+        database.close()
+
+
+async def write_export(
+    engine: AsyncEngine, query: ExportQuery, output: Format, target: Path | None, bar: ProgressBar | None = None
+) -> None:
+    """Any format from any database to `target` (None: standard output)."""
+    if target is None:
+        async for piece in render(engine, query, output):
+            sys.stdout.buffer.write(piece.encode("utf-8"))
+        sys.stdout.buffer.flush()
+        return
+    if bar is not None:
+        bar.reset(await count(engine, query))
+    # The command line's own file: nothing else runs on this loop meanwhile.
+    with target.open("w", encoding="utf-8", newline="") as file:
+        async for piece in render(engine, query, output, bar.update if bar is not None else None):
+            file.write(piece)

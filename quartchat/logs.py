@@ -24,3 +24,5 @@ def configure_logging() -> None:
         handler = logging.StreamHandler()
         handler.setFormatter(OneLineFormatter(FORMAT))
         logging.basicConfig(level=logging.INFO, handlers=[handler])
+    # Alembic says at INFO how it sets itself up; quartchat.migrate says what it did.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -8,7 +8,10 @@ from quart import Blueprint, abort, flash, redirect, render_template, request, u
 from werkzeug.wrappers.response import Response
 
 from .accounts import NAME_MAX_CHARS, PASSWORD_MIN_CHARS, CredentialsError, authenticate, clean_name, name_key
-from .auth import (
+from .rooms import DEFAULT_ROOM, suggest_room, valid_room
+from .runtime import runtime
+from .web_errors import headers_of, status_of
+from .web_session import (
     csrf_ok,
     csrf_token,
     current_user,
@@ -17,8 +20,6 @@ from .auth import (
     safe_next,
     start_session,
 )
-from .rooms import DEFAULT_ROOM, suggest_room, valid_room
-from .runtime import runtime
 
 bp = Blueprint("pages", __name__)
 
@@ -92,10 +93,8 @@ async def signin() -> Response | tuple[str, int] | tuple[str, int, dict[str, str
             rt.signups,
         )
     except CredentialsError as refused:
-        page, status = await _signin_again(next_url, refused.message, form.get("name", ""), refused.status)
-        if status == 429:
-            return page, status, {"Retry-After": str(max(1, round(refused.retry_after)))}
-        return page, status
+        page, status = await _signin_again(next_url, refused.message, form.get("name", ""), status_of(refused))
+        return page, status, headers_of(refused)
     await start_session(rt.store, user)
     if free:
         await flash(user.name, "new_account")

@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
-import logging
 import uuid
-from collections.abc import AsyncIterator
 
 from quart import current_app
 
 from .accounts import Passwords
 from .broker import Broker, create_broker
 from .broker.memory import MemoryBroker
+from .checkpoints import WalCheckpoints
 from .database import create_database
+from .downloads import Downloads
 from .hub import Hub
-from .limits import RateLimiter
 from .metrics import Metrics
 from .presence import MemoryPresence, PresenceGrace, PresenceRegistry, RedisPresence
 from .protocol import CloseCode
-from .sessions import SessionWatch
+from .rate_limits import RateLimiter, SignInThrottle, SignUpLimit
+from .session_watch import SessionWatch
 from .settings import Settings
 from .store import Store
-from .throttle import SignInThrottle, SignUpLimit
 from .writer import MessageWriter
-
-log = logging.getLogger(__name__)
 
 
 class Runtime:
@@ -51,11 +47,9 @@ class Runtime:
         self.hub.metrics = self.metrics
         self.rate_limiter = RateLimiter(settings.rate_limit)
         self.session_watch = SessionWatch(self.hub, self.store)
+        self.downloads = Downloads()
+        self.checkpoints = WalCheckpoints(self.database) if settings.is_sqlite else None
         self._drained = False
-        self._downloads = 0
-        self._no_downloads = asyncio.Event()
-        self._no_downloads.set()
-        self._checkpoints: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Quart's before_serving."""
@@ -68,25 +62,8 @@ class Runtime:
         await self.hub.start()
         self.writer.start()
         self.session_watch.start()
-        if self.settings.is_sqlite:
-            self._checkpoints = asyncio.get_running_loop().create_task(self._checkpoint_now_and_then())
-
-    async def _checkpoint_now_and_then(self, interval: float = 1.0) -> None:
-        """SQLite's WAL is copied into the database here, on a reader connection (its
-        own thread), so that no commit waits for it (database.create_database)."""
-        failing = False
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.database.checkpoint()
-            except Exception as exc:  # a full disk, a lock: try again next time
-                if not failing:  # one line when it starts failing, not one a second
-                    log.warning("WAL checkpoints are failing: %s", exc)
-                failing = True
-            else:
-                if failing:
-                    log.info("WAL checkpoints work again")
-                failing = False
+        if self.checkpoints is not None:
+            self.checkpoints.start()
 
     async def drain(self, grace: float = 10.0) -> None:
         """Graceful shutdown, before the listener closes: commit what was taken, let
@@ -98,29 +75,13 @@ class Runtime:
         self.hub.accepting = False
         await self.writer.close()
         await self.hub.close_all(CloseCode.GOING_AWAY, "server shutting down", grace)
-        try:
-            await asyncio.wait_for(self._no_downloads.wait(), grace)
-        except TimeoutError:
-            log.warning("%d downloads were cut short by the shutdown", self._downloads)
-
-    async def tracked_download(self, pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """A streamed response body that a graceful shutdown waits for."""
-        self._downloads += 1
-        self._no_downloads.clear()
-        try:
-            async for piece in pieces:
-                yield piece
-        finally:
-            self._downloads -= 1
-            if not self._downloads:
-                self._no_downloads.set()
+        await self.downloads.finished(grace)
 
     async def stop(self) -> None:
         """Quart's after_serving."""
         await self.drain()
-        if self._checkpoints is not None:
-            self._checkpoints.cancel()
-            await asyncio.gather(self._checkpoints, return_exceptions=True)
+        if self.checkpoints is not None:
+            await self.checkpoints.stop()
         await self.session_watch.stop()
         await self.hub.stop()
         await self.broker.disconnect()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -16,6 +17,7 @@ from hypercorn.config import Config
 from quart import Quart
 
 from .app import create_app
+from .hosts import default_hosts
 from .logs import configure_logging
 from .resources import resource
 from .runtime import Runtime
@@ -33,12 +35,30 @@ def hypercorn_config(path: Path | None, bind: str | None) -> Config:
     return config
 
 
+def serve(settings: Settings, config: Config, workers: int) -> None:
+    """`quartchat serve`: migrate the database once, then run `workers` processes (or
+    serve in this one)."""
+    if not settings.allowed_hosts:
+        binds = [*config.bind, *config.insecure_bind, *config.quic_bind]
+        settings = dataclasses.replace(settings, allowed_hosts=default_hosts(binds))
+    settings.resolved_secret_key()  # made once, before anything else reads it
+    from . import migrate  # Alembic is loaded only by the commands that need it
+
+    migrate.upgrade(settings.database_url)  # once, before any worker starts
+    if workers > 1:
+        run_workers(settings, config, workers)
+    else:
+        run(settings, config)
+
+
 def run(settings: Settings, config: Config) -> None:
     """Serve until SIGTERM or SIGINT, in this process, on uvloop where installed."""
     configure_logging()
     app = create_app(settings)
-    for name in ("hypercorn.error", "hypercorn.access"):
-        logging.getLogger(name).propagate = False  # Hypercorn has its own handlers
+    if config.errorlog == "-":
+        # Hypercorn's "-" adds a handler of its own beside ours, and every line
+        # ("Running on …") would show twice: its logger, through ours, instead.
+        config.errorlog = logging.getLogger("hypercorn.error")
     _event_loop_runner()(_serve(app, config))
 
 

@@ -8,21 +8,27 @@ import ipaddress
 import os
 import re
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 PREFIX = "QUARTCHAT_"
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///quartchat.db"
 # How long an SQLite connection waits for another one's lock before it gives up.
 SQLITE_BUSY_TIMEOUT_MS = 5000
+
+T = TypeVar("T")
 
 
 class SettingsError(Exception):
     """An invalid setting; the message is one line that names the variable."""
+
+
+class InvalidValue(ValueError):
+    """What is wrong with one value, without the variable's name (the caller adds it)."""
 
 
 @dataclass(frozen=True)
@@ -31,82 +37,258 @@ class RateLimit:
     seconds: float
 
 
+def setting(default: T, parse: Callable[[str], T], help: str, shown: str | None = None) -> T:
+    """Declare a setting: a field of Settings whose variable is QUARTCHAT_<FIELD NAME>.
+
+    `parse` turns a set, non-blank value into the field's type or raises InvalidValue;
+    `help` is its line in the README's configuration table, where the default shows as
+    `shown` (else the default itself).
+    """
+    return field(default=default, metadata={"parse": parse, "help": help, "shown": shown})
+
+
+def whole(low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        if not re.fullmatch(r"\d+", value) or not low <= int(value) <= high:
+            raise InvalidValue(f"expected a whole number from {low} to {high}, got {value!r}")
+        return int(value)
+
+    return parse
+
+
+def seconds(low: float, high: float) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        if not re.fullmatch(r"\d+(?:\.\d+)?", value) or not low <= float(value) <= high:
+            raise InvalidValue(f"expected seconds from {low:g} to {high:g} (e.g. 2.5), got {value!r}")
+        return float(value)
+
+    return parse
+
+
+def choice(*choices: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value.upper() not in choices:
+            raise InvalidValue(f"expected one of {', '.join(choices)}, got {value!r}")
+        return value.upper()
+
+    return parse
+
+
+def at_least_16_characters(value: str) -> str:
+    if len(value) < 16:
+        raise InvalidValue("at least 16 characters are needed")
+    return value
+
+
+def parse_database_url(value: str) -> str:
+    """An async SQLAlchemy URL of an engine quartchat runs on."""
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise InvalidValue(f"not a database URL: {value!r}") from None
+    if url.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+        raise InvalidValue(f"use sqlite+aiosqlite:/// or postgresql+asyncpg://, not {url.drivername!r}")
+    return value
+
+
+def parse_broker_url(value: str) -> str:
+    if value == "memory://" or re.fullmatch(r"rediss?://\S+", value):
+        return value
+    raise InvalidValue(f"use memory:// or redis://host:port/db, not {value!r}")
+
+
+def parse_redis_namespace(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
+        raise InvalidValue(f"1-64 of A-Z, a-z, 0-9, '_', '.', '-', got {value!r}")
+    return value
+
+
+def parse_rate_limit(value: str) -> RateLimit:
+    match = re.fullmatch(r"(\d+)\s*/\s*(\d+(?:\.\d+)?)", value)
+    if not match or int(match[1]) < 1 or float(match[2]) <= 0:
+        raise InvalidValue(f"expected COUNT/SECONDS such as 20/10, got {value!r}")
+    return RateLimit(int(match[1]), float(match[2]))
+
+
+_SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str) -> int:
+    """Seconds, from `90`, `90s`, `15m`, `12h` or `30d`; from 1 second to 10 years."""
+    match = re.fullmatch(r"(\d{1,9})\s*([smhd]?)", value.lower())
+    total = int(match[1]) * _SECONDS_PER_UNIT[match[2] or "s"] if match else 0
+    if not 1 <= total <= 3650 * 86400:
+        raise InvalidValue(f"expected a duration such as 30d, 12h or 90s (at most 3650d), got {value!r}")
+    return total
+
+
+def parse_origins(value: str) -> tuple[str, ...]:
+    found = []
+    for part in value.split(","):
+        origin = part.strip().rstrip("/").lower()
+        if not origin:
+            continue
+        if not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise InvalidValue(f"{part.strip()!r} is not an origin such as https://chat.example.org")
+        found.append(origin)
+    return tuple(found)
+
+
+# A host name or IPv4 address (optionally `.`-prefixed: that domain and its subdomains),
+# a bracketed IPv6 address, or `*`.
+_HOST_PATTERN = re.compile(r"\*|\.?[a-z0-9-]+(?:\.[a-z0-9-]+)*\.?|\[[0-9a-f:.]+\]")
+
+
+def parse_hosts(value: str) -> tuple[str, ...]:
+    found = []
+    for part in value.split(","):
+        host = part.strip().lower()
+        if not host:
+            continue
+        if _is_ipv6(host):
+            host = f"[{host}]"  # as it appears in a Host header
+        if not _HOST_PATTERN.fullmatch(host):
+            raise InvalidValue(f"{part.strip()!r} is not a host name such as chat.example.org (no scheme, no port)")
+        found.append(host.rstrip("."))
+    return tuple(found)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = DEFAULT_DATABASE_URL
-    broker_url: str = "memory://"
-    secret_key: str | None = None
-    history_limit: int = 50
-    max_message_chars: int = 4000
-    rate_limit: RateLimit = field(default_factory=lambda: RateLimit(20, 10.0))
-    allowed_origins: tuple[str, ...] = ()
-    allowed_hosts: tuple[str, ...] = ()  # empty: the loopback names, on a loopback bind only
-    metrics_token: str | None = None
-    trusted_proxy_hops: int = 0
-    sqlite_synchronous: str = "FULL"
-    max_connections_per_address: int = 200
-    send_queue_size: int = 1000
-    write_batch_size: int = 256
-    write_linger_ms: int = 1
-    presence_ttl: int = 30
-    session_lifetime: int = 30 * 24 * 3600  # seconds from sign-in
-    # Accounts one address may create: the rate of Mastodon's default (25 in 5 minutes),
-    # and a team behind one NAT can still all sign up within the hour.
-    signup_limit: RateLimit = field(default_factory=lambda: RateLimit(300, 3600.0))
-    redis_namespace: str | None = None
-    presence_grace: float = 3.0
+    """Every setting, declared once: its variable, type, default, accepted values and help.
+
+    The README's configuration table is made from these declarations (markdown_table);
+    tests/test_docs.py fails when the two differ.
+    """
+
+    database_url: str = setting(
+        "sqlite+aiosqlite:///quartchat.db",
+        parse_database_url,
+        "`sqlite+aiosqlite:///path` or `postgresql+asyncpg://user@host/db`",
+    )
+    broker_url: str = setting(
+        "memory://",
+        parse_broker_url,
+        "fan-out between processes: `memory://` (one process) or `redis://host:port/db`",
+    )
+    secret_key: str | None = setting(
+        None,
+        at_least_16_characters,
+        "signs session cookies; generated once into `<database>.secret` (mode 0600) so a restart signs nobody "
+        "out. Required (and shared by every instance) on PostgreSQL",
+        shown="a key file beside the SQLite database",
+    )
+    history_limit: int = setting(50, whole(1, 1000), "messages a joining client receives")
+    max_message_chars: int = setting(4000, whole(1, 16000), "longest chat text accepted, in characters")
+    rate_limit: RateLimit = setting(
+        RateLimit(20, 10.0),
+        parse_rate_limit,
+        "at most 20 chat messages in any 10 seconds, per user and room",
+        shown="`20/10`",
+    )
+    allowed_origins: tuple[str, ...] = setting(
+        (),
+        parse_origins,
+        "comma-separated extra origins allowed to open the WebSocket",
+        shown="empty: same origin only",
+    )
+    trusted_proxy_hops: int = setting(
+        0, whole(0, 10), "how many proxies' `X-Forwarded-*` headers to believe (nginx in front: 1)"
+    )
+    allowed_hosts: tuple[str, ...] = setting(
+        (),
+        parse_hosts,
+        "comma-separated names this server answers to (Django's `ALLOWED_HOSTS`): `chat.example.org`, "
+        "`.example.org` (that domain and its subdomains) or `*` (any). A request or WebSocket handshake with "
+        "any other `Host` (behind a trusted proxy: the one it passes) gets 400 before anything runs, which "
+        "stops DNS rebinding. Required when binding a non-loopback address: start-up stops, naming it",
+        shown="empty: `localhost`, `127.0.0.1`, `[::1]` and the bind address, on a loopback bind only",
+    )
+    sqlite_synchronous: str = setting(
+        "FULL", choice("FULL", "NORMAL"), "SQLite's `synchronous` pragma: `FULL` or `NORMAL` (see Durability)"
+    )
+    max_connections_per_address: int = setting(
+        200, whole(1, 1_000_000), "open WebSockets one client address may hold; more are refused with 429"
+    )
+    send_queue_size: int = setting(
+        1000, whole(16, 1_000_000), "frames waiting for one slow client before it is closed with 1013"
+    )
+    write_batch_size: int = setting(
+        256, whole(1, 10_000), "most messages committed in one transaction (1 = one commit per message)"
+    )
+    write_linger_ms: int = setting(
+        1,
+        whole(0, 100),
+        "under load (the last commit held several messages and more were waiting when it ended), milliseconds "
+        "the writer waits before the next commit so that more share it; an idle writer never waits (0 = never)",
+    )
+    presence_grace: float = setting(
+        3.0,
+        seconds(0, 300),
+        "seconds a user whose last connection closed still counts as online: a reconnect within them (a "
+        "refresh) sends neither `left` nor `join`; 0 announces `left` at once",
+    )
+    presence_ttl: int = setting(
+        30,
+        whole(1, 3600),
+        "with Redis: seconds without a heartbeat before a process counts as dead and its users leave",
+    )
+    session_lifetime: int = setting(
+        30 * 24 * 3600,
+        parse_duration,
+        "how long a sign-in lasts (`90s`, `15m`, `12h`, `30d`; a bare number is seconds). At its end the "
+        "cookie stops working, the session's open WebSockets close with 4001, and its row is purged",
+        shown="`30d`",
+    )
+    # Mastodon's rate (25 in 5 minutes), and a team behind one NAT can still all sign up within the hour.
+    signup_limit: RateLimit = setting(
+        RateLimit(300, 3600.0),
+        parse_rate_limit,
+        "at most 300 new accounts from one address in any 3,600 seconds (Mastodon's default rate, 25 in 5 "
+        "minutes, without its small bursts: a team behind one NAT can all sign up at once); past it a sign-up "
+        "answers 429 with `Retry-After`. Counted per process",
+        shown="`300/3600`",
+    )
+    redis_namespace: str | None = setting(
+        None,
+        parse_redis_namespace,
+        "with Redis: prefix of this deployment's pub/sub channel and presence keys (1-64 of `A-Za-z0-9_.-`), "
+        "so deployments sharing one Redis never hear each other",
+        shown="derived from the signing key",
+    )
+    metrics_token: str | None = setting(
+        None,
+        at_least_16_characters,
+        "`/metrics` answers clients on this host (loopback, as the trusted proxies report the address) and, "
+        "when set, a scraper elsewhere that sends `Authorization: Bearer <token>`; anyone else gets 403. At "
+        "least 16 characters",
+        shown="unset",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read every QUARTCHAT_* variable; raise SettingsError naming the bad one."""
+        """Read every QUARTCHAT_* variable; raise SettingsError naming the bad one.
+        An unset or blank variable takes the default."""
         env = os.environ if environ is None else environ
-
-        def get(name: str) -> str | None:
-            value = env.get(PREFIX + name)
-            return value.strip() if value is not None and value.strip() != "" else None
-
-        defaults = cls()
-        return cls(
-            database_url=check_database_url(get("DATABASE_URL") or defaults.database_url),
-            broker_url=_broker_url(get("BROKER_URL") or defaults.broker_url),
-            secret_key=_secret_key(get("SECRET_KEY")),
-            history_limit=_integer("HISTORY_LIMIT", get("HISTORY_LIMIT"), defaults.history_limit, 1, 1000),
-            max_message_chars=_integer(
-                "MAX_MESSAGE_CHARS", get("MAX_MESSAGE_CHARS"), defaults.max_message_chars, 1, 16000
-            ),
-            rate_limit=_rate_limit("RATE_LIMIT", get("RATE_LIMIT")) or defaults.rate_limit,
-            allowed_origins=_origins(get("ALLOWED_ORIGINS")),
-            allowed_hosts=_hosts(get("ALLOWED_HOSTS")),
-            metrics_token=_metrics_token(get("METRICS_TOKEN")),
-            trusted_proxy_hops=_integer(
-                "TRUSTED_PROXY_HOPS", get("TRUSTED_PROXY_HOPS"), defaults.trusted_proxy_hops, 0, 10
-            ),
-            sqlite_synchronous=_choice(
-                "SQLITE_SYNCHRONOUS",
-                get("SQLITE_SYNCHRONOUS"),
-                defaults.sqlite_synchronous,
-                ("FULL", "NORMAL"),
-            ),
-            max_connections_per_address=_integer(
-                "MAX_CONNECTIONS_PER_ADDRESS",
-                get("MAX_CONNECTIONS_PER_ADDRESS"),
-                defaults.max_connections_per_address,
-                1,
-                1_000_000,
-            ),
-            send_queue_size=_integer(
-                "SEND_QUEUE_SIZE", get("SEND_QUEUE_SIZE"), defaults.send_queue_size, 16, 1_000_000
-            ),
-            write_batch_size=_integer(
-                "WRITE_BATCH_SIZE", get("WRITE_BATCH_SIZE"), defaults.write_batch_size, 1, 10_000
-            ),
-            write_linger_ms=_integer("WRITE_LINGER_MS", get("WRITE_LINGER_MS"), defaults.write_linger_ms, 0, 100),
-            presence_ttl=_integer("PRESENCE_TTL", get("PRESENCE_TTL"), defaults.presence_ttl, 1, 3600),
-            session_lifetime=_duration("SESSION_LIFETIME", get("SESSION_LIFETIME"), defaults.session_lifetime),
-            signup_limit=_rate_limit("SIGNUP_LIMIT", get("SIGNUP_LIMIT")) or defaults.signup_limit,
-            redis_namespace=_redis_namespace(get("REDIS_NAMESPACE")),
-            presence_grace=_seconds("PRESENCE_GRACE", get("PRESENCE_GRACE"), defaults.presence_grace, 0, 300),
-        )
+        values: dict[str, Any] = {}
+        for declared in fields(cls):
+            variable = variable_name(declared)
+            value = env.get(variable, "").strip()
+            if not value:
+                continue
+            try:
+                values[declared.name] = declared.metadata["parse"](value)
+            except InvalidValue as invalid:
+                raise SettingsError(f"{variable}: {invalid}") from None
+        return cls(**values)
 
     @property
     def is_sqlite(self) -> bool:
@@ -122,6 +304,12 @@ class Settings:
             return None
         return Path(database).resolve()
 
+    @property
+    def secret_key_path(self) -> Path | None:
+        """Where the signing key is kept when it is not set: beside the SQLite file."""
+        path = self.sqlite_path
+        return path.with_name(path.name + ".secret") if path is not None else None
+
     def resolved_secret_key(self) -> str:
         """The signing key: the setting, else the key file beside the SQLite database.
 
@@ -131,15 +319,14 @@ class Settings:
         """
         if self.secret_key is not None:
             return self.secret_key
-        path = self.sqlite_path
-        if path is None:
+        key_path = self.secret_key_path
+        if key_path is None:
             if self.is_sqlite:
                 return secrets.token_urlsafe(48)  # in-memory database: nothing outlives us
             raise SettingsError(
                 f"{PREFIX}SECRET_KEY: required when the database is not an SQLite file "
                 "(every instance must sign with the same key)"
             )
-        key_path = path.with_name(path.name + ".secret")
         try:
             fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
@@ -166,134 +353,28 @@ class Settings:
         return "qc-" + hmac.new(key, b"quartchat redis namespace", hashlib.sha256).hexdigest()[:16]
 
 
-def check_database_url(value: str) -> str:
-    try:
-        url = make_url(value)
-    except ArgumentError:
-        raise SettingsError(f"{PREFIX}DATABASE_URL: not a database URL: {value!r}") from None
-    if url.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
-        raise SettingsError(
-            f"{PREFIX}DATABASE_URL: use sqlite+aiosqlite:/// or postgresql+asyncpg://, not {url.drivername!r}"
-        )
-    return value
+def variable_name(declared: Field[Any]) -> str:
+    return PREFIX + declared.name.upper()
 
 
-def _broker_url(value: str) -> str:
-    if value == "memory://" or re.fullmatch(r"rediss?://\S+", value):
-        return value
-    raise SettingsError(f"{PREFIX}BROKER_URL: use memory:// or redis://host:port/db, not {value!r}")
+def markdown_table() -> str:
+    """The README's configuration table, made from the declarations above."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for declared in fields(Settings):
+        shown = declared.metadata["shown"]
+        if shown is None:
+            shown = _shown_default(declared.default)
+        rows.append(f"| `{variable_name(declared)}` | {shown} | {declared.metadata['help']} |")
+    return "\n".join(rows) + "\n"
 
 
-def _redis_namespace(value: str | None) -> str | None:
-    if value is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
-        raise SettingsError(f"{PREFIX}REDIS_NAMESPACE: 1-64 of A-Z, a-z, 0-9, '_', '.', '-', got {value!r}")
-    return value
+def _shown_default(default: object) -> str:
+    if isinstance(default, str):
+        return f"`{default}`"
+    if isinstance(default, float):
+        return f"{default:g}"
+    return str(default)
 
 
-def _secret_key(value: str | None) -> str | None:
-    if value is not None and len(value) < 16:
-        raise SettingsError(f"{PREFIX}SECRET_KEY: at least 16 characters are needed")
-    return value
-
-
-def _metrics_token(value: str | None) -> str | None:
-    if value is not None and len(value) < 16:
-        raise SettingsError(f"{PREFIX}METRICS_TOKEN: at least 16 characters are needed")
-    return value
-
-
-def _integer(name: str, value: str | None, default: int, low: int, high: int) -> int:
-    if value is None:
-        return default
-    if not re.fullmatch(r"\d+", value) or not low <= int(value) <= high:
-        raise SettingsError(f"{PREFIX}{name}: expected a whole number from {low} to {high}, got {value!r}")
-    return int(value)
-
-
-def _seconds(name: str, value: str | None, default: float, low: float, high: float) -> float:
-    if value is None:
-        return default
-    if not re.fullmatch(r"\d+(?:\.\d+)?", value) or not low <= float(value) <= high:
-        raise SettingsError(f"{PREFIX}{name}: expected seconds from {low:g} to {high:g} (e.g. 2.5), got {value!r}")
-    return float(value)
-
-
-def _choice(name: str, value: str | None, default: str, choices: tuple[str, ...]) -> str:
-    if value is None:
-        return default
-    if value.upper() not in choices:
-        raise SettingsError(f"{PREFIX}{name}: expected one of {', '.join(choices)}, got {value!r}")
-    return value.upper()
-
-
-def _rate_limit(name: str, value: str | None) -> RateLimit | None:
-    if value is None:
-        return None
-    match = re.fullmatch(r"(\d+)\s*/\s*(\d+(?:\.\d+)?)", value)
-    if not match or int(match[1]) < 1 or float(match[2]) <= 0:
-        raise SettingsError(f"{PREFIX}{name}: expected COUNT/SECONDS such as 20/10, got {value!r}")
-    return RateLimit(int(match[1]), float(match[2]))
-
-
-_SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _duration(name: str, value: str | None, default: int) -> int:
-    """Seconds, from `90`, `90s`, `15m`, `12h` or `30d`; from 1 second to 10 years."""
-    if value is None:
-        return default
-    match = re.fullmatch(r"(\d{1,9})\s*([smhd]?)", value.lower())
-    seconds = int(match[1]) * _SECONDS_PER_UNIT[match[2] or "s"] if match else 0
-    if not 1 <= seconds <= 3650 * 86400:
-        raise SettingsError(
-            f"{PREFIX}{name}: expected a duration such as 30d, 12h or 90s (at most 3650d), got {value!r}"
-        )
-    return seconds
-
-
-def _origins(value: str | None) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    origins = []
-    for part in value.split(","):
-        origin = part.strip().rstrip("/").lower()
-        if not origin:
-            continue
-        if not re.fullmatch(r"https?://[^/\s]+", origin):
-            raise SettingsError(
-                f"{PREFIX}ALLOWED_ORIGINS: {part.strip()!r} is not an origin such as https://chat.example.org"
-            )
-        origins.append(origin)
-    return tuple(origins)
-
-
-# A host name or IPv4 address (optionally `.`-prefixed: that domain and its subdomains),
-# a bracketed IPv6 address, or `*`.
-_HOST_PATTERN = re.compile(r"\*|\.?[a-z0-9-]+(?:\.[a-z0-9-]+)*\.?|\[[0-9a-f:.]+\]")
-
-
-def _hosts(value: str | None) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    hosts = []
-    for part in value.split(","):
-        host = part.strip().lower()
-        if not host:
-            continue
-        if _is_ipv6(host):
-            host = f"[{host}]"  # as it appears in a Host header
-        if not _HOST_PATTERN.fullmatch(host):
-            raise SettingsError(
-                f"{PREFIX}ALLOWED_HOSTS: {part.strip()!r} is not a host name such as chat.example.org "
-                "(no scheme, no port)"
-            )
-        hosts.append(host.rstrip("."))
-    return tuple(hosts)
-
-
-def _is_ipv6(text: str) -> bool:
-    try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
-        return False
-    return True
+if __name__ == "__main__":  # python -m quartchat.settings: the table, to paste into the README
+    print(markdown_table(), end="")

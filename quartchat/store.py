@@ -144,9 +144,7 @@ class Store:
         """Stored messages by (user id, room, client_id), inside the writer's
         transaction (run_sync: a synchronous Connection)."""
         # One query for the whole batch (row values: SQLite 3.15+, PostgreSQL).
-        query = message_select().where(
-            tuple_(Message.user_id, Message.room, Message.client_id).in_(sorted(set(keys)))
-        )
+        query = message_select().where(tuple_(Message.user_id, Message.room, Message.client_id).in_(sorted(set(keys))))
         rows = connection.execute(query).all()
         return {(row.user_id, row.room, row.client_id): to_message(row) for row in rows}
 

@@ -16,7 +16,7 @@ from sqlalchemy import Table, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from .accounts import CredentialsError, name_key, name_skeleton, stored_name
+from .accounts import InvalidName, name_key, name_skeleton, stored_name
 from .export import ExportError, parse_time
 from .models import Base, Message, Room, User
 from .protocol import format_ts
@@ -98,7 +98,7 @@ def to_record(where: str, message: object) -> Record:
         name = user.get("name")
         # An export repeats a few hundred names a million times: check each once.
         user_name = _stored_name(name) if isinstance(name, str) else stored_name(name)
-    except CredentialsError as bad:
+    except InvalidName as bad:
         raise wrong(f'"user.name": {bad.message}') from None
     if not isinstance(data, str) or "\x00" in data:
         raise wrong('"data" must be text')

@@ -17,9 +17,7 @@ from typing import Any
 
 from quart import Blueprint, Response, websocket
 
-from .auth import current_session, origin_allowed
 from .hub import DIRECT_ITEM, FRAME_ITEM, Connection
-from .limits import SlidingWindow, flood_limit
 from .protocol import (
     HISTORY,
     LIST,
@@ -34,8 +32,10 @@ from .protocol import (
     now_ms,
     parse_frame,
 )
+from .rate_limits import SlidingWindow, flood_limit
 from .rooms import DEFAULT_ROOM, valid_room
 from .runtime import Runtime, runtime
+from .web_session import current_session, origin_allowed
 from .writer import Draft, Outcome, SessionEnded, Unavailable
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ async def _chat(rt: Runtime, room: str, address: str) -> None:
     )
     started = time.monotonic()
     # The session's end closes the socket: a sign-out or password change through the
-    # hub (Revoked), one made elsewhere by the periodic check (sessions.py), its expiry
+    # hub (Revoked), one made elsewhere by the periodic check (session_watch.py), its expiry
     # by this timer.
     expiry = asyncio.get_running_loop().call_later(
         max(0.0, (signed_in.expires_ms - now_ms()) / 1000), connection.abort, CloseCode.INVALID_USER, "Invalid user"

@@ -196,11 +196,12 @@ def test_an_import_with_a_hostile_user_name_names_the_line_and_imports_nothing(t
 def test_new_messages_get_ids_above_imported_ones_and_imported_names_are_reserved(filled: Any, tmp_path: Path) -> None:
     import asyncio
 
-    from quartchat.accounts import CredentialsError, Passwords, authenticate
+    from quartchat.accounts import NameReserved, Passwords, authenticate
     from quartchat.database import create_database
     from quartchat.protocol import UserRef
     from quartchat.settings import Settings
     from quartchat.store import Store
+    from quartchat.web_errors import status_of
     from quartchat.writer import Draft, MessageWriter
 
     _, messages = filled
@@ -212,9 +213,9 @@ def test_new_messages_get_ids_above_imported_ones_and_imported_names_are_reserve
         database = create_database(Settings(database_url=env["QUARTCHAT_DATABASE_URL"]))
         store = Store(database)
         try:
-            with pytest.raises(CredentialsError) as refused:
+            with pytest.raises(NameReserved) as refused:
                 await authenticate(store, Passwords(), "张伟", "any password at all")
-            assert refused.value.status == 401 and "reserved" in refused.value.message
+            assert status_of(refused.value) == 401 and "reserved" in refused.value.message
 
             async def nothing(_: object) -> None:
                 pass

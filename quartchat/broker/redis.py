@@ -62,9 +62,7 @@ def decode(raw: bytes) -> Event:
             data.get("a", False),
         )  # fmt: skip
     if data["k"] == "r":
-        return Revoked(
-            tuple(data["s"]), tuple(data["u"]), data["room"], data["code"], data["reason"], data["o"]
-        )
+        return Revoked(tuple(data["s"]), tuple(data["u"]), data["room"], data["code"], data["reason"], data["o"])
     user = UserRef(data["user"][0], data["user"][1])
     return Presence(data["kind"], data["room"], user, data["ts"], data["o"], data["c"])
 

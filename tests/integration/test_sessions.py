@@ -77,9 +77,7 @@ async def test_the_signout_form_closes_the_sessions_sockets_within_2_s(chat: Cha
     token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
     assert token is not None
     started = time.monotonic()
-    response = await user.http.post(
-        "/signout", data={"csrf_token": token[1]}, headers={"Origin": chat.server.base_url}
-    )
+    response = await user.http.post("/signout", data={"csrf_token": token[1]}, headers={"Origin": chat.server.base_url})
     assert response.status_code == 303, response.text
     late = asyncio.create_task(send_until_closed(conn, "after"))
     assert await closed_within([conn], IN_PROCESS_SECONDS, started) == [4001]

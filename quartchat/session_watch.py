@@ -1,7 +1,7 @@
 """Sessions that end elsewhere end their sockets here; expired sessions are purged.
 
 A sign-out in this process closes the session's sockets at once, in every process, by
-the hub's `Revoked` event (auth.end_session). A change the broker never hears of — a
+the hub's `Revoked` event (web_session.end_session). A change the broker never hears of — a
 password set with the command line (another process), a row deleted by hand, a session
 that expired — is found by this watch: every CHECK_SECONDS it asks the database, in one
 query per few hundred sessions, which of the sessions with a socket open here are still

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from quartchat.settings import RateLimit
-from quartchat.throttle import (
+from quartchat.rate_limits import (
     FREE_PER_ADDRESS,
     FREE_PER_NAME,
     MAX_DELAY_SECONDS,
@@ -13,6 +12,7 @@ from quartchat.throttle import (
     SignInThrottle,
     SignUpLimit,
 )
+from quartchat.settings import RateLimit
 
 
 def test_a_few_failures_are_free_then_each_waits_twice_as_long_up_to_a_minute() -> None:
@@ -53,7 +53,7 @@ def test_one_address_trying_many_names_is_slowed_too() -> None:
 
 def test_sign_ups_per_address_wait_for_the_oldest_to_leave_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
-    monkeypatch.setattr("quartchat.limits.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("quartchat.rate_limits.time.monotonic", lambda: now[0])
     signups = SignUpLimit(RateLimit(2, 60.0))
     assert [signups.take("a"), signups.take("a")] == [0.0, 0.0]
     now[0] += 15

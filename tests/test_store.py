@@ -1,0 +1,96 @@
+"""Store's reads on a real SQLite database: history pages both ways, resuming, rooms,
+and sessions that expire. The rows come in as an operator's import would bring them."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from quartchat import migrate
+from quartchat.database import create_database
+from quartchat.protocol import RESUME_LIMIT, now_ms
+from quartchat.settings import Settings
+from quartchat.store import Store
+from quartchat.transfer import import_records, read_export
+
+from .support import sqlite_url
+
+LOBBY_IDS = list(range(1, 12))  # 11 messages in the lobby, 2 in "dev"
+LIFETIME_MS = 60_000
+
+
+def exported(message_id: int, room: str) -> str:
+    return json.dumps(
+        {
+            "id": message_id,
+            "type": "chat",
+            "room": room,
+            "user": {"id": "u1", "name": "alice"},
+            "data": f"message {message_id}",
+            "ts": "2026-12-04T10:00:00.000Z",
+        }
+    )
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    path = tmp_path / "store.db"
+    await asyncio.to_thread(migrate.upgrade, sqlite_url(path))
+    lines = [exported(i, "lobby") for i in LOBBY_IDS] + [exported(20, "dev"), exported(21, "dev")]
+    database = create_database(Settings(database_url=sqlite_url(path), secret_key="s" * 32))
+    await import_records(database.writer, read_export(io.StringIO("\n".join(lines)), "store.ndjson"))
+    with sqlite3.connect(path) as connection:  # one live session, one past its lifetime
+        connection.executemany(
+            "INSERT INTO sessions (id, user_id, created_ms) VALUES (?, 'u1', ?)",
+            [("live", now_ms()), ("old", now_ms() - LIFETIME_MS - 1000)],
+        )
+    connection.close()
+    try:
+        yield Store(database, LIFETIME_MS)
+    finally:
+        await database.dispose()
+
+
+async def test_the_newest_page_is_oldest_first_and_says_whether_older_ones_exist(store: Store) -> None:
+    page = await store.newest("lobby", 4)
+    assert [m.id for m in page.messages] == LOBBY_IDS[-4:] and page.has_more
+    everything = await store.newest("lobby", 50)
+    assert [m.id for m in everything.messages] == LOBBY_IDS and not everything.has_more
+    assert (await store.newest("empty", 5)).messages == []
+
+
+async def test_pages_before_and_after_an_id_stay_in_their_room(store: Store) -> None:
+    older = await store.before("lobby", 5, 3)
+    assert [m.id for m in older.messages] == [2, 3, 4] and older.has_more
+    newer = await store.after("lobby", 8, 10)
+    assert [m.id for m in newer.messages] == [9, 10, 11] and not newer.has_more
+    assert [m.id for m in (await store.after("dev", 0, 10)).messages] == [20, 21]
+
+
+async def test_resume_sends_what_was_missed_or_resets_to_the_newest(store: Store) -> None:
+    assert len(LOBBY_IDS) < RESUME_LIMIT, "what follows resumes within the limit"
+    missed = await store.resume("lobby", 9, history_limit=3)
+    assert [m.id for m in missed.messages] == [10, 11] and not missed.reset
+    beyond = await store.resume("lobby", 99, history_limit=3)
+    assert [m.id for m in beyond.messages] == LOBBY_IDS[-3:] and beyond.reset
+
+
+async def test_rooms_are_summed_up_by_name(store: Store) -> None:
+    summaries = {s.name: (s.messages, s.last_id) for s in await store.rooms()}
+    assert summaries == {"dev": (2, 21), "lobby": (11, 11)}
+    assert await store.room_last_id("lobby") == 11 and await store.room_last_id("none") == 0
+
+
+async def test_a_session_past_its_lifetime_signs_nobody_in_and_is_purged(store: Store) -> None:
+    live = await store.session("live", "u1")
+    assert live is not None and live.user.name == "alice"
+    assert await store.session("live", "someone-else") is None
+    assert await store.session("old", "u1") is None
+    assert await store.live_sessions({"live", "old", "never"}) == {"live"}
+    assert await store.purge_expired_sessions() == 1
