@@ -1,4 +1,4 @@
-"""SPEC §4 names, passwords and redirects, without a server."""
+"""docs/protocol.md §10: names, passwords and redirects, without a server."""
 
 from __future__ import annotations
 
