@@ -1,4 +1,4 @@
-"""Accounts: names, passwords and signing in (SPEC §4). No web framework here: the
+"""Accounts: names, passwords and signing in (docs/protocol.md §10). No web framework here: the
 command line uses it too."""
 
 from __future__ import annotations

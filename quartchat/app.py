@@ -34,7 +34,7 @@ SECURITY_HEADERS = {
 
 
 def create_app(settings: Settings | None = None) -> Quart:
-    """The Quart app; `settings` default to the environment (SPEC §2)."""
+    """The Quart app; `settings` default to the environment (README.md, "Configuration")."""
     settings = settings or Settings.from_env()
     app = Quart(__name__, template_folder=str(resource("templates")), static_folder=None)
     register_static(app, resource("static"))

@@ -1,4 +1,4 @@
-"""History exports (SPEC §8): ndjson, json, csv, txt and html, streamed.
+"""History exports (docs/protocol.md §12): ndjson, json, csv, txt and html, streamed.
 
 Messages come from a server-side cursor in chunks (`yield_per`), are formatted a
 chunk at a time and written out, so memory stays flat whatever the history's size.
@@ -106,7 +106,7 @@ async def chunks(engine: AsyncEngine, query: ExportQuery) -> AsyncIterator[list[
 
 
 def _sqlite_message_json(users: FromClause) -> ColumnElement[Any]:
-    """The message object (SPEC §5) built by SQLite's json_object, key for key.
+    """The message object (docs/protocol.md §5) built by SQLite's json_object, key for key.
 
     This is what makes ndjson and json exports fast: each line is made in C, and
     Python only joins strings. The time is the text stored with each message

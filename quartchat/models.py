@@ -26,7 +26,7 @@ class User(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(64))
-    # NFC + casefold of the name: what makes two names the same (SPEC §4).
+    # NFC + casefold of the name: what makes two names the same (docs/protocol.md §10).
     name_key: Mapped[str] = mapped_column(String(128), unique=True)
     # Unicode TR39's skeleton of name_key: names that look alike share it. A new name
     # whose skeleton is taken is refused (quartchat/accounts.py).
@@ -74,7 +74,7 @@ class Message(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
     text: Mapped[str] = mapped_column(Text)
     ts_ms: Mapped[int] = mapped_column(BigInteger)
-    # The same time as SPEC §5 writes it ("2026-11-24T15:31:06.123Z"), kept so that an
+    # The same time as docs/protocol.md §5 writes it ("2026-11-24T15:31:06.123Z"), kept so that an
     # export need not format every date again: on SQLite that was a third of its cost.
     ts: Mapped[str] = mapped_column(String(32), server_default="")
     client_id: Mapped[str | None] = mapped_column(String(64))

@@ -1,4 +1,4 @@
-"""Who is online in each room: the union over every process (SPEC §7).
+"""Who is online in each room: the union over every process (docs/protocol.md §4).
 
 `add` and `remove` count a user's connections in a room across all processes and say
 when the first one opened (a `join` is due) or the last one closed (a `left`).

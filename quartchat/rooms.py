@@ -1,4 +1,4 @@
-"""Room names (SPEC §5)."""
+"""Room names (docs/protocol.md §1)."""
 
 from __future__ import annotations
 

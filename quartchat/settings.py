@@ -1,4 +1,4 @@
-"""Settings, read from the environment once and checked loudly (SPEC §2)."""
+"""Settings, read from the environment once and checked loudly (README.md, "Configuration")."""
 
 from __future__ import annotations
 

@@ -78,7 +78,7 @@ _stored_name = functools.lru_cache(maxsize=65536)(stored_name)
 
 
 def to_record(where: str, message: object) -> Record:
-    """Check one message object as SPEC §5 defines it; TransferError says what is wrong."""
+    """Check one message object as docs/protocol.md §5 defines it; TransferError says what is wrong."""
 
     def wrong(what: str) -> TransferError:
         return TransferError(f"{where}: {what}")

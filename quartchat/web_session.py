@@ -1,4 +1,4 @@
-"""Accounts, sessions, CSRF and Origin checks (SPEC §4).
+"""Accounts, sessions, CSRF and Origin checks (docs/protocol.md §10).
 
 The session cookie is Quart's signed cookie holding the user id, a server-side session
 id and the CSRF token. The session id names a row in `sessions`: signing out deletes
@@ -97,7 +97,7 @@ def origin_allowed(origin: str | None, extra: tuple[str, ...]) -> bool:
 
 
 class ChatSessionInterface(SecureCookieSessionInterface):
-    """Marks the cookie `Secure` when the request came over HTTPS (SPEC §4)."""
+    """Marks the cookie `Secure` when the request came over HTTPS (docs/protocol.md §10)."""
 
     def get_cookie_secure(self, app: Quart) -> bool:
         return has_request_context() and request.scheme == "https"

@@ -1,4 +1,4 @@
-"""The WebSocket route (SPEC §6): protocol in, protocol out.
+"""The WebSocket route (docs/protocol.md §2-§9): protocol in, protocol out.
 
 Opening: Origin check (403 before the upgrade), session (4001), room (4004); then
 history, list and the user's join, in that order. Then a reader (this task) and a

@@ -1,4 +1,4 @@
-"""SPEC §4 names and passwords: the rules alone, then across the NFKC fold through the
+"""docs/protocol.md §10: names and passwords: the rules alone, then across the NFKC fold through the
 app (new names fold, accounts made before the fold still sign in as they are, names
 that show nothing are refused)."""
 

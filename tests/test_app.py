@@ -1,4 +1,4 @@
-"""SPEC §4 sessions and CSRF, §5 pages and API, through Quart's test app (fast)."""
+"""docs/protocol.md §10 sessions and CSRF, §11 pages and API, through Quart's test app (fast)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC §5 message object and §6 client frames, checked without a server."""
+"""docs/protocol.md §5 message object and §6 client frames, checked without a server."""
 
 from __future__ import annotations
 

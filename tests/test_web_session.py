@@ -1,4 +1,4 @@
-"""SPEC §4 redirects after signing in, without a server."""
+"""docs/protocol.md §10: redirects after signing in, without a server."""
 
 from __future__ import annotations
 

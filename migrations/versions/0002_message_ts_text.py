@@ -1,6 +1,6 @@
 """messages.ts: the time as text, beside ts_ms
 
-Exports write every message's time as SPEC §5 formats it; keeping that text means
+Exports write every message's time as docs/protocol.md §5 formats it; keeping that text means
 SQLite's export need not format a million dates (strftime was a third of its cost).
 Existing rows are filled in by the database itself, in one UPDATE.
 

@@ -1,4 +1,4 @@
-"""SPEC §9: the chat page as people use it, in headless Chromium."""
+"""docs/web-client.md: the chat page as people use it, in headless Chromium."""
 
 from __future__ import annotations
 

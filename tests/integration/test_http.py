@@ -1,4 +1,4 @@
-"""SPEC §5 and §8 over real HTTP: pages, headers, export downloads."""
+"""docs/protocol.md §11 and §12 over real HTTP: pages, headers, export downloads."""
 
 from __future__ import annotations
 

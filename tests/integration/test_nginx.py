@@ -1,4 +1,4 @@
-"""SPEC §10: the chat through a real nginx started from the shipped nginx.conf."""
+"""docs/deploy.md: the chat through a real nginx started from the shipped nginx.conf."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC §7 on real engines: PostgreSQL, Redis pub/sub, several instances and workers."""
+"""docs/scaling.md on real engines: PostgreSQL, Redis pub/sub, several instances and workers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC §6 against a real Hypercorn server: opening, fan-out, order, errors, limits."""
+"""docs/protocol.md §2-§9 against a real Hypercorn server: opening, fan-out, order, errors, limits."""
 
 from __future__ import annotations
 
