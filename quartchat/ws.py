@@ -21,16 +21,15 @@ from .auth import current_session, origin_allowed
 from .hub import DIRECT_ITEM, FRAME_ITEM, Connection
 from .limits import SlidingWindow, flood_limit
 from .protocol import (
-    HISTORY,
-    LIST,
     MAX_FRAME_BYTES,
     PONG_FRAME,
     ChatFrame,
     CloseCode,
     ErrorCode,
     FrameError,
-    dumps,
     error_frame,
+    history_frame,
+    list_frame,
     now_ms,
     parse_frame,
 )
@@ -156,7 +155,7 @@ async def _open(rt: Runtime, connection: Connection, after: int | None) -> None:
     try:
         await rt.hub.prime(room)  # live messages follow from the room's last committed id
         page = await (rt.store.newest(room, limit) if after is None else rt.store.resume(room, after, limit))
-        online = [u.to_dict() for u in await rt.hub.online(room)]
+        online = await rt.hub.online(room)
     except Exception:
         log.exception("opening %s failed: the database or broker did not answer", room)
         connection.abort(CloseCode.TRY_AGAIN, "the database is unavailable: try again later")
@@ -165,22 +164,8 @@ async def _open(rt: Runtime, connection: Connection, after: int | None) -> None:
         connection.skip_through = page.messages[-1].id
     elif after is not None and not page.reset:  # a reset starts again from the room's end
         connection.skip_through = after
-    history = (
-        '{"type":"'
-        + HISTORY
-        + '","room":'
-        + dumps(room)
-        + ',"messages":['
-        + ",".join(m.json for m in page.messages)
-        + "]"
-        + ',"has_more":'
-        + dumps(page.has_more)
-        + ',"reset":'
-        + dumps(page.reset)
-        + "}"
-    )
-    await websocket.send(history)
-    await websocket.send(dumps({"type": LIST, "room": room, "data": online}))
+    await websocket.send(history_frame(room, page.messages, page.has_more, page.reset))
+    await websocket.send(list_frame(room, online))
 
 
 async def _serve(rt: Runtime, connection: Connection) -> None:
