@@ -1,9 +1,8 @@
-"""Rooms, connections, presence and fan-out inside one process.
+"""Rooms, presence and fan-out inside one process.
 
-Each connection has a bounded send queue drained by its own sender task, so a slow
-reader only ever fills its own queue; when that is full it is closed with 1013 and
-resumes later with `after`. Broadcasts are serialised once (StoredMessage.json) and
-the same string is queued for every connection.
+Each connection (connection.py) has a bounded send queue drained by its own sender
+task. Broadcasts are serialised once (StoredMessage.json) and the same message is
+queued for every connection.
 
 Order: every committed message names its predecessor in the room (`prev_id`). A room
 delivers a message only after its predecessor; one that arrives early (another
@@ -15,136 +14,22 @@ message. So each connection sees its room's messages in id order, none missing.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .broker import Broker, Committed, Event, Presence, Resync, Revoked
+from .connection import Connection
 from .metrics import Metrics
 from .presence import PresenceRegistry
-from .protocol import JOIN, LEFT, CloseCode, StoredMessage, UserRef, batch_frame, now_ms, presence_frame
+from .protocol import JOIN, LEFT, CloseCode, StoredMessage, UserRef, now_ms, presence_frame
 from .store import Store
 
 log = logging.getLogger(__name__)
-
-# Kinds of queued items.
-CHAT_ITEM = 0  # a broadcast message, skipped if the history already held it
-DIRECT_ITEM = 1  # a message for this connection only (a retried client_id)
-FRAME_ITEM = 2  # any other frame (presence, errors, pong)
-CLOSE_ITEM = 3  # close after everything queued before it has been sent
-
-_connection_ids = itertools.count(1)
-
-
-class Connection:
-    """One open WebSocket, as the hub sees it."""
-
-    def __init__(
-        self, user: UserRef, room: str, address: str, batch: bool, capacity: int, session_id: str | None = None
-    ) -> None:
-        self.id = next(_connection_ids)
-        self.user = user
-        self.session_id = session_id  # the server-side session it was opened with
-        self.room = room
-        self.address = address
-        self.batch = batch
-        self.capacity = capacity
-        self.queue: deque[tuple[int, int, str]] = deque()
-        self.skip_through = 0  # chat ids up to this one came with the history
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self.closed = asyncio.Event()
-        self._waiter: asyncio.Future[None] | None = None  # the idle sender waits on it
-
-    def push(self, kind: int, text: str, message_id: int = 0) -> None:
-        if self.enqueue(kind, text, message_id):
-            self.wake()
-
-    def enqueue(self, kind: int, text: str, message_id: int = 0) -> bool:
-        """Queue a frame without waking the sender; False if the connection is closed
-        (or has just been closed for a full queue)."""
-        if self.close_code is not None:
-            return False
-        if len(self.queue) >= self.capacity:
-            self.abort(CloseCode.TRY_AGAIN, "send queue full: reconnect with after")
-            return False
-        self.queue.append((kind, message_id, text))
-        return True
-
-    def wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def abort(self, code: int, reason: str) -> None:
-        """Close now, dropping whatever is queued."""
-        if self.close_code is None:
-            self.close_code, self.close_reason = code, reason
-            self.queue.clear()
-            self.closed.set()
-
-    def finish(self, code: int, reason: str) -> None:
-        """Close once everything already queued has been sent."""
-        if self.close_code is None:
-            self.queue.append((CLOSE_ITEM, code, reason))
-            self.wake()
-
-    async def run_sender(self, send: Callable[[str], Awaitable[None]]) -> None:
-        """Drain the queue into `send`, coalescing queued chat messages when asked to."""
-        loop = asyncio.get_running_loop()
-        while self.close_code is None:
-            if not self.queue:
-                # A bare future, not an Event: one broadcast wakes every connection of
-                # a room, and this is the cheapest wake-up asyncio has.
-                self._waiter = loop.create_future()
-                await self._waiter
-                continue
-            if len(self.queue) == 1:  # the usual case: one frame as it is
-                kind, message_id, text = self.queue.popleft()
-                if kind == CLOSE_ITEM:
-                    self.abort(message_id, text)
-                    return
-                if kind != CHAT_ITEM or message_id > self.skip_through:
-                    await send(text)
-                continue
-            items = list(self.queue)
-            self.queue.clear()
-            for sent, frame in enumerate(self._frames(items), start=1):
-                if self.close_code is not None:
-                    return
-                await send(frame)
-                if sent % 64 == 0:
-                    await asyncio.sleep(0)
-            if self.queue:
-                # A send need not yield (a socket with room takes the bytes at once):
-                # before the next round, let other senders and the readers have a turn.
-                await asyncio.sleep(0)
-
-    def _frames(self, items: list[tuple[int, int, str]]) -> Iterator[str]:
-        chats: list[str] = []
-        for kind, message_id, text in items:
-            if kind == CHAT_ITEM:
-                if message_id > self.skip_through:
-                    if self.batch:
-                        chats.append(text)
-                    else:
-                        yield text
-                continue
-            if chats:
-                yield chats[0] if len(chats) == 1 else batch_frame(chats)
-                chats = []
-            if kind == CLOSE_ITEM:
-                self.abort(message_id, text)
-                return
-            yield text
-        if chats:
-            yield chats[0] if len(chats) == 1 else batch_frame(chats)
-
 
 WAKE_CHUNK = 128
 
@@ -270,7 +155,7 @@ class Hub:
         self._present.add((room, user.id))
         if await self.presence.add(room, user):
             ts_ms = now_ms()
-            connection.push(FRAME_ITEM, presence_frame(JOIN, room, user, ts_ms))
+            connection.push(presence_frame(JOIN, room, user, ts_ms))
             self._outbox.put_nowait(Presence(JOIN, room, user, ts_ms, self.origin, connection.id))
 
     def unregister(self, connection: Connection) -> None:
@@ -372,7 +257,7 @@ class Hub:
         authors: list[Connection] = []
         others: list[Connection] = []
         for connection in state.connections:
-            if connection.enqueue(CHAT_ITEM, message.json, message.id):
+            if connection.enqueue(message):
                 (authors if connection.user.id == message.user.id else others).append(connection)
         for connection in authors:
             connection.wake()
@@ -493,7 +378,7 @@ class Hub:
         for connection in listeners.connections:
             if event.origin == self.origin and connection.id == event.connection_id:
                 continue
-            connection.push(FRAME_ITEM, frame)
+            connection.push(frame)
 
     async def _publish_forever(self) -> None:
         while True:

@@ -17,7 +17,7 @@ from quart import Blueprint, Response, websocket
 
 from .asgi_send import frame_sender
 from .auth import current_session, origin_allowed
-from .hub import DIRECT_ITEM, FRAME_ITEM, Connection
+from .connection import Connection
 from .limits import SlidingWindow, flood_limit
 from .protocol import (
     MAX_FRAME_BYTES,
@@ -157,7 +157,7 @@ async def _read(rt: Runtime, connection: Connection) -> None:
     in_flight = asyncio.Semaphore(IN_FLIGHT_PER_CONNECTION)
 
     def refuse(code: ErrorCode, message: str, client_id: str | None) -> None:
-        connection.push(FRAME_ITEM, error_frame(code, message, client_id))
+        connection.push(error_frame(code, message, client_id))
         rt.metrics.errors.labels(code=code.value).inc()
         if not refusals.allow():
             connection.abort(CloseCode.POLICY, "flooding: far past the rate limit")
@@ -177,7 +177,7 @@ async def _read(rt: Runtime, connection: Connection) -> None:
             refuse(refused.code, refused.message, refused.client_id)
             continue
         if not isinstance(frame, ChatFrame):
-            connection.push(FRAME_ITEM, PONG_FRAME)
+            connection.push(PONG_FRAME)
             continue
         if not rt.rate_limiter.allow(connection.user.id, connection.room):
             limit = settings.rate_limit
@@ -213,15 +213,15 @@ def _stored(
     if failure is not None:
         rt.metrics.errors.labels(code=ErrorCode.UNAVAILABLE.value).inc()
     if isinstance(failure, Unavailable):
-        connection.push(FRAME_ITEM, error_frame(ErrorCode.UNAVAILABLE, str(failure), client_id))
+        connection.push(error_frame(ErrorCode.UNAVAILABLE, str(failure), client_id))
         return
     if failure is not None:
         log.error("storing a message failed", exc_info=failure)
-        connection.push(FRAME_ITEM, error_frame(ErrorCode.UNAVAILABLE, "the message was not stored", client_id))
+        connection.push(error_frame(ErrorCode.UNAVAILABLE, "the message was not stored", client_id))
         return
     outcome = stored.result()
     if not outcome.fresh:
-        connection.push(DIRECT_ITEM, outcome.message.json)
+        connection.push(outcome.message.json)  # a frame for its sender alone
 
 
 async def _close(code: int, reason: str) -> None:

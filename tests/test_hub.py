@@ -1,4 +1,4 @@
-"""Connections' bounded queues, coalescing, the history seam, and presence."""
+"""Rooms: delivery, order and gap repair, presence, revocation, publishing, shutdown."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import json
 
 from quartchat.broker import Committed, Event, Resync, Revoked
 from quartchat.broker.memory import MemoryBroker
-from quartchat.hub import CHAT_ITEM, FRAME_ITEM, Connection, Hub
+from quartchat.connection import Connection
+from quartchat.hub import Hub
 from quartchat.presence import MemoryPresence
 from quartchat.protocol import CloseCode, StoredMessage, UserRef
 from quartchat.store import Page
 
 from .support import until
+from .test_connection import sent_frames
 
 ALICE, BOB = UserRef("a", "alice"), UserRef("b", "Bob")
 
@@ -21,51 +23,12 @@ def message(message_id: int, room: str = "r") -> StoredMessage:
     return StoredMessage(message_id, room, ALICE, f"m{message_id}", 0)
 
 
-async def sent_frames(connection: Connection, finish: bool = True) -> list[str]:
-    frames: list[str] = []
-
-    async def send(frame: str) -> None:
-        frames.append(frame)
-
-    if finish:
-        connection.finish(CloseCode.NORMAL, "done")
-    await connection.run_sender(send)
-    return frames
+def queued_ids(connection: Connection) -> list[int]:
+    return [item.id for item in connection.queue if isinstance(item, StoredMessage)]
 
 
-async def test_a_full_queue_closes_the_connection_with_1013() -> None:
-    connection = Connection(ALICE, "r", "127.0.0.1", batch=False, capacity=3)
-    for i in range(4):
-        connection.push(CHAT_ITEM, message(i + 1).json, i + 1)
-    assert connection.close_code == CloseCode.TRY_AGAIN and connection.closed.is_set()
-    assert not connection.queue
-
-
-async def test_queued_chats_coalesce_into_one_batch_frame_with_batch_on() -> None:
-    connection = Connection(ALICE, "r", "127.0.0.1", batch=True, capacity=100)
-    for i in (1, 2, 3):
-        connection.push(CHAT_ITEM, message(i).json, i)
-    connection.push(FRAME_ITEM, '{"type":"pong"}')
-    connection.push(CHAT_ITEM, message(4).json, 4)
-    frames = [json.loads(f) for f in await sent_frames(connection)]
-    assert frames[0] == {"type": "batch", "messages": [json.loads(message(i).json) for i in (1, 2, 3)]}
-    assert frames[1] == {"type": "pong"}
-    assert frames[2] == json.loads(message(4).json), "a lone message goes as itself"
-
-
-async def test_without_batch_each_message_is_a_frame() -> None:
-    connection = Connection(ALICE, "r", "127.0.0.1", batch=False, capacity=100)
-    for i in (1, 2):
-        connection.push(CHAT_ITEM, message(i).json, i)
-    assert [json.loads(f)["id"] for f in await sent_frames(connection)] == [1, 2]
-
-
-async def test_messages_the_history_held_are_not_sent_again() -> None:
-    connection = Connection(ALICE, "r", "127.0.0.1", batch=False, capacity=100)
-    for i in (5, 6, 7):
-        connection.push(CHAT_ITEM, message(i).json, i)
-    connection.skip_through = 6
-    assert [json.loads(f)["id"] for f in await sent_frames(connection)] == [7]
+def queued_types(connection: Connection) -> list[str]:
+    return [json.loads(item)["type"] for item in connection.queue if isinstance(item, str)]
 
 
 class NoStore:
@@ -99,7 +62,7 @@ async def test_presence_is_per_user_and_sorted_by_name() -> None:
     tabs = [await open_connection(hub, ALICE) for _ in range(2)]
     await open_connection(hub, BOB)
     assert await hub.online("r") == [ALICE, BOB]
-    assert [json.loads(t)["type"] for _, _, t in tabs[0].queue] == ["join"]
+    assert queued_types(tabs[0]) == ["join"]
     assert not tabs[1].queue, "no join for a second tab"
     hub.unregister(tabs[0])
     await asyncio.sleep(0)
@@ -156,7 +119,7 @@ async def test_delivery_reaches_only_the_messages_room() -> None:
     there.queue.clear()
     await hub.publish_committed([message(1, "r")])
     hub.deliver(await hub.broker.next_published())
-    assert [item[1] for item in here.queue] == [1] and not there.queue
+    assert queued_ids(here) == [1] and not there.queue
 
 
 def chained(message_id: int, prev_id: int) -> StoredMessage:
@@ -170,7 +133,7 @@ async def test_messages_from_several_processes_are_delivered_in_room_order() -> 
     # Another process published 12 and 14 before this one's 11 and 13 arrived.
     for stored in (chained(12, 11), chained(14, 13), chained(11, 0), chained(13, 12), chained(12, 11)):
         hub.deliver(Committed((stored,), "elsewhere"))
-    assert [item[1] for item in connection.queue] == [11, 12, 13, 14]
+    assert queued_ids(connection) == [11, 12, 13, 14]
 
 
 class StoreWithHistory(NoStore):
@@ -188,7 +151,7 @@ async def test_a_gap_that_does_not_close_is_repaired_from_the_database() -> None
     connection.queue.clear()
     hub.deliver(Committed((chained(22, 21),), "elsewhere"))  # 21 never comes
     assert not connection.queue
-    await until(lambda: [item[1] for item in connection.queue] == [21, 22], "the repair delivers 21, then 22")
+    await until(lambda: queued_ids(connection) == [21, 22], "the repair delivers 21, then 22")
     assert hub.repairs == 1
 
 
@@ -201,8 +164,8 @@ async def test_a_resync_during_a_pending_gap_repair_still_reads_the_database() -
     hub.deliver(Committed((chained(12, 11),), "elsewhere"))  # early: a gap repair is now pending
     hub.deliver(Resync())  # the broker is back
     hub.deliver(Committed((chained(11, 0),), "elsewhere"))  # the gap closes by itself
-    assert [item[1] for item in connection.queue] == [11, 12]
-    await until(lambda: [item[1] for item in connection.queue] == [11, 12, 13], "the Resync's repair delivers 13")
+    assert queued_ids(connection) == [11, 12]
+    await until(lambda: queued_ids(connection) == [11, 12, 13], "the Resync's repair delivers 13")
 
 
 class SlowStore(StoreWithHistory):
@@ -233,7 +196,7 @@ async def test_a_resync_during_a_repairs_read_reads_again_afterwards() -> None:
     hub.deliver(Resync())
     store.finish.set()
     await until(lambda: len(connection.queue) == 2, "the second read delivers 12")
-    assert [item[1] for item in connection.queue] == [11, 12]
+    assert queued_ids(connection) == [11, 12]
 
 
 async def test_a_room_whose_gap_closed_by_itself_can_still_be_repaired_later() -> None:
@@ -247,7 +210,7 @@ async def test_a_room_whose_gap_closed_by_itself_can_still_be_repaired_later() -
     await until(lambda: not hub.rooms["r"].repairing, "its repair woke and found nothing to do")
     hub.deliver(Committed((chained(14, 13),), "elsewhere"))  # 13 is lost this time
     await until(lambda: len(connection.queue) == 4, "the repair delivers 13, then 14")
-    assert [item[1] for item in connection.queue] == [11, 12, 13, 14]
+    assert queued_ids(connection) == [11, 12, 13, 14]
     assert hub.repairs == 1
 
 
@@ -275,7 +238,7 @@ async def test_a_batch_whose_publish_failed_is_delivered_locally_and_published_a
         connection = await open_connection(hub, ALICE)
         connection.queue.clear()
         await hub.publish_committed([chained(1, 0)])
-        assert [item[1] for item in connection.queue] == [1], "delivered here at once"
+        assert queued_ids(connection) == [1], "delivered here at once"
         await until(lambda: broker.sent, "published again (retries after 0.2, 0.4 and 0.8 s)")
         [event] = broker.sent
         assert isinstance(event, Committed) and event.again and event.messages == (chained(1, 0),)
@@ -283,9 +246,9 @@ async def test_a_batch_whose_publish_failed_is_delivered_locally_and_published_a
         elsewhere = await open_connection(other, BOB)
         elsewhere.queue.clear()
         other.deliver(event)
-        assert [item[1] for item in elsewhere.queue] == [1], "another process gets it"
+        assert queued_ids(elsewhere) == [1], "another process gets it"
         await until(lambda: hub._delivered_own == 1, "our own delivery task has it back too")
-        assert [item[1] for item in connection.queue] == [1], "and here it is not delivered twice"
+        assert queued_ids(connection) == [1], "and here it is not delivered twice"
         assert hub._caught_up.is_set() and hub._delivered_own == hub._published == 1
     finally:
         await hub.stop()
