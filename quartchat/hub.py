@@ -69,17 +69,24 @@ REPUBLISH_MAX_SECONDS = 5.0
 
 
 class Hub:
-    def __init__(self, broker: Broker, presence: PresenceRegistry, store: Store, origin: str | None = None) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        presence: PresenceRegistry,
+        store: Store,
+        metrics: Metrics,
+        origin: str | None = None,
+    ) -> None:
         self.broker = broker
         self.presence = presence
         self.store = store
+        self.metrics = metrics
         self.origin = origin or uuid.uuid4().hex
         self.rooms: dict[str, RoomState] = {}
         self.connections: set[Connection] = set()
         self.per_address: Counter[str] = Counter()  # sockets opening or open, by client address
         self.accepting = True
         self.repairs = 0  # rooms repaired from the database
-        self.metrics: Metrics | None = None
         self._present: set[tuple[str, str]] = set()  # (room, user id) we told the registry of
         # Sessions revoked lately (id -> monotonic time), for sockets still opening: one
         # whose session was checked just before the revocation registers just after it.
@@ -139,8 +146,7 @@ class Hub:
         if connection.session_id in self._revoked_sessions:
             connection.abort(CloseCode.INVALID_USER, "Invalid user")
         state.local_users[connection.user.id] += 1
-        if self.metrics is not None:
-            self.metrics.connections.set(len(self.connections))
+        self.metrics.connections.set(len(self.connections))
 
     async def join(self, connection: Connection) -> None:
         """On the user's first connection in the room anywhere, a join to the room.
@@ -177,12 +183,11 @@ class Hub:
                 state.priming.cancel()
         if not self.connections:
             self._all_closed.set()
-        if self.metrics is not None:
-            self.metrics.connections.set(len(self.connections))
-            if connection.close_code is not None:
-                self.metrics.closes.labels(code=str(connection.close_code)).inc()
-                if connection.close_code == CloseCode.TRY_AGAIN:
-                    self.metrics.send_queue_drops.inc()
+        self.metrics.connections.set(len(self.connections))
+        if connection.close_code is not None:
+            self.metrics.closes.labels(code=str(connection.close_code)).inc()
+            if connection.close_code == CloseCode.TRY_AGAIN:
+                self.metrics.send_queue_drops.inc()
 
     async def _leave(self, room: str, user: UserRef, connection_id: int) -> None:
         try:
@@ -263,8 +268,7 @@ class Hub:
             connection.wake()
         _wake_from(others, 0)
         state.last_id = message.id
-        if self.metrics is not None:
-            self.metrics.broadcasts.inc(len(state.connections))
+        self.metrics.broadcasts.inc(len(state.connections))
 
     def _settle(self, room: str, state: RoomState) -> None:
         """Deliver the waiting messages that now follow on; drop what came already."""

@@ -9,6 +9,7 @@ from quartchat.broker import Committed, Event, Resync, Revoked
 from quartchat.broker.memory import MemoryBroker
 from quartchat.connection import Connection
 from quartchat.hub import Hub
+from quartchat.metrics import Metrics
 from quartchat.presence import MemoryPresence
 from quartchat.protocol import CloseCode, StoredMessage, UserRef
 from quartchat.store import Page
@@ -41,8 +42,8 @@ class NoStore:
         return Page([], False)
 
 
-def new_hub() -> Hub:
-    return Hub(MemoryBroker(), MemoryPresence(), NoStore())  # type: ignore[arg-type]
+def new_hub(broker: MemoryBroker | None = None, store: NoStore | None = None) -> Hub:
+    return Hub(broker or MemoryBroker(), MemoryPresence(), store or NoStore(), Metrics())  # type: ignore[arg-type]
 
 
 async def open_connection(hub: Hub, user: UserRef, room: str = "r") -> Connection:
@@ -146,7 +147,7 @@ class StoreWithHistory(NoStore):
 
 async def test_a_gap_that_does_not_close_is_repaired_from_the_database() -> None:
     lost = StoredMessage(21, "r", BOB, "published by a process that died", 0)
-    hub = Hub(MemoryBroker(), MemoryPresence(), StoreWithHistory([lost, chained(22, 21)]))  # type: ignore[arg-type]
+    hub = new_hub(store=StoreWithHistory([lost, chained(22, 21)]))
     connection = await open_connection(hub, ALICE)
     connection.queue.clear()
     hub.deliver(Committed((chained(22, 21),), "elsewhere"))  # 21 never comes
@@ -158,7 +159,7 @@ async def test_a_gap_that_does_not_close_is_repaired_from_the_database() -> None
 async def test_a_resync_during_a_pending_gap_repair_still_reads_the_database() -> None:
     # 13 was published while this process's broker was cut off: only the database has it.
     history = [chained(11, 0), chained(12, 11), chained(13, 12)]
-    hub = Hub(MemoryBroker(), MemoryPresence(), StoreWithHistory(history))  # type: ignore[arg-type]
+    hub = new_hub(store=StoreWithHistory(history))
     connection = await open_connection(hub, ALICE)
     connection.queue.clear()
     hub.deliver(Committed((chained(12, 11),), "elsewhere"))  # early: a gap repair is now pending
@@ -185,7 +186,7 @@ class SlowStore(StoreWithHistory):
 
 async def test_a_resync_during_a_repairs_read_reads_again_afterwards() -> None:
     store = SlowStore([chained(11, 0)])
-    hub = Hub(MemoryBroker(), MemoryPresence(), store)  # type: ignore[arg-type]
+    hub = new_hub(store=store)
     connection = await open_connection(hub, ALICE)
     connection.queue.clear()
     hub.deliver(Resync())
@@ -201,7 +202,7 @@ async def test_a_resync_during_a_repairs_read_reads_again_afterwards() -> None:
 
 async def test_a_room_whose_gap_closed_by_itself_can_still_be_repaired_later() -> None:
     history = [chained(11, 0), chained(12, 11), chained(13, 12), chained(14, 13)]
-    hub = Hub(MemoryBroker(), MemoryPresence(), StoreWithHistory(history))  # type: ignore[arg-type]
+    hub = new_hub(store=StoreWithHistory(history))
     connection = await open_connection(hub, ALICE)
     connection.queue.clear()
     hub.deliver(Committed((chained(12, 11),), "elsewhere"))
@@ -232,7 +233,7 @@ class FailingBroker(MemoryBroker):
 
 async def test_a_batch_whose_publish_failed_is_delivered_locally_and_published_again() -> None:
     broker = FailingBroker(failures=3)  # the first publish and two retries fail
-    hub = Hub(broker, MemoryPresence(), NoStore())  # type: ignore[arg-type]
+    hub = new_hub(broker)
     await hub.start()
     try:
         connection = await open_connection(hub, ALICE)
@@ -242,7 +243,7 @@ async def test_a_batch_whose_publish_failed_is_delivered_locally_and_published_a
         await until(lambda: broker.sent, "published again (retries after 0.2, 0.4 and 0.8 s)")
         [event] = broker.sent
         assert isinstance(event, Committed) and event.again and event.messages == (chained(1, 0),)
-        other = Hub(MemoryBroker(), MemoryPresence(), NoStore())  # type: ignore[arg-type]
+        other = new_hub()
         elsewhere = await open_connection(other, BOB)
         elsewhere.queue.clear()
         other.deliver(event)
@@ -263,7 +264,7 @@ class SwallowingBroker(MemoryBroker):
 
 async def test_shutdown_reads_from_the_database_what_the_broker_never_handed_back() -> None:
     store = StoreWithHistory([chained(1, 0)])
-    hub = Hub(SwallowingBroker(), MemoryPresence(), store)  # type: ignore[arg-type]
+    hub = new_hub(SwallowingBroker(), store)
     await hub.start()
     try:
         connection = await open_connection(hub, ALICE)
