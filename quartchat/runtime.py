@@ -41,7 +41,7 @@ class Runtime:
         self.writer = MessageWriter(
             self.database,
             self.store,
-            self.hub.publish_committed,
+            self.hub.on_commit,  # the hand-off: the writer calls the hub back, never imports it
             settings.write_batch_size,
             settings.write_linger_ms / 1000,
         )

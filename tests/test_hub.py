@@ -1,21 +1,23 @@
-"""Rooms: delivery, order and gap repair, presence, revocation, publishing, shutdown."""
+"""Rooms: delivery here at once and to the other processes, order and gap repair,
+presence, revocation, shutdown."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 
-from quartchat.broker import Committed, Event, Resync, Revoked
+from quartchat.broker import Committed, Event, Presence, Resync, Revoked
 from quartchat.broker.memory import MemoryBroker
 from quartchat.connection import Connection
 from quartchat.hub import Hub
 from quartchat.metrics import Metrics
 from quartchat.presence import MemoryPresence
-from quartchat.protocol import CloseCode, StoredMessage, UserRef
+from quartchat.protocol import JOIN, CloseCode, StoredMessage, UserRef
 from quartchat.store import Page
 
 from .support import until
 from .test_connection import sent_frames
+from .test_outbox import RecordingBroker
 
 ALICE, BOB = UserRef("a", "alice"), UserRef("b", "Bob")
 
@@ -105,11 +107,11 @@ async def test_a_revoked_event_from_another_process_closes_here_and_ours_is_not_
     hub = new_hub()
     tab = Connection(ALICE, "r", "x", False, 100, session_id="s-a")
     hub.register(tab)
-    hub.deliver(Revoked(session_ids=("s-a",), origin="another process"))
+    hub.receive(Revoked(session_ids=("s-a",), origin="another process"))
     assert tab.close_code == 4001
     other = Connection(BOB, "r", "x", False, 100, session_id="s-b")
     hub.register(other)
-    hub.deliver(Revoked(session_ids=("s-b",), origin=hub.origin))
+    hub.receive(Revoked(session_ids=("s-b",), origin=hub.origin))
     assert other.close_code is None, "the origin closed its own sockets when it revoked"
 
 
@@ -118,8 +120,7 @@ async def test_delivery_reaches_only_the_messages_room() -> None:
     here, there = await open_connection(hub, ALICE, "r"), await open_connection(hub, BOB, "s")
     here.queue.clear()
     there.queue.clear()
-    await hub.publish_committed([message(1, "r")])
-    hub.deliver(await hub.broker.next_published())
+    await hub.on_commit([message(1, "r")])
     assert queued_ids(here) == [1] and not there.queue
 
 
@@ -131,10 +132,20 @@ async def test_messages_from_several_processes_are_delivered_in_room_order() -> 
     hub = new_hub()
     connection = await open_connection(hub, ALICE)
     connection.queue.clear()
-    # Another process published 12 and 14 before this one's 11 and 13 arrived.
+    # One process published 12 and 14 before another's 11 and 13 arrived.
     for stored in (chained(12, 11), chained(14, 13), chained(11, 0), chained(13, 12), chained(12, 11)):
-        hub.deliver(Committed((stored,), "elsewhere"))
+        hub.receive(Committed((stored,), "elsewhere"))
     assert queued_ids(connection) == [11, 12, 13, 14]
+
+
+async def test_our_own_message_waits_for_its_predecessor_from_another_process() -> None:
+    hub = new_hub()
+    connection = await open_connection(hub, ALICE)
+    connection.queue.clear()
+    await hub.on_commit([chained(12, 11)])  # committed here just after another process's 11
+    assert not connection.queue, "12 waits for 11"
+    hub.receive(Committed((chained(11, 0),), "elsewhere"))
+    assert queued_ids(connection) == [11, 12]
 
 
 class StoreWithHistory(NoStore):
@@ -150,7 +161,7 @@ async def test_a_gap_that_does_not_close_is_repaired_from_the_database() -> None
     hub = new_hub(store=StoreWithHistory([lost, chained(22, 21)]))
     connection = await open_connection(hub, ALICE)
     connection.queue.clear()
-    hub.deliver(Committed((chained(22, 21),), "elsewhere"))  # 21 never comes
+    hub.receive(Committed((chained(22, 21),), "elsewhere"))  # 21 never comes
     assert not connection.queue
     await until(lambda: queued_ids(connection) == [21, 22], "the repair delivers 21, then 22")
     assert hub.repairs == 1
@@ -162,9 +173,9 @@ async def test_a_resync_during_a_pending_gap_repair_still_reads_the_database() -
     hub = new_hub(store=StoreWithHistory(history))
     connection = await open_connection(hub, ALICE)
     connection.queue.clear()
-    hub.deliver(Committed((chained(12, 11),), "elsewhere"))  # early: a gap repair is now pending
-    hub.deliver(Resync())  # the broker is back
-    hub.deliver(Committed((chained(11, 0),), "elsewhere"))  # the gap closes by itself
+    hub.receive(Committed((chained(12, 11),), "elsewhere"))  # early: a gap repair is now pending
+    hub.receive(Resync())  # the broker is back
+    hub.receive(Committed((chained(11, 0),), "elsewhere"))  # the gap closes by itself
     assert queued_ids(connection) == [11, 12]
     await until(lambda: queued_ids(connection) == [11, 12, 13], "the Resync's repair delivers 13")
 
@@ -189,12 +200,12 @@ async def test_a_resync_during_a_repairs_read_reads_again_afterwards() -> None:
     hub = new_hub(store=store)
     connection = await open_connection(hub, ALICE)
     connection.queue.clear()
-    hub.deliver(Resync())
+    hub.receive(Resync())
     await asyncio.wait_for(store.reading.wait(), 1)
     # While the repair reads, 12 is committed and published into the outage of a
     # second cut-off; the broker reconnects again and says so.
     store.messages.append(chained(12, 11))
-    hub.deliver(Resync())
+    hub.receive(Resync())
     store.finish.set()
     await until(lambda: len(connection.queue) == 2, "the second read delivers 12")
     assert queued_ids(connection) == [11, 12]
@@ -205,52 +216,78 @@ async def test_a_room_whose_gap_closed_by_itself_can_still_be_repaired_later() -
     hub = new_hub(store=StoreWithHistory(history))
     connection = await open_connection(hub, ALICE)
     connection.queue.clear()
-    hub.deliver(Committed((chained(12, 11),), "elsewhere"))
-    hub.deliver(Committed((chained(11, 0),), "elsewhere"))  # that gap closed by itself
+    hub.receive(Committed((chained(12, 11),), "elsewhere"))
+    hub.receive(Committed((chained(11, 0),), "elsewhere"))  # that gap closed by itself
     assert hub.rooms["r"].repairing, "a repair is pending"
     await until(lambda: not hub.rooms["r"].repairing, "its repair woke and found nothing to do")
-    hub.deliver(Committed((chained(14, 13),), "elsewhere"))  # 13 is lost this time
+    hub.receive(Committed((chained(14, 13),), "elsewhere"))  # 13 is lost this time
     await until(lambda: len(connection.queue) == 4, "the repair delivers 13, then 14")
     assert queued_ids(connection) == [11, 12, 13, 14]
     assert hub.repairs == 1
 
 
-class FailingBroker(MemoryBroker):
-    """Stands in for Redis refusing publishes (test_broker.py and test_scale.py use the real one)."""
-
-    def __init__(self, failures: int) -> None:
-        super().__init__()
-        self.failures = failures
-        self.sent: list[Event] = []
-
-    async def publish(self, event: Event) -> None:
-        if self.failures > 0:
-            self.failures -= 1
-            raise ConnectionError("broker away")
-        self.sent.append(event)
-        await super().publish(event)
+async def test_a_committed_batch_reaches_our_connections_at_once_and_the_others_through_the_broker() -> None:
+    broker = RecordingBroker()
+    hub = new_hub(broker)
+    connection = await open_connection(hub, ALICE)
+    connection.queue.clear()
+    await hub.on_commit([chained(1, 0), chained(2, 1)])
+    assert queued_ids(connection) == [1, 2], "delivered here at once, before any broker"
+    assert broker.sent == [Committed((chained(1, 0), chained(2, 1)), hub.origin)]
+    other = new_hub()
+    elsewhere = await open_connection(other, BOB)
+    elsewhere.queue.clear()
+    other.receive(broker.sent[0])
+    assert queued_ids(elsewhere) == [1, 2], "another process gets it"
+    hub.receive(broker.sent[0])  # the broker hands our own batch back to us too
+    assert queued_ids(connection) == [1, 2], "and here it is not delivered twice"
 
 
 async def test_a_batch_whose_publish_failed_is_delivered_locally_and_published_again() -> None:
-    broker = FailingBroker(failures=3)  # the first publish and two retries fail
+    broker = RecordingBroker(failures=3)  # the first publish and two retries fail
     hub = new_hub(broker)
     await hub.start()
     try:
         connection = await open_connection(hub, ALICE)
         connection.queue.clear()
-        await hub.publish_committed([chained(1, 0)])
+        await hub.on_commit([chained(1, 0)])
         assert queued_ids(connection) == [1], "delivered here at once"
         await until(lambda: broker.sent, "published again (retries after 0.2, 0.4 and 0.8 s)")
         [event] = broker.sent
-        assert isinstance(event, Committed) and event.again and event.messages == (chained(1, 0),)
+        assert isinstance(event, Committed) and event.messages == (chained(1, 0),)
         other = new_hub()
         elsewhere = await open_connection(other, BOB)
         elsewhere.queue.clear()
-        other.deliver(event)
+        other.receive(event)
         assert queued_ids(elsewhere) == [1], "another process gets it"
-        await until(lambda: hub._delivered_own == 1, "our own delivery task has it back too")
+        hub.receive(event)  # our own, handed back
         assert queued_ids(connection) == [1], "and here it is not delivered twice"
-        assert hub._caught_up.is_set() and hub._delivered_own == hub._published == 1
+    finally:
+        await hub.stop()
+
+
+async def test_presence_reaches_our_connections_at_once_and_the_others_through_the_broker() -> None:
+    broker = RecordingBroker()
+    hub = new_hub(broker)
+    await hub.start()
+    try:
+        alice = await open_connection(hub, ALICE)
+        bob = await open_connection(hub, BOB)
+        assert queued_types(alice) == ["join", "join"], "alice's own join, then bob's, at once"
+        assert queued_types(bob) == ["join"], "bob hears his own join"
+        await until(lambda: len(broker.sent) == 2, "both joins are published")
+        assert [(e.kind, e.user, e.origin) for e in broker.sent if isinstance(e, Presence)] == [
+            (JOIN, ALICE, hub.origin),
+            (JOIN, BOB, hub.origin),
+        ]
+        for event in broker.sent:  # handed back to us: ignored
+            hub.receive(event)
+        assert queued_types(alice) == ["join", "join"] and queued_types(bob) == ["join"]
+        other = new_hub()
+        carol = await open_connection(other, UserRef("c", "carol"))
+        carol.queue.clear()
+        other.receive(broker.sent[1])
+        assert [json.loads(t)["user"] for t in carol.queue if isinstance(t, str)] == [BOB.to_dict()]
     finally:
         await hub.stop()
 
@@ -262,25 +299,22 @@ class SwallowingBroker(MemoryBroker):
         pass
 
 
-async def test_shutdown_reads_from_the_database_what_the_broker_never_handed_back() -> None:
-    store = StoreWithHistory([chained(1, 0)])
-    hub = new_hub(SwallowingBroker(), store)
+async def test_shutdown_sends_our_own_committed_messages_whatever_the_broker_does() -> None:
+    hub = new_hub(SwallowingBroker(), StoreWithHistory([chained(1, 0)]))
     await hub.start()
     try:
         connection = await open_connection(hub, ALICE)
         connection.queue.clear()
-        await hub.publish_committed([chained(1, 0)])
-        assert not connection.queue
+        await hub.on_commit([chained(1, 0)])
         loop = asyncio.get_running_loop()
         started = loop.time()
         closing = asyncio.ensure_future(hub.close_all(CloseCode.GOING_AWAY, "bye", grace=10))
         frames = [json.loads(f) for f in await asyncio.wait_for(sent_frames(connection, finish=False), 5)]
         hub.unregister(connection)
         await closing
-        # The grace is 10 s and catching up gives up after CATCH_UP_SECONDS (1 s): a bound
-        # between the two tells them apart on a busy machine.
         assert loop.time() - started < 8, "waited for the broker the whole grace"
         assert [f["id"] for f in frames] == [1]
+        assert connection.close_code == CloseCode.GOING_AWAY
     finally:
         await hub.stop()
 
