@@ -201,8 +201,9 @@ def _stored(
     client_id: str | None,
     stored: asyncio.Future[Outcome],
 ) -> None:
-    """The writer's answer: the broadcast already carries a fresh message; a retried
-    client_id gets the stored message back to its sender alone; a failure, an error."""
+    """The writer's answer: a fresh message is already queued for the room (the writer
+    hands each batch to Hub.on_commit before it answers); a retried client_id gets the
+    stored message back to its sender alone; a failure, an error."""
     in_flight.release()
     if stored.cancelled():
         return
