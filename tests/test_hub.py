@@ -30,8 +30,10 @@ def queued_ids(connection: Connection) -> list[int]:
     return [item.id for item in connection.queue if isinstance(item, StoredMessage)]
 
 
-def queued_types(connection: Connection) -> list[str]:
-    return [json.loads(item)["type"] for item in connection.queue if isinstance(item, str)]
+def joined(connection: Connection) -> list[str]:
+    """The ids of the users whose joins are queued for `connection`."""
+    frames = [json.loads(item) for item in connection.queue if isinstance(item, str)]
+    return [frame["user"]["id"] for frame in frames if frame["type"] == "join"]
 
 
 class NoStore:
@@ -65,8 +67,8 @@ async def test_presence_is_per_user_and_sorted_by_name() -> None:
     tabs = [await open_connection(hub, ALICE) for _ in range(2)]
     await open_connection(hub, BOB)
     assert await hub.online("r") == [ALICE, BOB]
-    assert queued_types(tabs[0]) == ["join"]
-    assert not tabs[1].queue, "no join for a second tab"
+    assert joined(tabs[0]) == [ALICE.id, BOB.id], "her own join, then bob's"
+    assert joined(tabs[1]) == [BOB.id], "no join for a second tab"
     hub.unregister(tabs[0])
     await asyncio.sleep(0)
     assert await hub.online("r") == [ALICE, BOB]
@@ -273,8 +275,8 @@ async def test_presence_reaches_our_connections_at_once_and_the_others_through_t
     try:
         alice = await open_connection(hub, ALICE)
         bob = await open_connection(hub, BOB)
-        assert queued_types(alice) == ["join", "join"], "alice's own join, then bob's, at once"
-        assert queued_types(bob) == ["join"], "bob hears his own join"
+        assert joined(alice) == [ALICE.id, BOB.id], "alice's own join, then bob's, at once"
+        assert joined(bob) == [BOB.id], "bob hears his own join"
         await until(lambda: len(broker.sent) == 2, "both joins are published")
         assert [(e.kind, e.user, e.origin) for e in broker.sent if isinstance(e, Presence)] == [
             (JOIN, ALICE, hub.origin),
@@ -282,7 +284,7 @@ async def test_presence_reaches_our_connections_at_once_and_the_others_through_t
         ]
         for event in broker.sent:  # handed back to us: ignored
             hub.receive(event)
-        assert queued_types(alice) == ["join", "join"] and queued_types(bob) == ["join"]
+        assert joined(alice) == [ALICE.id, BOB.id] and joined(bob) == [BOB.id]
         other = new_hub()
         carol = await open_connection(other, UserRef("c", "carol"))
         carol.queue.clear()
