@@ -102,7 +102,7 @@ async def test_publishing_while_redis_is_down_fails_quickly(redis_server: RedisS
 
 
 async def test_a_revoked_event_crosses_redis_whole(redis_server: RedisServer) -> None:
-    broker = RedisBroker(redis_server.url)
+    broker = RedisBroker(redis_server.url, "test")
     await broker.connect()
     try:
         sent = Revoked(("s1", "s2"), ("u1",), room="r", code=4003, reason="Not a member", origin="o")
