@@ -9,6 +9,7 @@ from datetime import timedelta
 from quart import Quart, Response, g, has_request_context, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from .asgi_send import KeepAsgiSend
 from .compression import RefuseCompression
 from .hosts import LOOPBACK_NAMES, AllowedHosts
 from .resources import resource
@@ -16,7 +17,6 @@ from .runtime import Runtime
 from .settings import Settings
 from .static import register_static
 from .web_session import configure_sessions
-from .ws import KeepAsgiSend
 
 MAX_REQUEST_BYTES = 64 * 1024
 access_log = logging.getLogger("quartchat.access")

@@ -1,150 +1,42 @@
-"""Rooms, connections, presence and fan-out inside one process.
+"""Rooms: their connections, who is present in them, and their messages in order.
 
-Each connection has a bounded send queue drained by its own sender task, so a slow
-reader only ever fills its own queue; when that is full it is closed with 1013 and
-resumes later with `after`. Broadcasts are serialised once (StoredMessage.json) and
-the same string is queued for every connection.
+The end of the message path. The writer commits a batch on a thread of its own and
+hands it back on the server's loop to `Hub.on_commit` (runtime.py passes that method to
+the writer as its `on_commit`, so that writer.py never imports the hub). The hub queues
+each message at once for the connections of its room in this process, then gives the
+batch to the outbox (outbox.py), which publishes it for the other processes. What they
+commit comes in through the broker (`receive`); the broker hands this process's own
+events back too, and those are ignored. Presence changes and revocations take the same
+way: here at once, then to the others.
 
 Order: every committed message names its predecessor in the room (`prev_id`). A room
-delivers a message only after its predecessor; one that arrives early (another
-process published it first) waits, and if the gap does not close soon — or the broker
-was cut off — the room is repaired from the database, which holds every committed
-message. So each connection sees its room's messages in id order, none missing.
+delivers a message only after its predecessor; one that arrives early (its predecessor,
+committed by another process, has not come yet) waits, and if the gap does not close
+soon — or the broker was cut off — the room is repaired from the database, which holds
+every committed message. So each connection sees its room's messages in id order, none
+missing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 import uuid
-from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .broker import Broker, Committed, Event, Presence, Resync, Revoked
+from .connection import Connection
 from .metrics import Metrics
+from .outbox import Outbox
 from .presence import PresenceRegistry
-from .protocol import JOIN, LEFT, CloseCode, StoredMessage, UserRef, batch_frame, now_ms, presence_frame
+from .protocol import JOIN, LEFT, CloseCode, StoredMessage, UserRef, now_ms, presence_frame
 from .store import Store
 
 log = logging.getLogger(__name__)
-
-# Kinds of queued items.
-CHAT_ITEM = 0  # a broadcast message, skipped if the history already held it
-DIRECT_ITEM = 1  # a message for this connection only (a retried client_id)
-FRAME_ITEM = 2  # any other frame (presence, errors, pong)
-CLOSE_ITEM = 3  # close after everything queued before it has been sent
-
-_connection_ids = itertools.count(1)
-
-
-class Connection:
-    """One open WebSocket, as the hub sees it."""
-
-    def __init__(
-        self, user: UserRef, room: str, address: str, batch: bool, capacity: int, session_id: str | None = None
-    ) -> None:
-        self.id = next(_connection_ids)
-        self.user = user
-        self.session_id = session_id  # the server-side session it was opened with
-        self.room = room
-        self.address = address
-        self.batch = batch
-        self.capacity = capacity
-        self.queue: deque[tuple[int, int, str]] = deque()
-        self.skip_through = 0  # chat ids up to this one came with the history
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self.closed = asyncio.Event()
-        self._waiter: asyncio.Future[None] | None = None  # the idle sender waits on it
-
-    def push(self, kind: int, text: str, message_id: int = 0) -> None:
-        if self.enqueue(kind, text, message_id):
-            self.wake()
-
-    def enqueue(self, kind: int, text: str, message_id: int = 0) -> bool:
-        """Queue a frame without waking the sender; False if the connection is closed
-        (or has just been closed for a full queue)."""
-        if self.close_code is not None:
-            return False
-        if len(self.queue) >= self.capacity:
-            self.abort(CloseCode.TRY_AGAIN, "send queue full: reconnect with after")
-            return False
-        self.queue.append((kind, message_id, text))
-        return True
-
-    def wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def abort(self, code: int, reason: str) -> None:
-        """Close now, dropping whatever is queued."""
-        if self.close_code is None:
-            self.close_code, self.close_reason = code, reason
-            self.queue.clear()
-            self.closed.set()
-
-    def finish(self, code: int, reason: str) -> None:
-        """Close once everything already queued has been sent."""
-        if self.close_code is None:
-            self.queue.append((CLOSE_ITEM, code, reason))
-            self.wake()
-
-    async def run_sender(self, send: Callable[[str], Awaitable[None]]) -> None:
-        """Drain the queue into `send`, coalescing queued chat messages when asked to."""
-        loop = asyncio.get_running_loop()
-        while self.close_code is None:
-            if not self.queue:
-                # A bare future, not an Event: one broadcast wakes every connection of
-                # a room, and this is the cheapest wake-up asyncio has.
-                self._waiter = loop.create_future()
-                await self._waiter
-                continue
-            if len(self.queue) == 1:  # the usual case: one frame as it is
-                kind, message_id, text = self.queue.popleft()
-                if kind == CLOSE_ITEM:
-                    self.abort(message_id, text)
-                    return
-                if kind != CHAT_ITEM or message_id > self.skip_through:
-                    await send(text)
-                continue
-            items = list(self.queue)
-            self.queue.clear()
-            for sent, frame in enumerate(self._frames(items), start=1):
-                if self.close_code is not None:
-                    return
-                await send(frame)
-                if sent % 64 == 0:
-                    await asyncio.sleep(0)
-            if self.queue:
-                # A send need not yield (a socket with room takes the bytes at once):
-                # before the next round, let other senders and the readers have a turn.
-                await asyncio.sleep(0)
-
-    def _frames(self, items: list[tuple[int, int, str]]) -> Iterator[str]:
-        chats: list[str] = []
-        for kind, message_id, text in items:
-            if kind == CHAT_ITEM:
-                if message_id > self.skip_through:
-                    if self.batch:
-                        chats.append(text)
-                    else:
-                        yield text
-                continue
-            if chats:
-                yield chats[0] if len(chats) == 1 else batch_frame(chats)
-                chats = []
-            if kind == CLOSE_ITEM:
-                self.abort(message_id, text)
-                return
-            yield text
-        if chats:
-            yield chats[0] if len(chats) == 1 else batch_frame(chats)
-
 
 WAKE_CHUNK = 128
 
@@ -172,54 +64,54 @@ class RoomState:
 
 GAP_WAIT_SECONDS = 0.5
 REPAIR_PAGE = 500
-# Committed batches whose publish failed, kept to publish again once the broker is
-# back: the other processes may have resynced already (their subscription came back
-# before our publish failed), so only this copy tells them. Beyond the bound the
-# oldest go; an outage that long has cut every subscriber, and they all resync.
-UNPUBLISHED_MAX = 10_000
 REVOKED_MEMORY_SECONDS = 60.0  # far longer than an opening takes
-CATCH_UP_SECONDS = 1.0  # at shutdown, for our own published messages to come back
-REPUBLISH_FIRST_SECONDS = 0.2
-REPUBLISH_MAX_SECONDS = 5.0
 
 
 class Hub:
-    def __init__(self, broker: Broker, presence: PresenceRegistry, store: Store, origin: str | None = None) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        presence: PresenceRegistry,
+        store: Store,
+        metrics: Metrics,
+        origin: str | None = None,
+    ) -> None:
         self.broker = broker
         self.presence = presence
         self.store = store
-        self.origin = origin or uuid.uuid4().hex
+        self.metrics = metrics
+        self.origin = origin or uuid.uuid4().hex  # names this process to the others
+        self.outbox = Outbox(broker)
         self.rooms: dict[str, RoomState] = {}
         self.connections: set[Connection] = set()
         self.per_address: Counter[str] = Counter()  # sockets opening or open, by client address
         self.accepting = True
         self.repairs = 0  # rooms repaired from the database
-        self.metrics: Metrics | None = None
         self._present: set[tuple[str, str]] = set()  # (room, user id) we told the registry of
         # Sessions revoked lately (id -> monotonic time), for sockets still opening: one
         # whose session was checked just before the revocation registers just after it.
         self._revoked_sessions: dict[str, float] = {}
-        self._published = 0
-        self._delivered_own = 0
-        self._caught_up = asyncio.Event()  # every event we published has come back
-        self._caught_up.set()
-        self._outbox: asyncio.Queue[Event] = asyncio.Queue()
-        self._unpublished: deque[Committed] = deque()
-        self._republish = asyncio.Event()
+        # One method for each kind of event the broker hands over.
+        self._receivers: dict[type, Callable[[Any], None]] = {
+            Committed: self._receive_committed,
+            Presence: self._receive_presence,
+            Revoked: self._receive_revoked,
+            Resync: self._resync,
+        }
         self._tasks: set[asyncio.Task[None]] = set()
         self._all_closed = asyncio.Event()
         self._all_closed.set()
 
     async def start(self) -> None:
         await self.presence.start(self._announce_left)
-        self._spawn(self._deliver_forever(), "hub-deliver")
-        self._spawn(self._publish_forever(), "hub-publish")
-        self._spawn(self._republish_forever(), "hub-republish")
+        self.outbox.start()
+        self._spawn(self._receive_forever(), "hub-receive")
 
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.outbox.stop()
         await self.presence.stop()
 
     def _spawn(self, work: Any, name: str) -> None:
@@ -254,14 +146,13 @@ class Hub:
         if connection.session_id in self._revoked_sessions:
             connection.abort(CloseCode.INVALID_USER, "Invalid user")
         state.local_users[connection.user.id] += 1
-        if self.metrics is not None:
-            self.metrics.connections.set(len(self.connections))
+        self.metrics.connections.set(len(self.connections))
 
     async def join(self, connection: Connection) -> None:
         """On the user's first connection in the room anywhere, a join to the room.
 
-        The connection hears its own join at once (queued behind history and list,
-        which it is sent before its sender starts); the others hear it via the broker.
+        The connection hears its own join too, queued behind history and list, which
+        it is sent before its sender starts.
         """
         room, user = connection.room, connection.user
         state = self.rooms.get(room)
@@ -269,9 +160,7 @@ class Hub:
             return
         self._present.add((room, user.id))
         if await self.presence.add(room, user):
-            ts_ms = now_ms()
-            connection.push(FRAME_ITEM, presence_frame(JOIN, room, user, ts_ms))
-            self._outbox.put_nowait(Presence(JOIN, room, user, ts_ms, self.origin, connection.id))
+            self._announce(Presence(JOIN, room, user, now_ms(), self.origin))
 
     def unregister(self, connection: Connection) -> None:
         state = self.rooms.get(connection.room)
@@ -285,35 +174,47 @@ class Hub:
             del state.local_users[user.id]
             if (connection.room, user.id) in self._present:
                 self._present.discard((connection.room, user.id))
-                self._spawn(self._leave(connection.room, user, connection.id), "presence-leave")
+                self._spawn(self._leave(connection.room, user), "presence-leave")
         if not state.connections:
             del self.rooms[connection.room]
             if state.priming is not None:
                 state.priming.cancel()
         if not self.connections:
             self._all_closed.set()
-        if self.metrics is not None:
-            self.metrics.connections.set(len(self.connections))
-            if connection.close_code is not None:
-                self.metrics.closes.labels(code=str(connection.close_code)).inc()
-                if connection.close_code == CloseCode.TRY_AGAIN:
-                    self.metrics.send_queue_drops.inc()
+        self.metrics.connections.set(len(self.connections))
+        if connection.close_code is not None:
+            self.metrics.closes.labels(code=str(connection.close_code)).inc()
+            if connection.close_code == CloseCode.TRY_AGAIN:
+                self.metrics.send_queue_drops.inc()
 
-    async def _leave(self, room: str, user: UserRef, connection_id: int) -> None:
+    async def _leave(self, room: str, user: UserRef) -> None:
         try:
             if await self.presence.remove(room, user):
-                self._outbox.put_nowait(Presence(LEFT, room, user, now_ms(), self.origin, connection_id))
+                self._announce(Presence(LEFT, room, user, now_ms(), self.origin))
         except Exception:
             log.exception("presence: removing %s from %s failed", user.id, room)
 
     async def _announce_left(self, room: str, user: UserRef) -> None:
         """A dead process's user, reaped by the registry."""
-        self._outbox.put_nowait(Presence(LEFT, room, user, now_ms(), self.origin, 0))
+        self._announce(Presence(LEFT, room, user, now_ms(), self.origin))
+
+    def _announce(self, event: Presence) -> None:
+        """A presence change made here: to this process's connections now, then to the others."""
+        self._tell_room(event)
+        self.outbox.post(event)
+
+    def _tell_room(self, event: Presence) -> None:
+        state = self.rooms.get(event.room)
+        if state is None:
+            return
+        frame = presence_frame(event.kind, event.room, event.user, event.ts_ms)
+        for connection in state.connections:
+            connection.push(frame)
 
     def revoke(self, event: Revoked) -> None:
         """Access ended: close the affected sockets here now, then in every process."""
         self.close_revoked(event)
-        self._outbox.put_nowait(replace(event, origin=self.origin))
+        self.outbox.post(replace(event, origin=self.origin))
 
     def close_revoked(self, event: Revoked) -> int:
         """Close this process's sockets that `event` names; how many."""
@@ -372,14 +273,13 @@ class Hub:
         authors: list[Connection] = []
         others: list[Connection] = []
         for connection in state.connections:
-            if connection.enqueue(CHAT_ITEM, message.json, message.id):
+            if connection.enqueue(message):
                 (authors if connection.user.id == message.user.id else others).append(connection)
         for connection in authors:
             connection.wake()
         _wake_from(others, 0)
         state.last_id = message.id
-        if self.metrics is not None:
-            self.metrics.broadcasts.inc(len(state.connections))
+        self.metrics.broadcasts.inc(len(state.connections))
 
     def _settle(self, room: str, state: RoomState) -> None:
         """Deliver the waiting messages that now follow on; drop what came already."""
@@ -427,116 +327,62 @@ class Hub:
             if not page.has_more and not state.read_again:
                 return True
 
-    # Fan-out ------------------------------------------------------------------
+    # Delivery ---------------------------------------------------------------
 
-    async def publish_committed(self, messages: Sequence[StoredMessage]) -> None:
-        """The writer's hand-off: committed messages, in id order."""
-        event = Committed(tuple(messages), self.origin)
-        self._published += 1
-        self._caught_up.clear()
-        try:
-            await self.broker.publish(event)
-        except Exception as exc:
-            # Stored already: our own connections get it now; the other processes when
-            # it is published again, or from the database on their Resync.
-            log.warning("broker unavailable (%s): delivering %d messages locally", exc, len(messages))
-            self.deliver(event)
-            self._keep_unpublished(Committed(event.messages, self.origin, again=True))
+    async def on_commit(self, messages: Sequence[StoredMessage]) -> None:
+        """The writer's hand-off: messages it committed, in id order, to this process's
+        connections at once, then to the other processes."""
+        self._deliver(messages)
+        await self.outbox.publish_committed(Committed(tuple(messages), self.origin))
 
-    def _keep_unpublished(self, event: Committed) -> None:
-        if len(self._unpublished) >= UNPUBLISHED_MAX:
-            self._unpublished.popleft()
-        self._unpublished.append(event)
-        self._republish.set()
+    def _deliver(self, messages: Sequence[StoredMessage]) -> None:
+        for message in messages:
+            state = self.rooms.get(message.room)
+            if state is not None:
+                self._accept(message.room, state, message)
 
-    async def _republish_forever(self) -> None:
-        delay = REPUBLISH_FIRST_SECONDS
-        while True:
-            await self._republish.wait()
-            await asyncio.sleep(delay)
-            while self._unpublished:
-                try:
-                    await self.broker.publish(self._unpublished[0])
-                except Exception:
-                    delay = min(delay * 2, REPUBLISH_MAX_SECONDS)
-                    break
-                self._unpublished.popleft()
-            else:
-                log.info("broker back: published again what could not be published")
-                self._republish.clear()
-                delay = REPUBLISH_FIRST_SECONDS
+    def receive(self, event: Event) -> None:
+        """An event the broker handed over: another process's, or our own come back."""
+        self._receivers[type(event)](event)
 
-    def deliver(self, event: Event) -> None:
-        if isinstance(event, Resync):
-            for room, state in self.rooms.items():
-                if state.last_id is not None:
-                    self._schedule_repair(room, state, 0, resync=True)
-            return
-        if isinstance(event, Revoked):
-            if event.origin != self.origin:
-                self.close_revoked(event)
-            return
-        if isinstance(event, Committed):
-            if event.origin == self.origin and not event.again:
-                self._delivered_own += 1
-                if self._delivered_own >= self._published:
-                    self._caught_up.set()
-            for message in event.messages:
-                found = self.rooms.get(message.room)
-                if found is not None:
-                    self._accept(message.room, found, message)
-            return
-        listeners = self.rooms.get(event.room)
-        if listeners is None:
-            return
-        frame = presence_frame(event.kind, event.room, event.user, event.ts_ms)
-        for connection in listeners.connections:
-            if event.origin == self.origin and connection.id == event.connection_id:
-                continue
-            connection.push(FRAME_ITEM, frame)
+    def _receive_committed(self, event: Committed) -> None:
+        if event.origin != self.origin:
+            self._deliver(event.messages)
 
-    async def _publish_forever(self) -> None:
-        while True:
-            event = await self._outbox.get()
-            try:
-                await self.broker.publish(event)
-            except Exception as exc:
-                log.warning("publishing a %s event failed: %s", type(event).__name__, exc)
-                self.deliver(event)  # at least this process's connections hear it
+    def _receive_presence(self, event: Presence) -> None:
+        if event.origin != self.origin:
+            self._tell_room(event)
 
-    async def _deliver_forever(self) -> None:
+    def _receive_revoked(self, event: Revoked) -> None:
+        if event.origin != self.origin:
+            self.close_revoked(event)
+
+    def _resync(self, event: Resync) -> None:
+        """The broker was cut off: whatever was published meanwhile is read from the database."""
+        for room, state in self.rooms.items():
+            if state.last_id is not None:
+                self._schedule_repair(room, state, 0, resync=True)
+
+    async def _receive_forever(self) -> None:
         while True:
             event = await self.broker.next_published()
             try:
-                self.deliver(event)
+                self.receive(event)
             except Exception:
                 log.exception("delivering a %s event failed", type(event).__name__)
 
     # Shutdown -----------------------------------------------------------------
 
-    async def _read_all_rooms(self) -> None:
-        for room, state in list(self.rooms.items()):
-            if await self._read_missing(room, state, 0):
-                self._settle(room, state)
-
     async def close_all(self, code: int, reason: str, grace: float = 10.0) -> None:
-        """Stop taking connections; let each send what it has queued, then close it."""
+        """Stop taking connections; let each send what it has queued, then close it.
+
+        Runtime.drain closes the writer first: every message it committed has been
+        queued for our connections by then.
+        """
         self.accepting = False
-        deadline = time.monotonic() + grace
-        try:
-            # Our own committed messages must reach our connections before they close.
-            await asyncio.wait_for(self._caught_up.wait(), min(grace, CATCH_UP_SECONDS))
-        except TimeoutError:
-            # The broker is away (it would hand them back within milliseconds): the
-            # database has every one of them.
-            log.warning("the broker did not hand back what we committed: reading our rooms from the database")
-            try:
-                await asyncio.wait_for(self._read_all_rooms(), max(0.1, deadline - time.monotonic()))
-            except Exception as exc:
-                log.warning("closing before every committed message was delivered (%s)", exc or type(exc).__name__)
         for connection in list(self.connections):
             connection.finish(code, reason)
         try:
-            await asyncio.wait_for(self._all_closed.wait(), max(0.1, deadline - time.monotonic()))
+            await asyncio.wait_for(self._all_closed.wait(), grace)
         except TimeoutError:
             log.warning("%d connections did not close in time", len(self.connections))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -110,6 +111,28 @@ class StoredMessage:
         return message
 
 
+def history_frame(room: str, messages: Sequence[StoredMessage], has_more: bool, reset: bool) -> str:
+    """The first frame on a socket; each message goes in as its wire form, serialised once."""
+    return (
+        '{"type":"'
+        + HISTORY
+        + '","room":'
+        + dumps(room)
+        + ',"messages":['
+        + ",".join(m.json for m in messages)
+        + '],"has_more":'
+        + dumps(has_more)
+        + ',"reset":'
+        + dumps(reset)
+        + "}"
+    )
+
+
+def list_frame(room: str, users: Sequence[UserRef]) -> str:
+    """The users online in the room, in the order given (by name)."""
+    return dumps({"type": LIST, "room": room, "data": [u.to_dict() for u in users]})
+
+
 def presence_frame(kind: str, room: str, user: UserRef, ts_ms: int) -> str:
     return dumps({"type": kind, "room": room, "user": user.to_dict(), "ts": format_ts(ts_ms)})
 
@@ -121,8 +144,11 @@ def error_frame(code: ErrorCode, message: str, client_id: str | None = None) -> 
     return dumps(frame)
 
 
+_BATCH_START = '{"type":"' + BATCH + '","messages":['
+
+
 def batch_frame(message_jsons: list[str]) -> str:
-    return '{"type":"batch","messages":[' + ",".join(message_jsons) + "]}"
+    return _BATCH_START + ",".join(message_jsons) + "]}"
 
 
 PONG_FRAME = dumps({"type": PONG})

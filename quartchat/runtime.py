@@ -31,20 +31,20 @@ class Runtime:
         self.store = Store(self.database, settings.session_lifetime * 1000)
         self.broker = create_broker(settings.broker_url, settings.resolved_redis_namespace())
         origin = uuid.uuid4().hex  # names this process to the others
-        self.hub = Hub(self.broker, create_presence(settings, self.broker, origin), self.store, origin)
+        self.metrics = Metrics()
+        presence = create_presence(settings, self.broker, origin)
+        self.hub = Hub(self.broker, presence, self.store, self.metrics, origin)
         self.writer = MessageWriter(
             self.database,
             self.store,
-            self.hub.publish_committed,
+            self.hub.on_commit,  # the hand-off: the writer calls the hub back, never imports it
             settings.write_batch_size,
             settings.write_linger_ms / 1000,
         )
         self.passwords = Passwords()
-        self.metrics = Metrics()
         self.throttle = SignInThrottle()
         self.signups = SignUpLimit(settings.signup_limit)
         self.writer.metrics = self.metrics
-        self.hub.metrics = self.metrics
         self.rate_limiter = RateLimiter(settings.rate_limit)
         self.session_watch = SessionWatch(self.hub, self.store)
         self.downloads = Downloads()

@@ -1,18 +1,23 @@
-"""Connections' bounded queues, coalescing, the history seam, and presence."""
+"""Rooms: delivery here at once and to the other processes, order and gap repair,
+presence, revocation, shutdown."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 
-from quartchat.broker import Committed, Event, Resync, Revoked
+from quartchat.broker import Committed, Event, Presence, Resync, Revoked
 from quartchat.broker.memory import MemoryBroker
-from quartchat.hub import CHAT_ITEM, FRAME_ITEM, Connection, Hub
+from quartchat.connection import Connection
+from quartchat.hub import Hub
+from quartchat.metrics import Metrics
 from quartchat.presence import MemoryPresence
-from quartchat.protocol import CloseCode, StoredMessage, UserRef
+from quartchat.protocol import JOIN, CloseCode, StoredMessage, UserRef
 from quartchat.store import Page
 
 from .support import until
+from .test_connection import sent_frames
+from .test_outbox import RecordingBroker
 
 ALICE, BOB = UserRef("a", "alice"), UserRef("b", "Bob")
 
@@ -21,51 +26,14 @@ def message(message_id: int, room: str = "r") -> StoredMessage:
     return StoredMessage(message_id, room, ALICE, f"m{message_id}", 0)
 
 
-async def sent_frames(connection: Connection, finish: bool = True) -> list[str]:
-    frames: list[str] = []
-
-    async def send(frame: str) -> None:
-        frames.append(frame)
-
-    if finish:
-        connection.finish(CloseCode.NORMAL, "done")
-    await connection.run_sender(send)
-    return frames
+def queued_ids(connection: Connection) -> list[int]:
+    return [item.id for item in connection.queue if isinstance(item, StoredMessage)]
 
 
-async def test_a_full_queue_closes_the_connection_with_1013() -> None:
-    connection = Connection(ALICE, "r", "127.0.0.1", batch=False, capacity=3)
-    for i in range(4):
-        connection.push(CHAT_ITEM, message(i + 1).json, i + 1)
-    assert connection.close_code == CloseCode.TRY_AGAIN and connection.closed.is_set()
-    assert not connection.queue
-
-
-async def test_queued_chats_coalesce_into_one_batch_frame_with_batch_on() -> None:
-    connection = Connection(ALICE, "r", "127.0.0.1", batch=True, capacity=100)
-    for i in (1, 2, 3):
-        connection.push(CHAT_ITEM, message(i).json, i)
-    connection.push(FRAME_ITEM, '{"type":"pong"}')
-    connection.push(CHAT_ITEM, message(4).json, 4)
-    frames = [json.loads(f) for f in await sent_frames(connection)]
-    assert frames[0] == {"type": "batch", "messages": [json.loads(message(i).json) for i in (1, 2, 3)]}
-    assert frames[1] == {"type": "pong"}
-    assert frames[2] == json.loads(message(4).json), "a lone message goes as itself"
-
-
-async def test_without_batch_each_message_is_a_frame() -> None:
-    connection = Connection(ALICE, "r", "127.0.0.1", batch=False, capacity=100)
-    for i in (1, 2):
-        connection.push(CHAT_ITEM, message(i).json, i)
-    assert [json.loads(f)["id"] for f in await sent_frames(connection)] == [1, 2]
-
-
-async def test_messages_the_history_held_are_not_sent_again() -> None:
-    connection = Connection(ALICE, "r", "127.0.0.1", batch=False, capacity=100)
-    for i in (5, 6, 7):
-        connection.push(CHAT_ITEM, message(i).json, i)
-    connection.skip_through = 6
-    assert [json.loads(f)["id"] for f in await sent_frames(connection)] == [7]
+def joined(connection: Connection) -> list[str]:
+    """The ids of the users whose joins are queued for `connection`."""
+    frames = [json.loads(item) for item in connection.queue if isinstance(item, str)]
+    return [frame["user"]["id"] for frame in frames if frame["type"] == "join"]
 
 
 class NoStore:
@@ -78,8 +46,8 @@ class NoStore:
         return Page([], False)
 
 
-def new_hub() -> Hub:
-    return Hub(MemoryBroker(), MemoryPresence(), NoStore())  # type: ignore[arg-type]
+def new_hub(broker: MemoryBroker | None = None, store: NoStore | None = None) -> Hub:
+    return Hub(broker or MemoryBroker(), MemoryPresence(), store or NoStore(), Metrics())  # type: ignore[arg-type]
 
 
 async def open_connection(hub: Hub, user: UserRef, room: str = "r") -> Connection:
@@ -99,8 +67,8 @@ async def test_presence_is_per_user_and_sorted_by_name() -> None:
     tabs = [await open_connection(hub, ALICE) for _ in range(2)]
     await open_connection(hub, BOB)
     assert await hub.online("r") == [ALICE, BOB]
-    assert [json.loads(t)["type"] for _, _, t in tabs[0].queue] == ["join"]
-    assert not tabs[1].queue, "no join for a second tab"
+    assert joined(tabs[0]) == [ALICE.id, BOB.id], "her own join, then bob's"
+    assert joined(tabs[1]) == [BOB.id], "no join for a second tab"
     hub.unregister(tabs[0])
     await asyncio.sleep(0)
     assert await hub.online("r") == [ALICE, BOB]
@@ -141,11 +109,11 @@ async def test_a_revoked_event_from_another_process_closes_here_and_ours_is_not_
     hub = new_hub()
     tab = Connection(ALICE, "r", "x", False, 100, session_id="s-a")
     hub.register(tab)
-    hub.deliver(Revoked(session_ids=("s-a",), origin="another process"))
+    hub.receive(Revoked(session_ids=("s-a",), origin="another process"))
     assert tab.close_code == 4001
     other = Connection(BOB, "r", "x", False, 100, session_id="s-b")
     hub.register(other)
-    hub.deliver(Revoked(session_ids=("s-b",), origin=hub.origin))
+    hub.receive(Revoked(session_ids=("s-b",), origin=hub.origin))
     assert other.close_code is None, "the origin closed its own sockets when it revoked"
 
 
@@ -154,9 +122,8 @@ async def test_delivery_reaches_only_the_messages_room() -> None:
     here, there = await open_connection(hub, ALICE, "r"), await open_connection(hub, BOB, "s")
     here.queue.clear()
     there.queue.clear()
-    await hub.publish_committed([message(1, "r")])
-    hub.deliver(await hub.broker.next_published())
-    assert [item[1] for item in here.queue] == [1] and not there.queue
+    await hub.on_commit([message(1, "r")])
+    assert queued_ids(here) == [1] and not there.queue
 
 
 def chained(message_id: int, prev_id: int) -> StoredMessage:
@@ -167,10 +134,20 @@ async def test_messages_from_several_processes_are_delivered_in_room_order() -> 
     hub = new_hub()
     connection = await open_connection(hub, ALICE)
     connection.queue.clear()
-    # Another process published 12 and 14 before this one's 11 and 13 arrived.
+    # One process published 12 and 14 before another's 11 and 13 arrived.
     for stored in (chained(12, 11), chained(14, 13), chained(11, 0), chained(13, 12), chained(12, 11)):
-        hub.deliver(Committed((stored,), "elsewhere"))
-    assert [item[1] for item in connection.queue] == [11, 12, 13, 14]
+        hub.receive(Committed((stored,), "elsewhere"))
+    assert queued_ids(connection) == [11, 12, 13, 14]
+
+
+async def test_our_own_message_waits_for_its_predecessor_from_another_process() -> None:
+    hub = new_hub()
+    connection = await open_connection(hub, ALICE)
+    connection.queue.clear()
+    await hub.on_commit([chained(12, 11)])  # committed here just after another process's 11
+    assert not connection.queue, "12 waits for 11"
+    hub.receive(Committed((chained(11, 0),), "elsewhere"))
+    assert queued_ids(connection) == [11, 12]
 
 
 class StoreWithHistory(NoStore):
@@ -183,26 +160,26 @@ class StoreWithHistory(NoStore):
 
 async def test_a_gap_that_does_not_close_is_repaired_from_the_database() -> None:
     lost = StoredMessage(21, "r", BOB, "published by a process that died", 0)
-    hub = Hub(MemoryBroker(), MemoryPresence(), StoreWithHistory([lost, chained(22, 21)]))  # type: ignore[arg-type]
+    hub = new_hub(store=StoreWithHistory([lost, chained(22, 21)]))
     connection = await open_connection(hub, ALICE)
     connection.queue.clear()
-    hub.deliver(Committed((chained(22, 21),), "elsewhere"))  # 21 never comes
+    hub.receive(Committed((chained(22, 21),), "elsewhere"))  # 21 never comes
     assert not connection.queue
-    await until(lambda: [item[1] for item in connection.queue] == [21, 22], "the repair delivers 21, then 22")
+    await until(lambda: queued_ids(connection) == [21, 22], "the repair delivers 21, then 22")
     assert hub.repairs == 1
 
 
 async def test_a_resync_during_a_pending_gap_repair_still_reads_the_database() -> None:
     # 13 was published while this process's broker was cut off: only the database has it.
     history = [chained(11, 0), chained(12, 11), chained(13, 12)]
-    hub = Hub(MemoryBroker(), MemoryPresence(), StoreWithHistory(history))  # type: ignore[arg-type]
+    hub = new_hub(store=StoreWithHistory(history))
     connection = await open_connection(hub, ALICE)
     connection.queue.clear()
-    hub.deliver(Committed((chained(12, 11),), "elsewhere"))  # early: a gap repair is now pending
-    hub.deliver(Resync())  # the broker is back
-    hub.deliver(Committed((chained(11, 0),), "elsewhere"))  # the gap closes by itself
-    assert [item[1] for item in connection.queue] == [11, 12]
-    await until(lambda: [item[1] for item in connection.queue] == [11, 12, 13], "the Resync's repair delivers 13")
+    hub.receive(Committed((chained(12, 11),), "elsewhere"))  # early: a gap repair is now pending
+    hub.receive(Resync())  # the broker is back
+    hub.receive(Committed((chained(11, 0),), "elsewhere"))  # the gap closes by itself
+    assert queued_ids(connection) == [11, 12]
+    await until(lambda: queued_ids(connection) == [11, 12, 13], "the Resync's repair delivers 13")
 
 
 class SlowStore(StoreWithHistory):
@@ -222,71 +199,97 @@ class SlowStore(StoreWithHistory):
 
 async def test_a_resync_during_a_repairs_read_reads_again_afterwards() -> None:
     store = SlowStore([chained(11, 0)])
-    hub = Hub(MemoryBroker(), MemoryPresence(), store)  # type: ignore[arg-type]
+    hub = new_hub(store=store)
     connection = await open_connection(hub, ALICE)
     connection.queue.clear()
-    hub.deliver(Resync())
+    hub.receive(Resync())
     await asyncio.wait_for(store.reading.wait(), 1)
     # While the repair reads, 12 is committed and published into the outage of a
     # second cut-off; the broker reconnects again and says so.
     store.messages.append(chained(12, 11))
-    hub.deliver(Resync())
+    hub.receive(Resync())
     store.finish.set()
     await until(lambda: len(connection.queue) == 2, "the second read delivers 12")
-    assert [item[1] for item in connection.queue] == [11, 12]
+    assert queued_ids(connection) == [11, 12]
 
 
 async def test_a_room_whose_gap_closed_by_itself_can_still_be_repaired_later() -> None:
     history = [chained(11, 0), chained(12, 11), chained(13, 12), chained(14, 13)]
-    hub = Hub(MemoryBroker(), MemoryPresence(), StoreWithHistory(history))  # type: ignore[arg-type]
+    hub = new_hub(store=StoreWithHistory(history))
     connection = await open_connection(hub, ALICE)
     connection.queue.clear()
-    hub.deliver(Committed((chained(12, 11),), "elsewhere"))
-    hub.deliver(Committed((chained(11, 0),), "elsewhere"))  # that gap closed by itself
+    hub.receive(Committed((chained(12, 11),), "elsewhere"))
+    hub.receive(Committed((chained(11, 0),), "elsewhere"))  # that gap closed by itself
     assert hub.rooms["r"].repairing, "a repair is pending"
     await until(lambda: not hub.rooms["r"].repairing, "its repair woke and found nothing to do")
-    hub.deliver(Committed((chained(14, 13),), "elsewhere"))  # 13 is lost this time
+    hub.receive(Committed((chained(14, 13),), "elsewhere"))  # 13 is lost this time
     await until(lambda: len(connection.queue) == 4, "the repair delivers 13, then 14")
-    assert [item[1] for item in connection.queue] == [11, 12, 13, 14]
+    assert queued_ids(connection) == [11, 12, 13, 14]
     assert hub.repairs == 1
 
 
-class FailingBroker(MemoryBroker):
-    """Stands in for Redis refusing publishes (test_broker.py and test_scale.py use the real one)."""
-
-    def __init__(self, failures: int) -> None:
-        super().__init__()
-        self.failures = failures
-        self.sent: list[Event] = []
-
-    async def publish(self, event: Event) -> None:
-        if self.failures > 0:
-            self.failures -= 1
-            raise ConnectionError("broker away")
-        self.sent.append(event)
-        await super().publish(event)
+async def test_a_committed_batch_reaches_our_connections_at_once_and_the_others_through_the_broker() -> None:
+    broker = RecordingBroker()
+    hub = new_hub(broker)
+    connection = await open_connection(hub, ALICE)
+    connection.queue.clear()
+    await hub.on_commit([chained(1, 0), chained(2, 1)])
+    assert queued_ids(connection) == [1, 2], "delivered here at once, before any broker"
+    assert broker.sent == [Committed((chained(1, 0), chained(2, 1)), hub.origin)]
+    other = new_hub()
+    elsewhere = await open_connection(other, BOB)
+    elsewhere.queue.clear()
+    other.receive(broker.sent[0])
+    assert queued_ids(elsewhere) == [1, 2], "another process gets it"
+    hub.receive(broker.sent[0])  # the broker hands our own batch back to us too
+    assert queued_ids(connection) == [1, 2], "and here it is not delivered twice"
 
 
 async def test_a_batch_whose_publish_failed_is_delivered_locally_and_published_again() -> None:
-    broker = FailingBroker(failures=3)  # the first publish and two retries fail
-    hub = Hub(broker, MemoryPresence(), NoStore())  # type: ignore[arg-type]
+    broker = RecordingBroker(failures=3)  # the first publish and two retries fail
+    hub = new_hub(broker)
     await hub.start()
     try:
         connection = await open_connection(hub, ALICE)
         connection.queue.clear()
-        await hub.publish_committed([chained(1, 0)])
-        assert [item[1] for item in connection.queue] == [1], "delivered here at once"
+        await hub.on_commit([chained(1, 0)])
+        assert queued_ids(connection) == [1], "delivered here at once"
         await until(lambda: broker.sent, "published again (retries after 0.2, 0.4 and 0.8 s)")
         [event] = broker.sent
-        assert isinstance(event, Committed) and event.again and event.messages == (chained(1, 0),)
-        other = Hub(MemoryBroker(), MemoryPresence(), NoStore())  # type: ignore[arg-type]
+        assert isinstance(event, Committed) and event.messages == (chained(1, 0),)
+        other = new_hub()
         elsewhere = await open_connection(other, BOB)
         elsewhere.queue.clear()
-        other.deliver(event)
-        assert [item[1] for item in elsewhere.queue] == [1], "another process gets it"
-        await until(lambda: hub._delivered_own == 1, "our own delivery task has it back too")
-        assert [item[1] for item in connection.queue] == [1], "and here it is not delivered twice"
-        assert hub._caught_up.is_set() and hub._delivered_own == hub._published == 1
+        other.receive(event)
+        assert queued_ids(elsewhere) == [1], "another process gets it"
+        hub.receive(event)  # our own, handed back
+        assert queued_ids(connection) == [1], "and here it is not delivered twice"
+    finally:
+        await hub.stop()
+
+
+async def test_presence_reaches_our_connections_at_once_and_the_others_through_the_broker() -> None:
+    broker = RecordingBroker()
+    hub = new_hub(broker)
+    await hub.start()
+    try:
+        alice = await open_connection(hub, ALICE)
+        bob = await open_connection(hub, BOB)
+        assert joined(alice) == [ALICE.id, BOB.id], "alice's own join, then bob's, at once"
+        assert joined(bob) == [BOB.id], "bob hears his own join"
+        await until(lambda: len(broker.sent) == 2, "both joins are published")
+        assert [(e.kind, e.user, e.origin) for e in broker.sent if isinstance(e, Presence)] == [
+            (JOIN, ALICE, hub.origin),
+            (JOIN, BOB, hub.origin),
+        ]
+        for event in broker.sent:  # handed back to us: ignored
+            hub.receive(event)
+        assert joined(alice) == [ALICE.id, BOB.id] and joined(bob) == [BOB.id]
+        other = new_hub()
+        carol = await open_connection(other, UserRef("c", "carol"))
+        carol.queue.clear()
+        other.receive(broker.sent[1])
+        assert [json.loads(t)["user"] for t in carol.queue if isinstance(t, str)] == [BOB.to_dict()]
     finally:
         await hub.stop()
 
@@ -298,25 +301,22 @@ class SwallowingBroker(MemoryBroker):
         pass
 
 
-async def test_shutdown_reads_from_the_database_what_the_broker_never_handed_back() -> None:
-    store = StoreWithHistory([chained(1, 0)])
-    hub = Hub(SwallowingBroker(), MemoryPresence(), store)  # type: ignore[arg-type]
+async def test_shutdown_sends_our_own_committed_messages_whatever_the_broker_does() -> None:
+    hub = new_hub(SwallowingBroker(), StoreWithHistory([chained(1, 0)]))
     await hub.start()
     try:
         connection = await open_connection(hub, ALICE)
         connection.queue.clear()
-        await hub.publish_committed([chained(1, 0)])
-        assert not connection.queue
+        await hub.on_commit([chained(1, 0)])
         loop = asyncio.get_running_loop()
         started = loop.time()
         closing = asyncio.ensure_future(hub.close_all(CloseCode.GOING_AWAY, "bye", grace=10))
         frames = [json.loads(f) for f in await asyncio.wait_for(sent_frames(connection, finish=False), 5)]
         hub.unregister(connection)
         await closing
-        # The grace is 10 s and catching up gives up after CATCH_UP_SECONDS (1 s): a bound
-        # between the two tells them apart on a busy machine.
         assert loop.time() - started < 8, "waited for the broker the whole grace"
         assert [f["id"] for f in frames] == [1]
+        assert connection.close_code == CloseCode.GOING_AWAY
     finally:
         await hub.stop()
 

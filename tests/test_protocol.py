@@ -15,6 +15,8 @@ from quartchat.protocol import (
     UserRef,
     batch_frame,
     format_ts,
+    history_frame,
+    list_frame,
     parse_frame,
 )
 
@@ -42,6 +44,24 @@ def test_ts_is_utc_iso_8601_with_milliseconds_and_z() -> None:
 def test_batch_frame_holds_the_messages_in_order() -> None:
     frames = [json.dumps({"id": i}) for i in (1, 2, 3)]
     assert json.loads(batch_frame(frames)) == {"type": "batch", "messages": [{"id": 1}, {"id": 2}, {"id": 3}]}
+
+
+def test_history_and_list_frames_hold_what_they_are_given() -> None:
+    alice, bob = UserRef("u1", "alice"), UserRef("u2", "Bob")
+    messages = [StoredMessage(i, "lobby", alice, f"m{i}", 1_795_000_266_123) for i in (1, 2)]
+    assert json.loads(history_frame("lobby", messages, True, False)) == {
+        "type": "history",
+        "room": "lobby",
+        "messages": [json.loads(m.json) for m in messages],
+        "has_more": True,
+        "reset": False,
+    }
+    assert json.loads(history_frame("lobby", [], False, True))["messages"] == []
+    assert json.loads(list_frame("lobby", [alice, bob])) == {
+        "type": "list",
+        "room": "lobby",
+        "data": [{"id": "u1", "name": "alice"}, {"id": "u2", "name": "Bob"}],
+    }
 
 
 def test_valid_frames() -> None:

@@ -1,7 +1,8 @@
 """Fan-out between processes, chosen by the broker URL's scheme (like encode/broadcaster).
 
-Every process publishes what it commits and every presence change; every process
-receives everything published (its own included) and delivers it to its connections.
+A process delivers its own events to its own connections itself (hub.py) and publishes
+them for the others (outbox.py); every process receives everything published, its own
+included, and ignores its own by their origin.
 """
 
 from __future__ import annotations
@@ -18,9 +19,6 @@ class Committed:
 
     messages: tuple[StoredMessage, ...]
     origin: str  # the publishing process
-    # Published again once the broker was back, after a publish that failed (the
-    # origin delivered it locally then, so it does not count it as its own again).
-    again: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +27,7 @@ class Presence:
     room: str
     user: UserRef
     ts_ms: int
-    origin: str
-    connection_id: int  # the connection that caused it (it hears its own join directly)
+    origin: str  # the publishing process
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,14 +32,15 @@ def encode(event: Event) -> bytes:
         return orjson.dumps({
             "k": "c",
             "o": event.origin,
-            "a": event.again,
             "m": [[m.id, m.room, m.user.id, m.user.name, m.text, m.ts_ms, m.client_id, m.prev_id]
                   for m in event.messages],
         })  # fmt: skip
     if isinstance(event, Presence):
+        # "c": 0 for the processes of earlier versions during a rolling upgrade, which
+        # read it (the connection that caused the change, of use to its origin alone).
         return orjson.dumps({
             "k": "p", "o": event.origin, "kind": event.kind, "room": event.room,
-            "user": [event.user.id, event.user.name], "ts": event.ts_ms, "c": event.connection_id,
+            "user": [event.user.id, event.user.name], "ts": event.ts_ms, "c": 0,
         })  # fmt: skip
     if isinstance(event, Revoked):
         return orjson.dumps({
@@ -59,12 +60,11 @@ def decode(raw: bytes) -> Event:
                 for m in data["m"]
             ),
             data["o"],
-            data.get("a", False),
         )  # fmt: skip
     if data["k"] == "r":
         return Revoked(tuple(data["s"]), tuple(data["u"]), data["room"], data["code"], data["reason"], data["o"])
     user = UserRef(data["user"][0], data["user"][1])
-    return Presence(data["kind"], data["room"], user, data["ts"], data["o"], data["c"])
+    return Presence(data["kind"], data["room"], user, data["ts"], data["o"])
 
 
 class RedisBroker(Broker):
@@ -73,8 +73,8 @@ class RedisBroker(Broker):
         self.namespace = namespace
         self.channel = f"{namespace}:events"
         # A publish gets one retry, on a fresh connection: after a Redis restart the
-        # pooled one is dead though Redis is back. Otherwise it fails at once (the hub
-        # delivers locally and publishes it again later) rather than hold the writer.
+        # pooled one is dead though Redis is back. Otherwise it fails at once (the
+        # outbox publishes it again later) rather than hold the writer's hand-off.
         self.redis: aioredis.Redis = aioredis.from_url(url, retry=Retry(NoBackoff(), 1))
         # No retries inside redis-py for the subscription: a pub/sub connection it
         # re-made by itself would be resubscribed silently, losing what was published

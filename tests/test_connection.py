@@ -1,0 +1,80 @@
+"""A connection's bounded send queue, its coalescing sender, the history seam, closing."""
+
+from __future__ import annotations
+
+import json
+
+from quartchat.connection import Connection
+from quartchat.protocol import CloseCode, StoredMessage, UserRef
+
+ALICE = UserRef("a", "alice")
+
+
+def message(message_id: int, room: str = "r") -> StoredMessage:
+    return StoredMessage(message_id, room, ALICE, f"m{message_id}", 0)
+
+
+async def sent_frames(connection: Connection, finish: bool = True) -> list[str]:
+    frames: list[str] = []
+
+    async def send(frame: str) -> None:
+        frames.append(frame)
+
+    if finish:
+        connection.finish(CloseCode.NORMAL, "done")
+    await connection.run_sender(send)
+    return frames
+
+
+async def test_a_full_queue_closes_the_connection_with_1013() -> None:
+    connection = Connection(ALICE, "r", "127.0.0.1", batch=False, capacity=3)
+    for i in range(4):
+        connection.push(message(i + 1))
+    assert connection.close_code == CloseCode.TRY_AGAIN and connection.closed.is_set()
+    assert not connection.queue
+
+
+async def test_queued_chats_coalesce_into_one_batch_frame_with_batch_on() -> None:
+    connection = Connection(ALICE, "r", "127.0.0.1", batch=True, capacity=100)
+    for i in (1, 2, 3):
+        connection.push(message(i))
+    connection.push('{"type":"pong"}')
+    connection.push(message(4))
+    frames = [json.loads(f) for f in await sent_frames(connection)]
+    assert frames[0] == {"type": "batch", "messages": [json.loads(message(i).json) for i in (1, 2, 3)]}
+    assert frames[1] == {"type": "pong"}
+    assert frames[2] == json.loads(message(4).json), "a lone message goes as itself"
+
+
+async def test_without_batch_each_message_is_a_frame() -> None:
+    connection = Connection(ALICE, "r", "127.0.0.1", batch=False, capacity=100)
+    for i in (1, 2):
+        connection.push(message(i))
+    assert [json.loads(f)["id"] for f in await sent_frames(connection)] == [1, 2]
+
+
+async def test_messages_the_history_held_are_not_sent_again() -> None:
+    connection = Connection(ALICE, "r", "127.0.0.1", batch=False, capacity=100)
+    for i in (5, 6, 7):
+        connection.push(message(i))
+    connection.skip_through = 6
+    assert [json.loads(f)["id"] for f in await sent_frames(connection)] == [7]
+
+
+async def test_a_message_queued_as_a_frame_for_its_sender_alone_is_sent_whatever_the_history_held() -> None:
+    connection = Connection(ALICE, "r", "127.0.0.1", batch=True, capacity=100)
+    connection.skip_through = 6
+    connection.push(message(5).json)  # a retried client_id: the stored message, back to its sender
+    assert [json.loads(f)["id"] for f in await sent_frames(connection)] == [5]
+
+
+async def test_finish_sends_everything_queued_before_it_then_closes() -> None:
+    connection = Connection(ALICE, "r", "127.0.0.1", batch=True, capacity=100)
+    connection.push(message(1))
+    connection.push(message(2))
+    connection.finish(CloseCode.GOING_AWAY, "server shutting down")
+    connection.push(message(3))  # queued after the close: never sent
+    frames = [json.loads(f) for f in await sent_frames(connection, finish=False)]
+    assert frames == [{"type": "batch", "messages": [json.loads(message(i).json) for i in (1, 2)]}]
+    assert (connection.close_code, connection.close_reason) == (CloseCode.GOING_AWAY, "server shutting down")
+    assert connection.closed.is_set()
