@@ -16,6 +16,7 @@ from .invisible import is_invisible
 from .protocol import UserRef
 from .store import Account, Store
 from .throttle import SignInThrottle, SignUpLimit
+from .writes import Writes
 
 NAME_MAX_CHARS = 32
 PASSWORD_MIN_CHARS, PASSWORD_MAX_CHARS = 8, 128
@@ -142,6 +143,7 @@ class Passwords:
 
 async def authenticate(
     store: Store,
+    writes: Writes,
     passwords: Passwords,
     raw_name: object,
     raw_password: object,
@@ -169,7 +171,7 @@ async def authenticate(
             raise CredentialsError(429, f"too many new accounts from your address: try again in {wait:.0f} s", wait)
         user_id = str(uuid.uuid4())
         try:
-            await store.create_account(user_id, name, key, await passwords.hash(password), skeleton)
+            await writes.create_account(user_id, name, key, await passwords.hash(password), skeleton)
             return UserRef(user_id, name)
         except IntegrityError:  # someone took the name meanwhile
             account = await store.account_by_name_key(key)

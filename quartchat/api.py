@@ -92,6 +92,7 @@ async def sign_in() -> Response:
     try:
         user = await authenticate(
             rt.store,
+            rt.writes,
             rt.passwords,
             body.get("name"),
             body.get("password"),
@@ -105,7 +106,7 @@ async def sign_in() -> Response:
             response.headers["Retry-After"] = str(max(1, round(refused.retry_after)))
             return response
         raise ApiError(refused.status, refused.message) from None
-    await start_session(rt.store, user)
+    await start_session(rt.writes, user)
     return jsonify(user=user.to_dict())
 
 
@@ -113,7 +114,7 @@ async def sign_in() -> Response:
 async def sign_out() -> Response:
     await check_json_post()
     rt = runtime()
-    await end_session(rt.store, rt.hub)
+    await end_session(rt.writes, rt.hub)
     return Response(status=204)
 
 

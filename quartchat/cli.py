@@ -185,17 +185,19 @@ async def _set_password(settings: Settings, raw_name: str, password: str) -> tup
     from .accounts import Passwords, find_account, name_key, unconfusable
     from .database import create_database
     from .store import Store
+    from .writes import create_writes
 
     database = create_database(settings)
     try:
         store = Store(database)
+        writes = create_writes(database)
         password_hash = Passwords().hash_sync(password)
         name, account = await find_account(store, raw_name)
         if account is None:
             skeleton = await unconfusable(store, name)
-            await store.create_account(str(uuid.uuid4()), name, name_key(name), password_hash, skeleton)
+            await writes.create_account(str(uuid.uuid4()), name, name_key(name), password_hash, skeleton)
             return True, name
-        await store.set_password_hash(account.id, password_hash, end_sessions=True)
+        await writes.set_password_hash(account.id, password_hash, end_sessions=True)
         return False, account.name
     finally:
         await database.dispose()

@@ -84,6 +84,7 @@ async def signin() -> Response | tuple[str, int] | tuple[str, int, dict[str, str
         free = await rt.store.account_by_name_key(name_key(clean_name(form.get("name")))) is None
         user = await authenticate(
             rt.store,
+            rt.writes,
             rt.passwords,
             form.get("name"),
             form.get("password"),
@@ -96,7 +97,7 @@ async def signin() -> Response | tuple[str, int] | tuple[str, int, dict[str, str
         if status == 429:
             return page, status, {"Retry-After": str(max(1, round(refused.retry_after)))}
         return page, status
-    await start_session(rt.store, user)
+    await start_session(rt.writes, user)
     if free:
         await flash(user.name, "new_account")
     return redirect(next_url, 303)
@@ -119,5 +120,5 @@ async def signout() -> Response:
     if not _form_allowed(form.get("csrf_token")):
         abort(403)
     rt = runtime()
-    await end_session(rt.store, rt.hub)
+    await end_session(rt.writes, rt.hub)
     return redirect("/signin", 303)

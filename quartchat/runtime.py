@@ -1,4 +1,4 @@
-"""The long-lived parts of one process: database, store, writer, broker and hub."""
+"""The long-lived parts of one process: database, store, writes, writer, broker and hub."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from .settings import Settings
 from .store import Store
 from .throttle import SignInThrottle, SignUpLimit
 from .writer import MessageWriter
+from .writes import create_writes
 
 log = logging.getLogger(__name__)
 
@@ -33,24 +34,24 @@ class Runtime:
         self.settings = settings
         self.database = create_database(settings, background_checkpoints=True)
         self.store = Store(self.database, settings.session_lifetime * 1000)
+        self.writes = create_writes(self.database, settings.session_lifetime * 1000)
+        self.metrics = Metrics()
         self.broker = create_broker(settings.broker_url, settings.resolved_redis_namespace())
         origin = uuid.uuid4().hex  # names this process to the others
         self.hub = Hub(self.broker, create_presence(settings, self.broker, origin), self.store, origin)
         self.writer = MessageWriter(
-            self.database,
-            self.store,
+            self.writes,
             self.hub.publish_committed,
+            self.metrics,
             settings.write_batch_size,
             settings.write_linger_ms / 1000,
         )
         self.passwords = Passwords()
-        self.metrics = Metrics()
         self.throttle = SignInThrottle()
         self.signups = SignUpLimit(settings.signup_limit)
-        self.writer.metrics = self.metrics
         self.hub.metrics = self.metrics
         self.rate_limiter = RateLimiter(settings.rate_limit)
-        self.session_watch = SessionWatch(self.hub, self.store)
+        self.session_watch = SessionWatch(self.hub, self.store, self.writes)
         self._drained = False
         self._downloads = 0
         self._no_downloads = asyncio.Event()
