@@ -2,11 +2,11 @@
 
     python bench/writer.py [--rooms 20] [--messages 20] [--busy | --busy-process] [--switch-interval S]
 
-Runs MessageWriter's transaction (`_store`) on an SQLite file in a loop, pinned to
-core 0. `--busy` starts a thread spinning Python on the same core, as the server's
-event loop does under load: the writer then waits for the GIL after each call that
-released it (the commit's fsync above all), for up to the interpreter's switch interval
-(5 ms unless `--switch-interval`). `--busy-process` spins in another process on the
+Runs the message writer's transaction (`SqliteWrites.commit_batch`) on an SQLite file
+in a loop, pinned to core 0. `--busy` starts a thread spinning Python on the same
+core, as the server's event loop does under load: the writer then waits for the GIL
+after each call that released it (the commit's fsync above all), for up to the
+interpreter's switch interval (5 ms unless `--switch-interval`). `--busy-process` spins in another process on the
 same core instead: what a writer of its own process would see (the kernel, not the
 GIL, shares the core then).
 """
@@ -32,8 +32,7 @@ from quartchat.database import create_database
 from quartchat.models import User
 from quartchat.protocol import UserRef
 from quartchat.settings import Settings
-from quartchat.store import Store
-from quartchat.writer import Draft, MessageWriter
+from quartchat.writes import Draft, create_writes
 
 
 def spin_until(stop: threading.Event | None = None) -> None:
@@ -56,17 +55,14 @@ async def measure(rooms: int, messages: int, busy: str, batches: int) -> list[fl
                     )
                 )
 
-        async def unused(_: object) -> None:
-            return None
-
-        writer = MessageWriter(database, Store(database), unused)
-        writer._engine = database.open_writer()
+        writes = create_writes(database)
+        await writes.open()
         drafts = [
             Draft(f"room{i % rooms}", users[i], "a chat message of about sixty characters, like most")
             for i in range(messages)
         ]
         for _ in range(20):  # warm up: statement caches, the rooms' rows
-            await writer._store(drafts)
+            await writes.commit_batch(drafts)
         stop = threading.Event()
         spinner = None
         if busy == "thread":
@@ -77,14 +73,13 @@ async def measure(rooms: int, messages: int, busy: str, batches: int) -> list[fl
         seconds = []
         for _ in range(batches):
             started = time.perf_counter()
-            await writer._store(drafts)
+            await writes.commit_batch(drafts)
             seconds.append(time.perf_counter() - started)
         stop.set()
         if spinner is not None:
             spinner.terminate()
             spinner.join()
-        await writer._drop_connection()
-        await writer._engine.dispose()
+        await writes.close()
         await database.dispose()
         return sorted(seconds)
     finally:

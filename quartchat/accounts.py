@@ -16,6 +16,7 @@ from .invisible import is_invisible
 from .protocol import UserRef
 from .rate_limits import SignInThrottle, SignUpLimit
 from .store import Account, Store
+from .writes import Writes
 
 NAME_MAX_CHARS = 32
 PASSWORD_MIN_CHARS, PASSWORD_MAX_CHARS = 8, 128
@@ -115,16 +116,18 @@ def account_name(raw: object) -> str:
         return clean_name(raw)
 
 
-async def set_password(store: Store, passwords: Passwords, raw_name: str, password: str) -> tuple[bool, str]:
+async def set_password(
+    store: Store, writes: Writes, passwords: Passwords, raw_name: str, password: str
+) -> tuple[bool, str]:
     """Set an account's password and end its sessions, or create the account with it:
     (created, the account's name)."""
     password_hash = await passwords.hash(password)
     name, account = await find_account(store, raw_name)
     if account is None:
         skeleton = await unconfusable(store, name)
-        await store.create_account(str(uuid.uuid4()), name, name_key(name), password_hash, skeleton)
+        await writes.create_account(str(uuid.uuid4()), name, name_key(name), password_hash, skeleton)
         return True, name
-    await store.set_password_hash(account.id, password_hash, end_sessions=True)
+    await writes.set_password_hash(account.id, password_hash, end_sessions=True)
     return False, account.name
 
 
@@ -186,6 +189,7 @@ class Passwords:
 
 async def authenticate(
     store: Store,
+    writes: Writes,
     passwords: Passwords,
     raw_name: object,
     raw_password: object,
@@ -213,7 +217,7 @@ async def authenticate(
             raise TooManyAttempts(f"too many new accounts from your address: try again in {wait:.0f} s", wait)
         user_id = str(uuid.uuid4())
         try:
-            await store.create_account(user_id, name, key, await passwords.hash(password), skeleton)
+            await writes.create_account(user_id, name, key, await passwords.hash(password), skeleton)
             return UserRef(user_id, name)
         except IntegrityError:  # someone took the name meanwhile
             account = await store.account_by_name_key(key)

@@ -93,6 +93,7 @@ async def sign_in() -> Response:
     try:
         user = await authenticate(
             rt.store,
+            rt.writes,
             rt.passwords,
             body.get("name"),
             body.get("password"),
@@ -104,7 +105,7 @@ async def sign_in() -> Response:
         response = error(status_of(refused), refused.message)
         response.headers.update(headers_of(refused))
         return response
-    await start_session(rt.store, user)
+    await start_session(rt.writes, user)
     return jsonify(user=user.to_dict())
 
 
@@ -112,7 +113,7 @@ async def sign_in() -> Response:
 async def sign_out() -> Response:
     await check_json_post()
     rt = runtime()
-    await end_session(rt.store, rt.hub)
+    await end_session(rt.writes, rt.hub)
     return Response(status=204)
 
 

@@ -261,6 +261,7 @@ def user_password(settings: Settings, args: argparse.Namespace) -> int:
     # Loaded here, not at the top: `quartchat export` starts faster without them.
     from .accounts import CredentialsError, Passwords, account_name, check_password, set_password
     from .store import Store
+    from .writes import create_writes
 
     try:
         name = account_name(args.name)
@@ -272,7 +273,12 @@ def user_password(settings: Settings, args: argparse.Namespace) -> int:
             password = sys.stdin.readline().rstrip("\n")
         check_password(password)
         created, name = asyncio.run(
-            _using_database(settings, lambda database: set_password(Store(database), Passwords(), args.name, password))
+            _using_database(
+                settings,
+                lambda database: set_password(
+                    Store(database), create_writes(database), Passwords(), args.name, password
+                ),
+            )
         )
     except CredentialsError as refused:
         raise UsageError(refused.message) from None

@@ -85,6 +85,7 @@ async def signin() -> Response | tuple[str, int] | tuple[str, int, dict[str, str
         free = await rt.store.account_by_name_key(name_key(clean_name(form.get("name")))) is None
         user = await authenticate(
             rt.store,
+            rt.writes,
             rt.passwords,
             form.get("name"),
             form.get("password"),
@@ -95,7 +96,7 @@ async def signin() -> Response | tuple[str, int] | tuple[str, int, dict[str, str
     except CredentialsError as refused:
         page, status = await _signin_again(next_url, refused.message, form.get("name", ""), status_of(refused))
         return page, status, headers_of(refused)
-    await start_session(rt.store, user)
+    await start_session(rt.writes, user)
     if free:
         await flash(user.name, "new_account")
     return redirect(next_url, 303)
@@ -118,5 +119,5 @@ async def signout() -> Response:
     if not _form_allowed(form.get("csrf_token")):
         abort(403)
     rt = runtime()
-    await end_session(rt.store, rt.hub)
+    await end_session(rt.writes, rt.hub)
     return redirect("/signin", 303)

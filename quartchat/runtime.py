@@ -1,4 +1,4 @@
-"""The long-lived parts of one process: database, store, writer, broker and hub."""
+"""The long-lived parts of one process: database, store, writes, writer, broker and hub."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from .session_watch import SessionWatch
 from .settings import Settings
 from .store import Store
 from .writer import MessageWriter
+from .writes import create_writes
 
 
 class Runtime:
@@ -29,24 +30,24 @@ class Runtime:
         self.settings = settings
         self.database = create_database(settings, background_checkpoints=True)
         self.store = Store(self.database, settings.session_lifetime * 1000)
+        self.writes = create_writes(self.database, settings.session_lifetime * 1000)
+        self.metrics = Metrics()
         self.broker = create_broker(settings.broker_url, settings.resolved_redis_namespace())
         origin = uuid.uuid4().hex  # names this process to the others
-        self.metrics = Metrics()
         presence = create_presence(settings, self.broker, origin)
         self.hub = Hub(self.broker, presence, self.store, self.metrics, origin)
         self.writer = MessageWriter(
-            self.database,
-            self.store,
+            self.writes,
             self.hub.on_commit,  # the hand-off: the writer calls the hub back, never imports it
+            self.metrics,
             settings.write_batch_size,
             settings.write_linger_ms / 1000,
         )
         self.passwords = Passwords()
         self.throttle = SignInThrottle()
         self.signups = SignUpLimit(settings.signup_limit)
-        self.writer.metrics = self.metrics
         self.rate_limiter = RateLimiter(settings.rate_limit)
-        self.session_watch = SessionWatch(self.hub, self.store)
+        self.session_watch = SessionWatch(self.hub, self.store, self.writes)
         self.downloads = Downloads()
         self.checkpoints = WalCheckpoints(self.database) if settings.is_sqlite else None
         self._drained = False

@@ -18,6 +18,7 @@ import time
 from .broker import Revoked
 from .hub import Hub
 from .store import Store
+from .writes import Writes
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +27,10 @@ PURGE_SECONDS = 3600.0
 
 
 class SessionWatch:
-    def __init__(self, hub: Hub, store: Store, interval: float = CHECK_SECONDS) -> None:
+    def __init__(self, hub: Hub, store: Store, writes: Writes, interval: float = CHECK_SECONDS) -> None:
         self.hub = hub
         self.store = store
+        self.writes = writes
         self.interval = interval
         # Expired rows are deleted hourly, or as often as a short lifetime needs.
         self.purge_interval = min(PURGE_SECONDS, max(interval, store.session_lifetime_ms / 1000))
@@ -61,7 +63,7 @@ class SessionWatch:
             try:
                 if time.monotonic() >= next_purge:
                     next_purge = time.monotonic() + self.purge_interval
-                    purged = await self.store.purge_expired_sessions()
+                    purged = await self.writes.purge_expired_sessions()
                     if purged:
                         log.info("purged %d expired sessions", purged)
                 await self.check()

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from sqlalchemy import Row, Select, delete, insert, select, tuple_, update
+from sqlalchemy import Row, Select, select
 
 from .models import Message, Room, Session, User
 from .protocol import RESUME_LIMIT, StoredMessage, UserRef, now_ms
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
-
     from .database import Database
 
 AnySelect: TypeAlias = Select[*tuple[Any, ...]]
@@ -81,10 +78,7 @@ class RoomSummary:
 
 
 class Store:
-    """Queries against the reader engine; writes of accounts and sessions.
-
-    Chat messages are written only by `MessageWriter`.
-    """
+    """Queries against the reader engine. Every write is in quartchat/writes.py."""
 
     def __init__(self, database: Database, session_lifetime_ms: int = DEFAULT_SESSION_LIFETIME_MS) -> None:
         self.database = database
@@ -138,16 +132,6 @@ class Store:
         query = select(Room.name, Room.message_count, Room.last_id).order_by(Room.name)
         return [RoomSummary(r.name, r.message_count, r.last_id) for r in await self._rows(query)]
 
-    def by_client_ids(
-        self, connection: Connection, keys: Sequence[tuple[str, str, str]]
-    ) -> dict[tuple[str, str, str], StoredMessage]:
-        """Stored messages by (user id, room, client_id), inside the writer's
-        transaction (run_sync: a synchronous Connection)."""
-        # One query for the whole batch (row values: SQLite 3.15+, PostgreSQL).
-        query = message_select().where(tuple_(Message.user_id, Message.room, Message.client_id).in_(sorted(set(keys))))
-        rows = connection.execute(query).all()
-        return {(row.user_id, row.room, row.client_id): to_message(row) for row in rows}
-
     # Accounts and sessions ---------------------------------------------------
 
     async def account_by_name_key(self, name_key: str) -> Account | None:
@@ -158,36 +142,6 @@ class Store:
     async def name_skeleton_taken(self, skeleton: str) -> bool:
         rows = await self._rows(select(User.id).where(User.name_skeleton == skeleton).limit(1))
         return bool(rows)
-
-    async def create_account(
-        self, user_id: str, name: str, name_key: str, password_hash: str, name_skeleton: str
-    ) -> None:
-        """Raises IntegrityError when the name was taken meanwhile."""
-        async with self.database.writer.begin() as connection:
-            await connection.execute(
-                insert(User).values(
-                    id=user_id,
-                    name=name,
-                    name_key=name_key,
-                    name_skeleton=name_skeleton,
-                    password_hash=password_hash,
-                    created_ms=now_ms(),
-                )
-            )
-
-    async def set_password_hash(self, user_id: str, password_hash: str, end_sessions: bool) -> None:
-        async with self.database.writer.begin() as connection:
-            await connection.execute(update(User).where(User.id == user_id).values(password_hash=password_hash))
-            if end_sessions:
-                await connection.execute(delete(Session).where(Session.user_id == user_id))
-
-    async def create_session(self, session_id: str, user_id: str) -> None:
-        async with self.database.writer.begin() as connection:
-            await connection.execute(insert(Session).values(id=session_id, user_id=user_id, created_ms=now_ms()))
-
-    async def delete_session(self, session_id: str) -> None:
-        async with self.database.writer.begin() as connection:
-            await connection.execute(delete(Session).where(Session.id == session_id))
 
     async def session(self, session_id: str, user_id: str) -> SignedIn | None:
         """The session, if it exists, is the user's, and has not expired."""
@@ -204,30 +158,14 @@ class Store:
 
     async def live_sessions(self, session_ids: Collection[str]) -> set[str]:
         """Those of `session_ids` that still exist and have not expired."""
-        async with self.database.reader.connect() as connection:
-            return await connection.run_sync(self.live_sessions_in, session_ids)
-
-    def live_sessions_in(self, connection: Connection, session_ids: Collection[str]) -> set[str]:
-        """The same, on a synchronous connection (inside the writer's transaction)."""
         ordered = sorted(session_ids)
         live: set[str] = set()
-        for start in range(0, len(ordered), SESSIONS_PER_QUERY):
-            chunk = ordered[start : start + SESSIONS_PER_QUERY]
-            if connection.dialect.name == "sqlite":
-                # SQL text on the write path, as the writer's own statements: a tenth of
-                # the cost of SQLAlchemy's IN expansion, which ran once per batch.
-                rows = connection.exec_driver_sql(_sqlite_live_sessions(len(chunk)), (self._oldest_live_ms(), *chunk))
-                live.update(session_id for (session_id,) in rows)
-            else:
+        async with self.database.reader.connect() as connection:
+            for start in range(0, len(ordered), SESSIONS_PER_QUERY):
+                chunk = ordered[start : start + SESSIONS_PER_QUERY]
                 query = select(Session.id).where(Session.id.in_(chunk), Session.created_ms > self._oldest_live_ms())
-                live.update(connection.execute(query).scalars())
+                live.update((await connection.execute(query)).scalars())
         return live
-
-    async def purge_expired_sessions(self) -> int:
-        """Delete the rows of expired sessions; how many went."""
-        async with self.database.writer.begin() as connection:
-            result = await connection.execute(delete(Session).where(Session.created_ms <= self._oldest_live_ms()))
-            return int(result.rowcount)
 
     def _oldest_live_ms(self) -> int:
         return now_ms() - self.session_lifetime_ms
@@ -236,8 +174,3 @@ class Store:
         async with self.database.reader.connect() as connection:
             rows: Sequence[Row[Any]] = (await connection.execute(query)).all()
             return rows
-
-
-@functools.lru_cache(maxsize=64)
-def _sqlite_live_sessions(count: int) -> str:
-    return f"SELECT id FROM sessions WHERE created_ms > ? AND id IN ({', '.join(['?'] * count)})"

@@ -20,24 +20,25 @@ from .broker import Revoked
 from .hub import Hub
 from .protocol import UserRef, now_ms
 from .store import SignedIn, Store
+from .writes import Writes
 
 
-async def start_session(store: Store, user: UserRef) -> None:
+async def start_session(writes: Writes, user: UserRef) -> None:
     """A fresh session (new id, new CSRF token) for `user`: no fixation."""
     session_id = secrets.token_urlsafe(32)
-    await store.create_session(session_id, user.id)
+    await writes.create_session(session_id, user.id)
     session.clear()
     session.permanent = True
     session.update(uid=user.id, sid=session_id, csrf=secrets.token_urlsafe(32))
-    g.signed_in = SignedIn(user, session_id, now_ms() + store.session_lifetime_ms)
+    g.signed_in = SignedIn(user, session_id, now_ms() + writes.session_lifetime_ms)
     g.user = user
 
 
-async def end_session(store: Store, hub: Hub) -> None:
+async def end_session(writes: Writes, hub: Hub) -> None:
     """Sign out: the session's row goes, then its sockets, in every process."""
     session_id = session.get("sid")
     if isinstance(session_id, str):
-        await store.delete_session(session_id)
+        await writes.delete_session(session_id)
         hub.revoke(Revoked(session_ids=(session_id,)))
     session.clear()
     g.signed_in = g.user = None

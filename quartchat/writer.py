@@ -1,43 +1,40 @@
-"""The write path: one writer per process commits chat messages in groups.
+"""The message writer: one per process, it commits chat messages in groups.
 
 Under no load a message is committed alone, at once; while a commit is running the
 next messages queue up and go into the following transaction together (group commit),
 so the cost of a commit is shared and the tail latency stays flat. Under load (the last
 batch held several messages and more were waiting when it was committed) the writer
 lingers a moment (1 ms) before taking the next batch, so that batches, and the fan-outs
-after them, are fewer and larger. Each committed message is handed to `on_commit` in id
-order before its sender hears of it.
+after them, are fewer and larger. The SQL of a batch is in quartchat/writes.py.
 
-The writer runs its transactions on an event loop of its own, in its own thread, with
-an engine of its own. A transaction is a dozen driver round trips (aiosqlite runs each
-statement, fetch and close in its thread and wakes the caller's loop for the next); on
-the server's loop, busy with thousands of sends, each wake-up waited for the rest of a
-loop pass, and a batch that takes a millisecond alone took 10-25 ms under load. The
-server's loop hands messages over and gets committed batches back, one wake-up each way.
+Two steps are indirect, on purpose:
+- The writer runs its transactions in a thread of its own, with an engine of its own
+  (`Writes.open`). A transaction is a dozen driver calls; on the server's loop, busy
+  with thousands of sends, each wake-up between them waited for the rest of a loop
+  pass, and a batch that takes a millisecond alone took 10-25 ms under load. The
+  server's loop hands messages over (`submit`) and gets committed batches back
+  (`_hand_off_forever`), one wake-up each way. The thread runs an event loop of its
+  own because PostgreSQL's driver (asyncpg) needs one; SQLite's writes are plain
+  synchronous calls on that thread.
+- Each committed batch goes to `on_commit`, a callback the runtime injects (the hub's
+  `publish_committed`: quartchat/runtime.py), in id order, before its senders hear of
+  it; the writer never imports the hub.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
-from .database import Database
 from .metrics import Metrics
-from .models import Message, Room
-from .protocol import StoredMessage, UserRef, format_ts, now_ms
-from .store import Store
+from .protocol import StoredMessage
+from .writes import Draft, Outcome, SessionEnded, Writes
+
+__all__ = ["Draft", "MessageWriter", "OnCommit", "Outcome", "SessionEnded", "Unavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -46,27 +43,6 @@ MAX_BATCH_BYTES = 1 << 20
 
 class Unavailable(Exception):
     """The message could not be stored; nothing was broadcast; it may be retried."""
-
-
-class SessionEnded(Exception):
-    """The sender's session had ended (or expired) when the message came to be stored:
-    it was not stored, and it must not be retried on that session."""
-
-
-@dataclass(frozen=True, slots=True)
-class Draft:
-    room: str
-    user: UserRef
-    text: str
-    client_id: str | None = None
-    # Stored only if this session is live when its transaction runs (None: no check).
-    session_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    message: StoredMessage
-    fresh: bool  # False: the same user and client_id were stored before
 
 
 OnCommit = Callable[[Sequence[StoredMessage]], Awaitable[None]]
@@ -85,33 +61,27 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
 
 class MessageWriter:
     def __init__(
-        self, database: Database, store: Store, on_commit: OnCommit, batch_size: int = 256, linger: float = 0.001
+        self, writes: Writes, on_commit: OnCommit, metrics: Metrics, batch_size: int = 256, linger: float = 0.001
     ) -> None:
-        self.database = database
-        self.store = store
+        self.writes = writes
         self.on_commit = on_commit
+        self.metrics = metrics
         self.batch_size = batch_size
         self.linger = linger  # seconds: see _run
         self.committed = 0
         self.batches = 0
         self.failing = False  # the last batch could not be stored
-        self.metrics: Metrics | None = None
         # Filled on the server's loop, emptied on the writer's (deque appends and pops
         # are atomic). `_signalled`: a wake-up is on its way, no need for another.
         self._pending: deque[_Pending] = deque()
         self._signalled = False
         self._closing = False
-        self._last_ts = 0
         self._loop: asyncio.AbstractEventLoop | None = None  # the writer's own
         self._server_loop: asyncio.AbstractEventLoop | None = None
         self._has_work = asyncio.Event()  # waited on by the writer's loop only
         self._done: asyncio.Queue[_Done | None] | None = None  # on the server's loop, in commit order
         self._hand_off: asyncio.Task[None] | None = None
         self._thread: threading.Thread | None = None
-        self._engine: AsyncEngine | None = None
-        # Held from one batch to the next (no pool checkout each time); dropped after a
-        # failure, so that the next batch starts on a new one.
-        self._connection: AsyncConnection | None = None
 
     def start(self) -> None:
         self._server_loop = asyncio.get_running_loop()
@@ -133,18 +103,11 @@ class MessageWriter:
             self._loop.call_soon_threadsafe(self._has_work.set)
         return future
 
-    async def store_one(self, draft: Draft) -> Outcome:
-        return await self.submit(draft)
-
     async def probe(self) -> None:
-        """Write and commit one unchanged row with the writer's own engine: raises
-        while writes cannot be stored.
-
-        Taking the lock alone is not enough: on a full disk the lock is free but a
-        commit fails, so the probe rewrites a room's counter to the value it has."""
+        """Raises while writes cannot be stored (`Writes.probe`, on the writer's thread)."""
         if self._loop is None:
             raise Unavailable("the writer is not running")
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._probe(), self._loop))
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.writes.probe(), self._loop))
         self.failing = False
 
     async def close(self) -> None:
@@ -182,7 +145,7 @@ class MessageWriter:
         self._server_loop.call_soon_threadsafe(self._done.put_nowait, done)
 
     async def _run(self) -> None:
-        self._engine = self.database.open_writer()
+        await self.writes.open()
         try:
             while True:
                 self._signalled = False  # before looking: a message added after this wakes us again
@@ -218,37 +181,15 @@ class MessageWriter:
                 await self._has_work.wait()
                 self._has_work.clear()
         finally:
-            await self._drop_connection()
-            await self._engine.dispose()
+            await self.writes.close()
 
     async def _commit(self, drafts: list[Draft]) -> list[Outcome | SessionEnded] | None:
+        """The batch's outcomes; None when it failed (logged) and nothing of it was stored."""
         try:
-            return await self._store(drafts)
-        except IntegrityError:
-            # Another process stored the same client_id between our lookup and insert:
-            # the second try finds it.
-            try:
-                return await self._store(drafts)
-            except Exception:
-                log.exception("storing a batch of %d messages failed", len(drafts))
+            return await self.writes.commit_batch(drafts)
         except Exception:
             log.exception("storing a batch of %d messages failed", len(drafts))
-        await self._drop_connection()
-        return None
-
-    async def _drop_connection(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            try:
-                await connection.close()
-            except Exception as exc:  # a connection to a database that went away
-                log.warning("closing the writer's connection failed: %s", exc)
-
-    async def _probe(self) -> None:
-        assert self._engine is not None
-        async with self._engine.begin() as connection:
-            first = select(func.min(Room.name)).scalar_subquery()
-            await connection.execute(update(Room).where(Room.name == first).values(last_id=Room.last_id))
+            return None
 
     # The server's loop --------------------------------------------------------
 
@@ -266,9 +207,8 @@ class MessageWriter:
             self.batches += 1
             fresh = [o.message for o in outcomes if isinstance(o, Outcome) and o.fresh]
             self.committed += len(fresh)
-            if self.metrics is not None:
-                self.metrics.commit_seconds.observe(seconds)
-                self.metrics.messages_stored.inc(len(fresh))
+            self.metrics.commit_seconds.observe(seconds)
+            self.metrics.messages_stored.inc(len(fresh))
             if fresh:
                 try:
                     await self.on_commit(fresh)
@@ -281,183 +221,3 @@ class MessageWriter:
                     future.set_exception(outcome)
                 else:
                     future.set_result(outcome)
-
-    async def _store(self, drafts: list[Draft]) -> list[Outcome | SessionEnded]:
-        assert self._engine is not None
-        if self._connection is None:
-            self._connection = await self._engine.connect()
-        # The whole transaction in one greenlet: awaiting each statement on the
-        # AsyncConnection spawned a greenlet and ran SQLAlchemy's async wrappers a
-        # statement; inside run_sync only the driver calls cross to the event loop.
-        return await self._connection.run_sync(self._transaction, drafts)
-
-    def _transaction(self, connection: Connection, drafts: list[Draft]) -> list[Outcome | SessionEnded]:
-        with connection.begin():
-            # Taking the rooms first makes the transaction's first statement a write: on
-            # SQLite that is where it begins (IMMEDIATE), so the lookups below are inside it.
-            last_ids = self._take_rooms(connection, sorted({d.room for d in drafts}))
-            ended = self._ended_sessions(connection, drafts)
-            keys = [(d.user.id, d.room, d.client_id) for d in drafts if d.client_id is not None]
-            earlier = self.store.by_client_ids(connection, keys) if keys else {}
-            first_in_batch: dict[tuple[str, str, str], int] = {}
-            new_indexes: list[int] = []
-            for index, draft in enumerate(drafts):
-                if draft.session_id in ended:
-                    continue
-                key = (draft.user.id, draft.room, draft.client_id) if draft.client_id is not None else None
-                if key is None or (key not in earlier and key not in first_in_batch):
-                    new_indexes.append(index)
-                    if key is not None:
-                        first_in_batch[key] = index
-            stored = self._insert(connection, [drafts[i] for i in new_indexes], last_ids)
-            if ended:  # a room taken above for refused messages alone is no room yet
-                unused = {d.room for d in drafts} - {d.room for d in drafts if d.session_id not in ended}
-                connection.execute(delete(Room).where(Room.name.in_(sorted(unused)), Room.message_count == 0))
-        by_index = dict(zip(new_indexes, stored, strict=True))
-        outcomes: list[Outcome | SessionEnded] = []
-        for index, draft in enumerate(drafts):
-            if draft.session_id in ended:
-                outcomes.append(SessionEnded("the session ended: sign in again"))
-                continue
-            if index in by_index:
-                outcomes.append(Outcome(by_index[index], fresh=True))
-                continue
-            key = (draft.user.id, draft.room, draft.client_id or "")
-            previous = earlier.get(key) or by_index[first_in_batch[key]]
-            outcomes.append(Outcome(previous, fresh=False))
-        return outcomes
-
-    def _ended_sessions(self, connection: Connection, drafts: list[Draft]) -> set[str | None]:
-        """The batch's sessions that ended (signed out anywhere, expired) before it:
-        their messages are not stored, however long the news takes to reach the socket."""
-        sessions = {d.session_id for d in drafts if d.session_id is not None}
-        if not sessions:
-            return set()
-        return set(sessions - self.store.live_sessions_in(connection, sessions))
-
-    def _take_rooms(self, connection: Connection, rooms: list[str]) -> dict[str, int]:
-        """Each room's row, made if missing, and taken (in name order, so two writers
-        cannot deadlock) until commit: on PostgreSQL no other transaction can then take
-        an id in these rooms and commit before us, so ids in a room grow in commit
-        order (SQLite's single writer holds the whole database already). The rows give
-        each room's last id so far: its next message's predecessor."""
-        taken: Any
-        if connection.dialect.name == "sqlite":
-            taken = connection.exec_driver_sql(_sqlite_take_rooms(len(rooms)), tuple(rooms))
-        else:
-            taken = connection.execute(_STATEMENTS[True].take_rooms, [{"name": room} for room in rooms])
-        return {name: int(last_id) for name, last_id in taken}
-
-    def _insert(self, connection: Connection, drafts: list[Draft], last_ids: dict[str, int]) -> list[StoredMessage]:
-        """Three statements a batch however many rooms it touches, with _take_rooms."""
-        if not drafts:
-            return []
-        # Ids grow with commits, and so must times, even if the clock steps back.
-        ts_ms = self._last_ts = max(now_ms(), self._last_ts)
-        ts = format_ts(ts_ms)
-        per_room = Counter(d.room for d in drafts)
-        rooms = sorted(per_room)
-        if connection.dialect.name == "sqlite":
-            ids = []
-            for start in range(0, len(drafts), _SQLITE_ROWS_PER_INSERT):
-                page = drafts[start : start + _SQLITE_ROWS_PER_INSERT]
-                values = tuple(v for d in page for v in (d.room, d.user.id, d.text, ts_ms, ts, d.client_id))
-                result = connection.exec_driver_sql(_sqlite_insert_messages(len(page)), values)
-                ids.extend(sorted(int(message_id) for (message_id,) in result))
-        else:
-            result = connection.execute(
-                _STATEMENTS[True].insert_messages,
-                [
-                    {
-                        "room": d.room,
-                        "user_id": d.user.id,
-                        "text": d.text,
-                        "ts_ms": ts_ms,
-                        "ts": ts,
-                        "client_id": d.client_id,
-                    }
-                    for d in drafts
-                ],
-            )
-            ids = list(result.scalars().all())
-        stored = []
-        for draft, message_id in zip(drafts, ids, strict=True):
-            stored.append(
-                StoredMessage(
-                    id=message_id,
-                    room=draft.room,
-                    user=draft.user,
-                    text=draft.text,
-                    ts_ms=ts_ms,
-                    client_id=draft.client_id,
-                    prev_id=last_ids[draft.room],
-                )
-            )
-            last_ids[draft.room] = message_id
-        if connection.dialect.name == "sqlite":
-            connection.exec_driver_sql(_SQLITE_UPDATE_ROOMS, [(per_room[room], last_ids[room], room) for room in rooms])
-        else:
-            connection.execute(
-                _STATEMENTS[True].update_rooms,
-                [{"room": room, "added": per_room[room], "last": last_ids[room]} for room in rooms],
-            )
-        return stored
-
-
-@dataclass(frozen=True)
-class _Statements:
-    """The write path's statements, built once: building and keying a statement for
-    SQLAlchemy's compiled cache costs more than running it."""
-
-    take_rooms: Any
-    insert_messages: Any
-    update_rooms: Any
-    ordered: bool  # insert_messages returns ids in the drafts' order
-
-
-def _statements(dialect: Any, ordered: bool) -> _Statements:
-    # Upserting with an update that changes nothing returns the row as it was, and on
-    # PostgreSQL locks it, like SELECT … FOR UPDATE.
-    take = dialect.insert(Room).values(name=bindparam("name"), message_count=0, last_id=0)
-    take = take.on_conflict_do_update(index_elements=[Room.name], set_={"last_id": Room.last_id})
-    return _Statements(
-        take_rooms=take.returning(Room.name, Room.last_id),
-        # SQLAlchemy cannot make SQLite promise the order of RETURNING rows, so with
-        # sort_by_parameter_order it would insert one row per statement (25 messages:
-        # 50 driver round trips). Under SQLite's write lock one INSERT numbers its rows
-        # in order, each above the last: the sorted ids are the drafts' ids.
-        insert_messages=insert(Message).returning(Message.id, sort_by_parameter_order=ordered),
-        update_rooms=update(Room)
-        .where(Room.name == bindparam("room"))
-        .values(message_count=Room.message_count + bindparam("added"), last_id=bindparam("last")),
-        ordered=ordered,
-    )
-
-
-_STATEMENTS = {False: _statements(sqlite, ordered=False), True: _statements(postgresql, ordered=True)}
-
-
-# On SQLite the three statements are SQL text run as is (exec_driver_sql): one
-# multi-row statement each, without SQLAlchemy rendering the batch's VALUES, binding
-# and processing parameters, and building result rows for every execution — half the
-# writer's CPU in a batch. The text says what the Core statements above say
-# (tests/test_writer.py checks every stored column and the rooms' counters).
-_SQLITE_ROWS_PER_INSERT = 1000  # 6,000 parameters: far below SQLite's 32,766
-
-
-@functools.lru_cache(maxsize=64)
-def _sqlite_take_rooms(count: int) -> str:
-    values = ", ".join(["(?, 0, 0)"] * count)
-    return (
-        f"INSERT INTO rooms (name, message_count, last_id) VALUES {values} "
-        "ON CONFLICT (name) DO UPDATE SET last_id = rooms.last_id RETURNING name, last_id"
-    )
-
-
-@functools.lru_cache(maxsize=300)
-def _sqlite_insert_messages(count: int) -> str:
-    values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * count)
-    return f"INSERT INTO messages (room, user_id, text, ts_ms, ts, client_id) VALUES {values} RETURNING id"
-
-
-_SQLITE_UPDATE_ROOMS = "UPDATE rooms SET message_count = message_count + ?, last_id = ? WHERE name = ?"

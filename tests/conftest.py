@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from .support import Chat, Server
+from quartchat.database import Database
+
+from .support import ALICE, Chat, Server, add_user
 
 StartServer = Callable[..., Server]
 
@@ -48,6 +50,28 @@ async def chat(server: Server) -> AsyncIterator[Chat]:
     driver = Chat(server)
     yield driver
     await driver.aclose()
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """Where `database` is made: an SQLite file of the test's own (a module may override it)."""
+    return f"sqlite+aiosqlite:///{tmp_path}/w.db"
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    """A migrated database at `database_url`, with ALICE in it, and no server."""
+    import asyncio
+
+    from quartchat import migrate
+    from quartchat.database import create_database
+    from quartchat.settings import Settings
+
+    await asyncio.to_thread(migrate.upgrade, database_url)
+    db = create_database(Settings(database_url=database_url))
+    await add_user(db, ALICE)
+    yield db
+    await db.dispose()
 
 
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"

@@ -22,8 +22,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import insert
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+
+from quartchat import models
+from quartchat.database import Database
+from quartchat.protocol import UserRef
 
 PASSWORD = "correct horse battery staple"
 SECRET_KEY = "tests-secret-key-0123456789abcdef0123456789"
@@ -63,6 +68,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+ALICE = UserRef("u-alice", "alice")
+
+
+async def add_user(database: Database, user: UserRef) -> None:
+    """A user row written straight into a database (no password: no sign-in)."""
+    async with database.writer.begin() as connection:
+        await connection.execute(
+            insert(models.User).values(id=user.id, name=user.name, name_key=user.name, password_hash=None, created_ms=0)
+        )
 
 
 def sqlite_url(path: Path) -> str:

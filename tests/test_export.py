@@ -198,11 +198,13 @@ def test_new_messages_get_ids_above_imported_ones_and_imported_names_are_reserve
 
     from quartchat.accounts import NameReserved, Passwords, authenticate
     from quartchat.database import create_database
+    from quartchat.metrics import Metrics
     from quartchat.protocol import UserRef
     from quartchat.settings import Settings
     from quartchat.store import Store
     from quartchat.web_errors import status_of
     from quartchat.writer import Draft, MessageWriter
+    from quartchat.writes import create_writes
 
     _, messages = filled
     copy = tmp_path / "copy.db"
@@ -212,15 +214,16 @@ def test_new_messages_get_ids_above_imported_ones_and_imported_names_are_reserve
     async def check() -> None:
         database = create_database(Settings(database_url=env["QUARTCHAT_DATABASE_URL"]))
         store = Store(database)
+        writes = create_writes(database)
         try:
             with pytest.raises(NameReserved) as refused:
-                await authenticate(store, Passwords(), "张伟", "any password at all")
+                await authenticate(store, writes, Passwords(), "张伟", "any password at all")
             assert status_of(refused.value) == 401 and "reserved" in refused.value.message
 
             async def nothing(_: object) -> None:
                 pass
 
-            writer = MessageWriter(database, store, nothing)
+            writer = MessageWriter(writes, nothing, Metrics())
             writer.start()
             outcome = await writer.submit(Draft("lobby", UserRef("u-1", "张伟"), "new"))
             await writer.close()

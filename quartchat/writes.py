@@ -1,0 +1,426 @@
+"""Every statement that changes the database: chat messages, accounts and sessions.
+
+`create_writes` picks the class for the database once, at start-up: `SqliteWrites` or
+`PostgresWrites`. Accounts and sessions are written on the server's loop through
+`Database.writer`. Chat messages are written only by the message writer
+(quartchat/writer.py), in batches, on its own thread and event loop, with an engine it
+opens there (`open`): each batch is one transaction (`commit_batch`) that takes the
+batch's rooms, leaves out the messages of sessions that have ended, finds the
+client_ids stored before, inserts the new messages and updates the rooms' counters.
+The two classes differ only in the SQL of those steps and in how they run it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from .database import Database
+from .models import Message, Room, Session, User
+from .protocol import StoredMessage, UserRef, format_ts, now_ms
+from .store import DEFAULT_SESSION_LIFETIME_MS, SESSIONS_PER_QUERY, message_select, to_message
+
+log = logging.getLogger(__name__)
+
+
+class SessionEnded(Exception):
+    """The sender's session had ended (or expired) when the message came to be stored:
+    it was not stored, and it must not be retried on that session."""
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    room: str
+    user: UserRef
+    text: str
+    client_id: str | None = None
+    # Stored only if this session is live when its transaction runs (None: no check).
+    session_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    message: StoredMessage
+    fresh: bool  # False: the same user and client_id were stored before
+
+
+ClientKey = tuple[str, str, str]  # (user id, room, client_id)
+
+
+def create_writes(database: Database, session_lifetime_ms: int = DEFAULT_SESSION_LIFETIME_MS) -> Writes:
+    if database.is_sqlite:
+        return SqliteWrites(database, session_lifetime_ms)
+    return PostgresWrites(database, session_lifetime_ms)
+
+
+class Writes(ABC):
+    """The writes of one database: one instance per process (quartchat/runtime.py)."""
+
+    def __init__(self, database: Database, session_lifetime_ms: int = DEFAULT_SESSION_LIFETIME_MS) -> None:
+        self.database = database
+        self.session_lifetime_ms = session_lifetime_ms
+        self._last_ts = 0
+
+    # Accounts and sessions, on the server's loop ------------------------------
+
+    async def create_account(
+        self, user_id: str, name: str, name_key: str, password_hash: str, name_skeleton: str
+    ) -> None:
+        """Raises IntegrityError when the name was taken meanwhile."""
+        async with self.database.writer.begin() as connection:
+            await connection.execute(
+                insert(User).values(
+                    id=user_id,
+                    name=name,
+                    name_key=name_key,
+                    name_skeleton=name_skeleton,
+                    password_hash=password_hash,
+                    created_ms=now_ms(),
+                )
+            )
+
+    async def set_password_hash(self, user_id: str, password_hash: str, end_sessions: bool) -> None:
+        async with self.database.writer.begin() as connection:
+            await connection.execute(update(User).where(User.id == user_id).values(password_hash=password_hash))
+            if end_sessions:
+                await connection.execute(delete(Session).where(Session.user_id == user_id))
+
+    async def create_session(self, session_id: str, user_id: str) -> None:
+        async with self.database.writer.begin() as connection:
+            await connection.execute(insert(Session).values(id=session_id, user_id=user_id, created_ms=now_ms()))
+
+    async def delete_session(self, session_id: str) -> None:
+        async with self.database.writer.begin() as connection:
+            await connection.execute(delete(Session).where(Session.id == session_id))
+
+    async def purge_expired_sessions(self) -> int:
+        """Delete the rows of expired sessions; how many went."""
+        async with self.database.writer.begin() as connection:
+            result = await connection.execute(delete(Session).where(Session.created_ms <= self._oldest_live_ms()))
+            return int(result.rowcount)
+
+    # Chat messages, on the message writer's thread and loop -------------------
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Open the writer's engine (on the thread and loop that will use it)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close the writer's connection and engine."""
+
+    @abstractmethod
+    async def probe(self) -> None:
+        """Write and commit one unchanged row with the writer's engine: raises while
+        writes cannot be stored. Taking the lock alone is not enough: on a full disk
+        the lock is free but a commit fails, so the probe rewrites a room's counter to
+        the value it has."""
+
+    async def commit_batch(self, drafts: list[Draft]) -> list[Outcome | SessionEnded]:
+        """Store a batch in one transaction; an outcome per draft, in order. Raises
+        when nothing of it was stored; the next batch then starts on a new connection."""
+        try:
+            try:
+                return await self._run(drafts)
+            except IntegrityError:
+                # Another process stored the same client_id between our lookup and
+                # insert: the second try finds it.
+                return await self._run(drafts)
+        except Exception:
+            await self._drop_connection()
+            raise
+
+    @abstractmethod
+    async def _run(self, drafts: list[Draft]) -> list[Outcome | SessionEnded]:
+        """Run `_transaction` on the writer's connection."""
+
+    @abstractmethod
+    async def _drop_connection(self) -> None: ...
+
+    @abstractmethod
+    def _take_rooms(self, connection: Connection, rooms: list[str]) -> dict[str, int]:
+        """Each room's row, made if missing, and taken (in name order, so two writers
+        cannot deadlock) until commit: on PostgreSQL no other transaction can then take
+        an id in these rooms and commit before us, so ids in a room grow in commit
+        order (SQLite's single writer holds the whole database already). The rows give
+        each room's last id so far: its next message's predecessor."""
+
+    @abstractmethod
+    def _live_sessions(self, connection: Connection, session_ids: Collection[str]) -> set[str]:
+        """Those of `session_ids` (a few hundred at most) that exist and have not expired."""
+
+    @abstractmethod
+    def _insert_messages(self, connection: Connection, drafts: list[Draft], ts_ms: int) -> list[int]:
+        """Insert the messages in one statement (or a few); their ids, in the drafts' order."""
+
+    @abstractmethod
+    def _update_rooms(self, connection: Connection, counts: dict[str, tuple[int, int]]) -> None:
+        """Add to each room's message count and set its last id: room -> (added, last id)."""
+
+    def _transaction(self, connection: Connection, drafts: list[Draft]) -> list[Outcome | SessionEnded]:
+        with connection.begin():
+            # Taking the rooms first makes the transaction's first statement a write: on
+            # SQLite that is where it begins (IMMEDIATE), so the lookups below are inside it.
+            last_ids = self._take_rooms(connection, sorted({d.room for d in drafts}))
+            ended = self._ended_sessions(connection, drafts)
+            keys = [(d.user.id, d.room, d.client_id) for d in drafts if d.client_id is not None]
+            earlier = self._by_client_ids(connection, keys) if keys else {}
+            first_in_batch: dict[ClientKey, int] = {}
+            new_indexes: list[int] = []
+            for index, draft in enumerate(drafts):
+                if draft.session_id in ended:
+                    continue
+                key = (draft.user.id, draft.room, draft.client_id) if draft.client_id is not None else None
+                if key is None or (key not in earlier and key not in first_in_batch):
+                    new_indexes.append(index)
+                    if key is not None:
+                        first_in_batch[key] = index
+            stored = self._insert(connection, [drafts[i] for i in new_indexes], last_ids)
+            if ended:  # a room taken above for refused messages alone is no room yet
+                unused = {d.room for d in drafts} - {d.room for d in drafts if d.session_id not in ended}
+                connection.execute(delete(Room).where(Room.name.in_(sorted(unused)), Room.message_count == 0))
+        by_index = dict(zip(new_indexes, stored, strict=True))
+        outcomes: list[Outcome | SessionEnded] = []
+        for index, draft in enumerate(drafts):
+            if draft.session_id in ended:
+                outcomes.append(SessionEnded("the session ended: sign in again"))
+                continue
+            if index in by_index:
+                outcomes.append(Outcome(by_index[index], fresh=True))
+                continue
+            key = (draft.user.id, draft.room, draft.client_id or "")
+            previous = earlier.get(key) or by_index[first_in_batch[key]]
+            outcomes.append(Outcome(previous, fresh=False))
+        return outcomes
+
+    def _ended_sessions(self, connection: Connection, drafts: list[Draft]) -> set[str | None]:
+        """The batch's sessions that ended (signed out anywhere, expired) before it:
+        their messages are not stored, however long the news takes to reach the socket."""
+        sessions = sorted({d.session_id for d in drafts if d.session_id is not None})
+        live: set[str] = set()
+        for start in range(0, len(sessions), SESSIONS_PER_QUERY):
+            live |= self._live_sessions(connection, sessions[start : start + SESSIONS_PER_QUERY])
+        return {session_id for session_id in sessions if session_id not in live}
+
+    def _by_client_ids(self, connection: Connection, keys: Sequence[ClientKey]) -> dict[ClientKey, StoredMessage]:
+        """Stored messages by (user id, room, client_id)."""
+        # One query for the whole batch (row values: SQLite 3.15+, PostgreSQL).
+        query = message_select().where(tuple_(Message.user_id, Message.room, Message.client_id).in_(sorted(set(keys))))
+        rows = connection.execute(query).all()
+        return {(row.user_id, row.room, row.client_id): to_message(row) for row in rows}
+
+    def _insert(self, connection: Connection, drafts: list[Draft], last_ids: dict[str, int]) -> list[StoredMessage]:
+        """Three statements a batch however many rooms it touches, with _take_rooms."""
+        if not drafts:
+            return []
+        # Ids grow with commits, and so must times, even if the clock steps back.
+        ts_ms = self._last_ts = max(now_ms(), self._last_ts)
+        ids = self._insert_messages(connection, drafts, ts_ms)
+        added = Counter(d.room for d in drafts)
+        stored = []
+        for draft, message_id in zip(drafts, ids, strict=True):
+            stored.append(
+                StoredMessage(
+                    id=message_id,
+                    room=draft.room,
+                    user=draft.user,
+                    text=draft.text,
+                    ts_ms=ts_ms,
+                    client_id=draft.client_id,
+                    prev_id=last_ids[draft.room],
+                )
+            )
+            last_ids[draft.room] = message_id
+        self._update_rooms(connection, {room: (added[room], last_ids[room]) for room in sorted(added)})
+        return stored
+
+    def _oldest_live_ms(self) -> int:
+        return now_ms() - self.session_lifetime_ms
+
+
+class SqliteWrites(Writes):
+    """SQLite through its plain driver, on a synchronous engine
+    (`Database.open_sqlite_writer`): each call runs at once on the writer's thread,
+    whose event loop has nothing else to do meanwhile.
+
+    The statements are SQL text run as is (exec_driver_sql): one multi-row statement
+    each, without SQLAlchemy rendering the batch's VALUES, binding and processing
+    parameters, and building result rows for every execution — half the writer's CPU
+    in a batch. The text says what PostgresWrites's Core statements say
+    (tests/test_writes.py checks every stored column and the rooms' counters).
+    """
+
+    def __init__(self, database: Database, session_lifetime_ms: int = DEFAULT_SESSION_LIFETIME_MS) -> None:
+        super().__init__(database, session_lifetime_ms)
+        self._engine: Engine | None = None
+        # Held from one batch to the next (no pool checkout each time); dropped after a
+        # failure, so that the next batch starts on a new one.
+        self._connection: Connection | None = None
+
+    async def open(self) -> None:
+        self._engine = self.database.open_sqlite_writer()
+
+    async def close(self) -> None:
+        await self._drop_connection()
+        if self._engine is not None:
+            self._engine.dispose()
+
+    async def probe(self) -> None:
+        assert self._engine is not None
+        with self._engine.begin() as connection:
+            connection.execute(_PROBE)
+
+    async def _run(self, drafts: list[Draft]) -> list[Outcome | SessionEnded]:
+        assert self._engine is not None
+        if self._connection is None:
+            self._connection = self._engine.connect()
+        return self._transaction(self._connection, drafts)
+
+    async def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+    def _take_rooms(self, connection: Connection, rooms: list[str]) -> dict[str, int]:
+        taken = connection.exec_driver_sql(_sqlite_take_rooms(len(rooms)), tuple(rooms))
+        return {name: int(last_id) for name, last_id in taken}
+
+    def _live_sessions(self, connection: Connection, session_ids: Collection[str]) -> set[str]:
+        rows = connection.exec_driver_sql(
+            _sqlite_live_sessions(len(session_ids)), (self._oldest_live_ms(), *session_ids)
+        )
+        return {session_id for (session_id,) in rows}
+
+    def _insert_messages(self, connection: Connection, drafts: list[Draft], ts_ms: int) -> list[int]:
+        # SQLAlchemy cannot make SQLite promise the order of RETURNING rows (with
+        # sort_by_parameter_order it would insert one row per statement). Under SQLite's
+        # write lock one INSERT numbers its rows in order, each above the last: the
+        # sorted ids are the drafts' ids.
+        ts = format_ts(ts_ms)
+        ids: list[int] = []
+        for start in range(0, len(drafts), _SQLITE_ROWS_PER_INSERT):
+            page = drafts[start : start + _SQLITE_ROWS_PER_INSERT]
+            values = tuple(v for d in page for v in (d.room, d.user.id, d.text, ts_ms, ts, d.client_id))
+            result = connection.exec_driver_sql(_sqlite_insert_messages(len(page)), values)
+            ids.extend(sorted(int(message_id) for (message_id,) in result))
+        return ids
+
+    def _update_rooms(self, connection: Connection, counts: dict[str, tuple[int, int]]) -> None:
+        connection.exec_driver_sql(
+            _SQLITE_UPDATE_ROOMS, [(added, last, room) for room, (added, last) in counts.items()]
+        )
+
+
+class PostgresWrites(Writes):
+    """PostgreSQL through asyncpg: an asynchronous engine on the writer's own loop
+    (`Database.open_postgres_writer`), the whole transaction in one `run_sync` (inside
+    it only the driver calls cross to the event loop), Core statements built once:
+    building and keying a statement for SQLAlchemy's compiled cache costs more than
+    running it."""
+
+    # Upserting with an update that changes nothing returns the row as it was, and
+    # locks it, like SELECT … FOR UPDATE.
+    TAKE_ROOMS = (
+        postgresql.insert(Room)
+        .values(name=bindparam("name"), message_count=0, last_id=0)
+        .on_conflict_do_update(index_elements=[Room.name], set_={"last_id": Room.last_id})
+        .returning(Room.name, Room.last_id)
+    )
+    INSERT_MESSAGES = insert(Message).returning(Message.id, sort_by_parameter_order=True)
+    UPDATE_ROOMS = (
+        update(Room)
+        .where(Room.name == bindparam("room"))
+        .values(message_count=Room.message_count + bindparam("added"), last_id=bindparam("last"))
+    )
+
+    def __init__(self, database: Database, session_lifetime_ms: int = DEFAULT_SESSION_LIFETIME_MS) -> None:
+        super().__init__(database, session_lifetime_ms)
+        self._engine: AsyncEngine | None = None
+        # Held from one batch to the next, as SqliteWrites's.
+        self._connection: AsyncConnection | None = None
+
+    async def open(self) -> None:
+        self._engine = self.database.open_postgres_writer()
+
+    async def close(self) -> None:
+        await self._drop_connection()
+        if self._engine is not None:
+            await self._engine.dispose()
+
+    async def probe(self) -> None:
+        assert self._engine is not None
+        async with self._engine.begin() as connection:
+            await connection.execute(_PROBE)
+
+    async def _run(self, drafts: list[Draft]) -> list[Outcome | SessionEnded]:
+        assert self._engine is not None
+        if self._connection is None:
+            self._connection = await self._engine.connect()
+        return await self._connection.run_sync(self._transaction, drafts)
+
+    async def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                await connection.close()
+            except Exception as exc:  # a connection to a database that went away
+                log.warning("closing the writer's connection failed: %s", exc)
+
+    def _take_rooms(self, connection: Connection, rooms: list[str]) -> dict[str, int]:
+        taken = connection.execute(self.TAKE_ROOMS, [{"name": room} for room in rooms])
+        return {name: int(last_id) for name, last_id in taken}
+
+    def _live_sessions(self, connection: Connection, session_ids: Collection[str]) -> set[str]:
+        query = select(Session.id).where(Session.id.in_(session_ids), Session.created_ms > self._oldest_live_ms())
+        return set(connection.execute(query).scalars())
+
+    def _insert_messages(self, connection: Connection, drafts: list[Draft], ts_ms: int) -> list[int]:
+        ts = format_ts(ts_ms)
+        rows = [
+            {"room": d.room, "user_id": d.user.id, "text": d.text, "ts_ms": ts_ms, "ts": ts, "client_id": d.client_id}
+            for d in drafts
+        ]
+        return list(connection.execute(self.INSERT_MESSAGES, rows).scalars().all())
+
+    def _update_rooms(self, connection: Connection, counts: dict[str, tuple[int, int]]) -> None:
+        connection.execute(
+            self.UPDATE_ROOMS,
+            [{"room": room, "added": added, "last": last} for room, (added, last) in counts.items()],
+        )
+
+
+_PROBE = update(Room).where(Room.name == select(func.min(Room.name)).scalar_subquery()).values(last_id=Room.last_id)
+
+_SQLITE_ROWS_PER_INSERT = 1000  # 6,000 parameters: far below SQLite's 32,766
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_take_rooms(count: int) -> str:
+    values = ", ".join(["(?, 0, 0)"] * count)
+    return (
+        f"INSERT INTO rooms (name, message_count, last_id) VALUES {values} "
+        "ON CONFLICT (name) DO UPDATE SET last_id = rooms.last_id RETURNING name, last_id"
+    )
+
+
+@functools.lru_cache(maxsize=300)
+def _sqlite_insert_messages(count: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * count)
+    return f"INSERT INTO messages (room, user_id, text, ts_ms, ts, client_id) VALUES {values} RETURNING id"
+
+
+_SQLITE_UPDATE_ROOMS = "UPDATE rooms SET message_count = message_count + ?, last_id = ? WHERE name = ?"
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_live_sessions(count: int) -> str:
+    return f"SELECT id FROM sessions WHERE created_ms > ? AND id IN ({', '.join(['?'] * count)})"

@@ -1,0 +1,214 @@
+"""The SQL of the write path (quartchat/writes.py): client_id idempotency, sessions
+checked at commit, the rooms' counters, every stored column, checkpoints, threads."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import insert, select, text
+
+from quartchat import migrate
+from quartchat.database import Database, create_database
+from quartchat.metrics import Metrics
+from quartchat.models import Message, Room, Session
+from quartchat.protocol import UserRef, format_ts
+from quartchat.settings import Settings
+from quartchat.store import Store
+from quartchat.writer import MessageWriter
+from quartchat.writes import Draft, SessionEnded, SqliteWrites, create_writes
+
+from . import postgres_database
+from .support import ALICE, add_user, need_service, unique
+from .test_writer import Committed, new_writer
+
+
+def _in_a_thread(action: Coroutine[Any, Any, int]) -> int:
+    """Run `action` on an event loop of its own, leaving this thread's loop alone."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, action).result()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The tests that take `database` run on both databases: SqliteWrites and PostgresWrites."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/w.db"
+        return
+    name = unique("qc_writes_")
+    if _in_a_thread(postgres_database.main("create", name)) != 0:
+        need_service(False, "PostgreSQL on 127.0.0.1:5432")
+    try:
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        _in_a_thread(postgres_database.main("drop", name))
+
+
+async def test_a_client_id_is_stored_once_within_and_across_batches(database: Database) -> None:
+    committed = Committed()
+    writer = new_writer(database, committed)
+    writer.start()
+    same_batch = await asyncio.gather(*(writer.submit(Draft("r", ALICE, "x", "k1")) for _ in range(3)))
+    later = await writer.submit(Draft("r", ALICE, "x", "k1"))
+    other_user = UserRef("u-bob", "bob")
+    await add_user(database, other_user)
+    theirs = await writer.submit(Draft("r", other_user, "x", "k1"))
+    await writer.close()
+    assert [o.fresh for o in same_batch] == [True, False, False] and not later.fresh
+    assert {o.message for o in [*same_batch, later]} == {same_batch[0].message}
+    assert theirs.fresh and theirs.message.id > same_batch[0].message.id
+    assert sum(len(b) for b in committed.batches) == 2, "only fresh messages are broadcast"
+
+
+async def test_a_message_whose_session_ended_before_its_commit_is_not_stored(database: Database) -> None:
+    committed = Committed()
+    store = Store(database)
+    writes = create_writes(database)
+    writer = new_writer(database, committed)
+    writer.start()
+    await writes.create_session("s-live", ALICE.id)
+    await writes.create_session("s-ended", ALICE.id)
+    await writes.delete_session("s-ended")  # signed out, but its socket has not heard yet
+    outcomes = await asyncio.gather(
+        writer.submit(Draft("r", ALICE, "live", session_id="s-live")),
+        writer.submit(Draft("elsewhere", ALICE, "too late", session_id="s-ended")),
+        writer.submit(Draft("r", ALICE, "unchecked")),
+        return_exceptions=True,
+    )
+    await writer.close()
+    assert isinstance(outcomes[1], SessionEnded)
+    assert [m.text for b in committed.batches for m in b] == ["live", "unchecked"]
+    assert [r.name for r in await store.rooms()] == ["r"], "no room made for a refused message"
+
+
+async def test_an_expired_session_stores_nothing(database: Database) -> None:
+    store = Store(database, session_lifetime_ms=1)
+    writes = create_writes(database, session_lifetime_ms=1)
+    writer = MessageWriter(writes, Committed(), Metrics())
+    writer.start()
+    await writes.create_session("s-old", ALICE.id)
+    await asyncio.sleep(0.01)
+    with pytest.raises(SessionEnded):
+        await writer.submit(Draft("r", ALICE, "expired", session_id="s-old"))
+    await writer.close()
+    assert await store.rooms() == []
+
+
+async def test_rooms_keep_their_count_and_last_id(database: Database) -> None:
+    writer = new_writer(database, Committed())
+    writer.start()
+    outcomes = await asyncio.gather(*(writer.submit(Draft(f"room-{i % 2}", ALICE, "m")) for i in range(7)))
+    await writer.close()
+    rooms = {r.name: r for r in await Store(database).rooms()}
+    assert (rooms["room-0"].messages, rooms["room-1"].messages) == (4, 3)
+    assert rooms["room-0"].last_id == max(o.message.id for o in outcomes if o.message.room == "room-0")
+
+
+@pytest.mark.parametrize("background", [False, True])
+async def test_commits_leave_checkpoints_to_the_background_when_asked(tmp_path: Path, background: bool) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/c.db"
+    await asyncio.to_thread(migrate.upgrade, url)
+    db = create_database(Settings(database_url=url), background_checkpoints=background)
+    try:
+        await add_user(db, ALICE)
+        writer = new_writer(db, Committed())
+        writer.start()
+        for i in range(300):  # 300 commits of a 3 KB message: far past 1,000 WAL pages
+            await writer.submit(Draft("r", ALICE, f"{i} " + "x" * 3000))
+        await writer.close()
+        wal_bytes = (tmp_path / "c.db-wal").stat().st_size
+        result = await db.checkpoint()
+    finally:
+        await db.dispose()
+    assert result is not None
+    busy, pages, copied = result
+    if background:
+        # Nothing was copied by the commits: the WAL holds them all, until checkpoint().
+        assert busy == 0 and pages == copied and pages > 1000, result
+        assert wal_bytes > 1000 * 4096
+    else:
+        # SQLite's own auto-checkpoint ran in the commits and restarted the WAL.
+        assert pages < 1000, result
+
+
+async def test_sqlite_batches_run_on_the_calling_thread_without_a_driver_thread(tmp_path: Path) -> None:
+    """SQLite's writes make each driver call on the thread that runs the batch (the
+    message writer's own): no driver thread is started (sqlite3, not aiosqlite), and
+    what a batch commits is in the database for every other connection."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/inline.db"
+    await asyncio.to_thread(migrate.upgrade, url)
+    db = create_database(Settings(database_url=url))
+    await add_user(db, ALICE)
+    writes = create_writes(db)
+    assert isinstance(writes, SqliteWrites)
+    threads: list[int] = []
+
+    def run() -> None:
+        async def main() -> None:
+            threads.append(threading.active_count())
+            await writes.open()
+            await writes.commit_batch([Draft("t", ALICE, "on this thread")])
+            threads.append(threading.active_count())
+            await writes.close()
+
+        asyncio.run(main())
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(20)
+    assert len(threads) == 2 and threads[0] == threads[1], threads
+    async with db.reader.connect() as reader:
+        assert (await reader.execute(text("SELECT text FROM messages"))).scalars().all() == ["on this thread"]
+    await db.dispose()
+
+
+async def test_a_batch_stores_every_column_and_keeps_the_rooms_counters(database: Database) -> None:
+    """Many rooms in one batch, and more rows than one SQLite INSERT takes: every column
+    as sent, ids in submission order, each message's predecessor in its room, and each
+    room's count and last id."""
+    committed = Committed()
+    writer = new_writer(database, committed, batch_size=2500)
+    writer.start()
+    drafts = [Draft(f"room-{i % 7}", ALICE, f"text {i} ✓", f"c{i}" if i % 2 else None) for i in range(2500)]
+    first = await writer.submit(Draft("room-0", ALICE, "before"))
+    outcomes = await asyncio.gather(*(writer.submit(d) for d in drafts))
+    await writer.close()
+    assert writer.batches <= 3
+    ids = [o.message.id for o in outcomes]
+    assert ids == sorted(ids) and len(set(ids)) == 2500 and ids[0] > first.message.id
+    previous = {"room-0": first.message.id}
+    for draft, outcome in zip(drafts, outcomes, strict=True):
+        assert (outcome.message.room, outcome.message.text, outcome.message.client_id) == (
+            draft.room,
+            draft.text,
+            draft.client_id,
+        )
+        assert outcome.message.prev_id == previous.get(draft.room, 0)
+        previous[draft.room] = outcome.message.id
+    async with database.reader.connect() as connection:
+        rows = (await connection.execute(select(Message).order_by(Message.id))).all()
+        rooms = {r.name: (r.message_count, r.last_id) for r in (await connection.execute(select(Room))).all()}
+    assert [(r.id, r.room, r.user_id, r.text, r.client_id) for r in rows[1:]] == [
+        (o.message.id, d.room, ALICE.id, d.text, d.client_id) for d, o in zip(drafts, outcomes, strict=True)
+    ]
+    assert all(r.ts == format_ts(r.ts_ms) for r in rows)
+    assert rooms == {
+        room: (sum(d.room == room for d in drafts) + (room == "room-0"), previous[room]) for room in previous
+    }
+
+
+async def test_purging_deletes_the_expired_sessions_and_only_them(database: Database) -> None:
+    writes = create_writes(database, session_lifetime_ms=60_000)
+    await writes.create_session("s-new", ALICE.id)
+    async with database.writer.begin() as connection:
+        await connection.execute(insert(Session).values(id="s-old", user_id=ALICE.id, created_ms=0))
+    store = Store(database, session_lifetime_ms=60_000)
+    assert await store.live_sessions({"s-new", "s-old", "s-never"}) == {"s-new"}
+    assert await writes.purge_expired_sessions() == 1
+    async with database.reader.connect() as connection:
+        assert (await connection.execute(select(Session.id))).scalars().all() == ["s-new"]
