@@ -4,21 +4,21 @@ Under no load a message is committed alone, at once; while a commit is running t
 next messages queue up and go into the following transaction together (group commit),
 so the cost of a commit is shared and the tail latency stays flat. Under load (the last
 batch held several messages and more were waiting when it was committed) the writer
-lingers a moment (1 ms) before taking the next batch, so that batches, and the fan-outs
-after them, are fewer and larger. The SQL of a batch is in quartchat/writes.py.
+lingers a moment (`QUARTCHAT_WRITE_LINGER_MS`) before taking the next batch, so that
+batches, and the fan-outs after them, are fewer and larger. The SQL of a batch is in
+quartchat/writes.py.
 
 Two steps are indirect, on purpose:
 - The writer runs its transactions in a thread of its own, with an engine of its own
   (`Writes.open`). A transaction is a dozen driver calls; on the server's loop, busy
   with thousands of sends, each wake-up between them waited for the rest of a loop
-  pass, and a batch that takes a millisecond alone took 10-25 ms under load. The
-  server's loop hands messages over (`submit`) and gets committed batches back
-  (`_hand_off_forever`), one wake-up each way. The thread runs an event loop of its
-  own because PostgreSQL's driver (asyncpg) needs one; SQLite's writes are plain
-  synchronous calls on that thread.
+  pass (docs/performance.md has what that cost). The server's loop hands messages
+  over (`submit`) and gets committed batches back (`_hand_off_forever`), one wake-up
+  each way. The thread runs an event loop of its own because PostgreSQL's driver
+  (asyncpg) needs one; SQLite's writes are plain synchronous calls on that thread.
 - Each committed batch goes to `on_commit`, a callback the runtime injects (the hub's
-  `publish_committed`: quartchat/runtime.py), in id order, before its senders hear of
-  it; the writer never imports the hub.
+  `on_commit`: quartchat/runtime.py), in id order, before its senders hear of it; the
+  writer never imports the hub.
 """
 
 from __future__ import annotations
