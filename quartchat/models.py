@@ -1,8 +1,9 @@
-"""Tables: users, their sessions, rooms (a counter row per room) and chat messages."""
+"""Tables: users, their sessions and bot tokens, rooms (a counter row per room), who
+belongs to which room, and chat messages."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, MetaData, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -35,6 +36,10 @@ class User(Base):
     # sets a password.
     password_hash: Mapped[str | None] = mapped_column(String(255))
     created_ms: Mapped[int] = mapped_column(BigInteger)
+    # "admin" or "member" (docs/protocol.md §11); the first account is an admin.
+    role: Mapped[str] = mapped_column(String(16), server_default="member")
+    # A disabled user cannot sign in; its sessions and tokens are ended when it is set.
+    disabled: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
 
 class Session(Base):
@@ -47,14 +52,45 @@ class Session(Base):
     created_ms: Mapped[int] = mapped_column(BigInteger)
 
 
+class ApiToken(Base):
+    """A bot's bearer token: only its SHA-256 is kept. Deleting the row revokes it."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # A JSON list of the room names the token is limited to; None: every room its user may use.
+    rooms: Mapped[str | None] = mapped_column(Text)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+
+
 class Room(Base):
-    """One row per room that has messages; updated in the same transaction as them."""
+    """One row per room: made by its first message (public) or explicitly (any kind);
+    its counters are updated in the same transaction as its messages."""
 
     __tablename__ = "rooms"
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     message_count: Mapped[int] = mapped_column(BigInteger)
     last_id: Mapped[int] = mapped_column(BigInteger)
+    # "public", "private" or "dm" (docs/protocol.md §11).
+    kind: Mapped[str] = mapped_column(String(8), server_default="public")
+    created_ms: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
+class Membership(Base):
+    """A user's place in a room: its role there ("owner" or "member") and how far it has read."""
+
+    __tablename__ = "memberships"
+    __table_args__ = (Index("ix_memberships_user_id", "user_id"),)
+
+    room: Mapped[str] = mapped_column(ForeignKey("rooms.name", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(8), server_default="member")
+    joined_ms: Mapped[int] = mapped_column(BigInteger)
+    # The highest message id the user has read in the room (docs/protocol.md §14).
+    last_read_id: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class Message(Base):

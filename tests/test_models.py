@@ -120,7 +120,7 @@ def _fill_at_0002(connection: Connection) -> None:
 
 def _client_id_in_two_rooms(connection: Connection) -> None:
     """At 0003 the same user's client_id 'k' goes into a second room; not twice into one."""
-    connection.execute(text("INSERT INTO rooms VALUES ('s', 0, 0)"))
+    connection.execute(text("INSERT INTO rooms (name, message_count, last_id) VALUES ('s', 0, 0)"))
     connection.execute(_INSERT_MESSAGE, {"id": 2, "room": "s"})
     with pytest.raises(IntegrityError), connection.begin_nested():
         connection.execute(_INSERT_MESSAGE, {"id": 3, "room": "r"})
