@@ -68,6 +68,11 @@ class SignedIn:
     user: UserRef
     session_id: str
     expires_ms: int
+    role: str = "member"  # "admin" or "member" (docs/protocol.md §11)
+    # Signed in with a bot token (Authorization: Bearer) rather than a cookie: its id,
+    # and the rooms it is limited to (None: every room its user may use).
+    token_id: str | None = None
+    token_rooms: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
