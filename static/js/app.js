@@ -7,14 +7,17 @@ import { wireRoomForm } from "./roomform.js";
 import { Compose } from "./compose.js";
 import { wireMenu } from "./menu.js";
 import { UnreadTitle } from "./unread.js";
+import { RoomList, roomLabel, wireNewRoom } from "./rooms.js";
+import { MembersPanel } from "./members.js";
+import { wireDmForm, wireUserMenu } from "./dm.js";
 
 // After our own reconnect (a server restart), the others reconnect too: their joins
 // within this long are not news if they were online before we lost the connection.
 const REJOIN_QUIET_MS = 30000;
 
 const root = document.querySelector("#app");
-const { room, userId, userName, wsPath, apiPath } = root.dataset;
-const me = { id: userId, name: userName };
+const { room, userId, userName, userRole, wsPath, apiPath } = root.dataset;
+const me = { id: userId, name: userName, role: userRole };
 const list = root.querySelector("#messages");
 let online = [];
 let loaded = false; // the first history has been shown
@@ -26,6 +29,8 @@ let connectedAt = 0;
 // Signing out ends the session and the server then closes this socket with 4001; the
 // form's own answer takes the page to sign-in, so that close must not race it.
 let signingOut = false;
+// Leaving a room ends its socket with 4003 too: then the notice says you left.
+let leaving = false;
 for (const form of document.querySelectorAll('form[action$="/signout"]')) {
   form.addEventListener("submit", () => {
     signingOut = true;
@@ -40,7 +45,7 @@ const view = new ChatView(root, me, {
   retry: (clientId, value) => socket.retry(clientId, value),
   discard: () => compose.focus(),
 });
-const users = new UserList(root);
+const users = new UserList(root, me);
 const unread = new UnreadTitle();
 const status = new ConnectionStatus(root, () => socket.retryNow());
 
@@ -103,16 +108,49 @@ const socket = new ChatSocket(wsPath, {
   stopped(code) {
     if (code === 4001 && signingOut) return;
     if (code === 4001) window.location.assign(`/signin?next=${encodeURIComponent(window.location.pathname)}`);
+    else if (code === 4003) ended("not a member", leaving ? `You left #${room}.` : "You are no longer a member of this room.");
+    else if (code === 4004) ended("not found", `Room not found: #${room} does not exist or is not shared with you.`);
     else showStatus("offline");
   },
 });
+
+// The server closed this room to us for good: say why, stop writing, refresh the list.
+function ended(label, text) {
+  status.ended(label, text);
+  users.stale(true);
+  compose.disable(text);
+  members.show(false);
+  rooms.refresh();
+}
+
+// The header names a DM by the other person and marks a private room.
+function showRoom(entry) {
+  if (!entry) return;
+  const title = root.querySelector("#room-name");
+  const label = entry.kind === "dm" ? roomLabel(entry) : `#${entry.name}`;
+  title.textContent = entry.kind === "private" ? `🔒 ${label}` : label;
+  title.dataset.kind = entry.kind || "public";
+  unread.rename(`${entry.kind === "dm" ? "@" : ""}${label} · quartchat`);
+  compose.name(label);
+  members.show(entry.kind === "private" && !leaving && status.state !== "ended");
+}
 
 const compose = new Compose(root.querySelector("#compose"), room, (value) => {
   const clientId = socket.send(value);
   view.addPending(clientId, value);
 });
 
+const members = new MembersPanel(root, room, me, {
+  leaving: () => {
+    leaving = true;
+  },
+  changed: () => rooms.refresh(),
+});
+const rooms = new RoomList(root, room, showRoom);
 wireRoomForm(root.querySelector("#room-form"));
+wireNewRoom(root.querySelector("#new-room"), rooms);
+wireDmForm(root.querySelector("#dm-form"));
+wireUserMenu(root, me);
 wireMenu(root.querySelector("details.export"));
 for (const button of root.querySelectorAll("[data-dismiss]")) {
   button.addEventListener("click", () => button.closest(".banner").remove());
@@ -149,4 +187,5 @@ document.addEventListener("visibilitychange", () => {
   if (document.visibilityState === "visible") socket.check(); // a laptop that slept
 });
 socket.connect();
+rooms.start();
 compose.focus();

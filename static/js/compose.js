@@ -29,6 +29,18 @@ export class Compose {
     this.changed();
   }
 
+  // This room can no longer be written to from here (removed, left, not found).
+  disable(placeholder) {
+    this.box.disabled = true;
+    this.box.placeholder = placeholder;
+    for (const element of this.form.elements) element.disabled = true;
+  }
+
+  // The placeholder names the room as the page shows it (a DM: the other person).
+  name(label) {
+    if (!this.box.disabled) this.box.placeholder = `Message ${label} (Enter sends, Shift+Enter for a new line)`;
+  }
+
   send() {
     const value = this.box.value;
     if (!value.trim() || this.length() > this.limit) return;

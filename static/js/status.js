@@ -12,7 +12,19 @@ export class ConnectionStatus {
     this.pill = root.querySelector("#status");
     this.banner = root.querySelector("#banner");
     this.bannerText = root.querySelector("#banner-text");
-    root.querySelector("#retry-now").addEventListener("click", retryNow);
+    this.retry = root.querySelector("#retry-now");
+    this.retry.addEventListener("click", retryNow);
+  }
+
+  // The server ended this room's connection for good (4003 removed, 4004 no such room):
+  // say why, and offer no retry (the page does not reconnect).
+  ended(label, text) {
+    this.state = "ended";
+    this.pill.className = "status ended";
+    this.pill.textContent = label;
+    this.bannerText.textContent = text;
+    this.retry.hidden = true;
+    this.banner.hidden = false;
   }
 
   set(state) {

@@ -10,6 +10,12 @@ export class UnreadTitle {
     });
   }
 
+  // The room's own title changed (a DM is named by the other person).
+  rename(base) {
+    this.base = base;
+    this.set(this.count);
+  }
+
   arrived(count) {
     if (count > 0 && document.visibilityState === "hidden") this.set(this.count + count);
   }
