@@ -11,7 +11,7 @@ export async function startDm(name, say) {
   }
   const answer = await callApi("POST", "/api/dm", { name });
   if (answer.ok && answer.body.room) {
-    window.location.assign(`/r/${answer.body.room.name}`);
+    window.location.assign(`/r/${encodeURIComponent(answer.body.room.name)}`);
     return;
   }
   if (answer.status === 404) say(`No one is called “${name}”.`);

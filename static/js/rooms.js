@@ -41,6 +41,8 @@ export class RoomList {
     if (!answer.ok || !Array.isArray(answer.body.rooms)) return; // keep what is shown
     this.rooms = answer.body.rooms; // the server lists only what this user may see
     this.render();
+    // How many lists have arrived: a test (or a curious reader) can tell a fresh one.
+    this.list.dataset.fetched = String(Number(this.list.dataset.fetched || 0) + 1);
     this.onCurrent(this.rooms.find((room) => room.name === this.current) || null);
   }
 
@@ -56,7 +58,7 @@ export class RoomList {
     item.dataset.room = room.name;
     item.dataset.kind = room.kind || "public";
     const link = document.createElement("a");
-    link.href = `/r/${room.name}`;
+    link.href = `/r/${encodeURIComponent(room.name)}`;
     if (room.name === this.current) link.setAttribute("aria-current", "page");
     const mark = document.createElement("span");
     mark.className = "kind";
@@ -99,7 +101,7 @@ export function wireNewRoom(form, rooms) {
     const answer = await callApi("POST", "/api/rooms", { name, private: privately.checked });
     if (answer.ok) {
       const room = answer.body.room || { name };
-      window.location.assign(`/r/${room.name}`);
+      window.location.assign(`/r/${encodeURIComponent(room.name)}`);
       return;
     }
     say(

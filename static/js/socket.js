@@ -9,7 +9,9 @@ const PING_EVERY_MS = 25000;
 // A ping unanswered this long, or an opening that has not brought the history, means
 // the connection is dead even though no close arrived.
 const SILENCE_DEADLINE_MS = 10000;
-const STOP_CODES = new Set([4001, 4004]);
+// Closes that end this room for good: signed out (4001), removed or left (4003), no such
+// room or not shared with you (4004). The page says why and does not reconnect.
+const STOP_CODES = new Set([4001, 4003, 4004]);
 const RETRY_UNAVAILABLE_MS = 3000;
 
 export class ChatSocket {
