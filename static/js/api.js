@@ -44,3 +44,17 @@ export function problemLine(input, line) {
     input.setAttribute("aria-invalid", String(Boolean(text)));
   };
 }
+
+// Run `work` with the form's buttons disabled: a double click sends one request, not
+// two. They stay disabled when `work` answers true (the page is going elsewhere).
+export async function whileBusy(form, work) {
+  const buttons = [...form.querySelectorAll("button")];
+  if (buttons.some((button) => button.disabled)) return;
+  for (const button of buttons) button.disabled = true;
+  let leaving = false;
+  try {
+    leaving = await work();
+  } finally {
+    if (!leaving) for (const button of buttons) button.disabled = false;
+  }
+}

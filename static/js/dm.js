@@ -1,21 +1,22 @@
 // Direct messages: POST /api/dm {"name"} answers with the one DM room of the two of
 // you (the same however often asked), and the page goes there. Started from the
 // "Message someone" box or from a name in the online list.
-import { callApi, problemLine, reason, typedName } from "./api.js";
+import { callApi, problemLine, reason, typedName, whileBusy } from "./api.js";
 
-// Go to the DM with `name`; on failure, `say` gets the reason in words.
+// Go to the DM with `name` (true); on failure, `say` gets the reason in words.
 export async function startDm(name, say) {
   if (!name) {
     say("Type the name of the person to message.");
-    return;
+    return false;
   }
   const answer = await callApi("POST", "/api/dm", { name });
   if (answer.ok && answer.body.room) {
     window.location.assign(`/r/${encodeURIComponent(answer.body.room.name)}`);
-    return;
+    return true;
   }
   if (answer.status === 404) say(`No one is called “${name}”.`);
   else say(reason(answer, `The conversation could not be started (HTTP ${answer.status}).`));
+  return false;
 }
 
 export function wireDmForm(form) {
@@ -24,7 +25,7 @@ export function wireDmForm(form) {
   input.addEventListener("input", () => say(""));
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    startDm(typedName(input), say);
+    whileBusy(form, () => startDm(typedName(input), say));
   });
 }
 
@@ -52,7 +53,7 @@ export function wireUserMenu(root, me) {
     menu.hidden = false;
   });
   action.addEventListener("click", () => {
-    if (chosen) startDm(chosen, (text) => (action.textContent = text));
+    if (chosen) whileBusy(menu, () => startDm(chosen, (text) => (action.textContent = text)));
   });
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && !menu.hidden) close();

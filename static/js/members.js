@@ -2,7 +2,7 @@
 // name", "Leave room" (after a confirmation: coming back needs an invitation) and, for
 // the owner or an admin, a Remove button per member. The server decides; the buttons
 // only show what it would allow, and its refusals are shown in words.
-import { callApi, problemLine, reason, typedName } from "./api.js";
+import { callApi, problemLine, reason, typedName, whileBusy } from "./api.js";
 
 export class MembersPanel {
   // hooks: {leaving()} just before our own DELETE (the 4003 that follows is expected),
@@ -73,28 +73,32 @@ export class MembersPanel {
     const input = form.querySelector("#invite-name");
     const say = problemLine(input, form.querySelector("#invite-problem"));
     input.addEventListener("input", () => say(""));
-    form.addEventListener("submit", async (event) => {
+    form.addEventListener("submit", (event) => {
       event.preventDefault();
-      const name = typedName(input);
-      if (!name) {
-        say("Type the name of the person to invite.");
-        return;
-      }
-      const answer = await callApi("POST", this.base, { name });
-      if (answer.ok) {
-        input.value = "";
-        say("");
-        await this.refresh();
-        this.hooks.changed();
-      } else if (answer.status === 404) {
-        say(`No one is called “${name}”.`);
-      } else if (answer.status === 409) {
-        say(`${name} is already a member.`);
-      } else {
-        say(reason(answer, `The invitation failed (HTTP ${answer.status}).`));
-      }
-      input.focus();
+      whileBusy(form, () => this.invite(input, say));
     });
+  }
+
+  // Invite one name; the answer says it in words (201 added, 200 already a member).
+  async invite(input, say) {
+    const name = typedName(input);
+    if (!name) {
+      say("Type the name of the person to invite.");
+      return false;
+    }
+    const answer = await callApi("POST", this.base, { name });
+    if (answer.ok) {
+      input.value = "";
+      say(answer.status === 200 ? `${name} is already a member.` : "");
+      await this.refresh();
+      this.hooks.changed();
+    } else if (answer.status === 404) {
+      say(`No one is called “${name}”.`);
+    } else {
+      say(reason(answer, `The invitation failed (HTTP ${answer.status}).`));
+    }
+    input.focus();
+    return false;
   }
 
   wireLeave(root) {

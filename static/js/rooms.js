@@ -1,7 +1,7 @@
 // The room list (public rooms, your private rooms and DMs) and the "New room" form.
 // The list is fetched from GET /api/rooms: at once, after your own actions, when the
 // tab regains focus and every 30 s, so an invitation shows up without a reload.
-import { callApi, problemLine, reason, typedName } from "./api.js";
+import { callApi, problemLine, reason, typedName, whileBusy } from "./api.js";
 import { Drawer } from "./drawer.js";
 
 const REFRESH_MS = 30000;
@@ -90,26 +90,32 @@ export function wireNewRoom(form, rooms) {
   const privately = form.querySelector("#new-room-private");
   const say = problemLine(input, form.querySelector("#new-room-problem"));
   input.addEventListener("input", () => say(""));
-  form.addEventListener("submit", async (event) => {
+  form.addEventListener("submit", (event) => {
     event.preventDefault();
-    const name = typedName(input).toLowerCase();
-    if (!ROOM.test(name)) {
-      say("Room names are 1–64 lowercase letters, digits or “-”.");
-      input.focus();
-      return;
-    }
-    const answer = await callApi("POST", "/api/rooms", { name, private: privately.checked });
-    if (answer.ok) {
-      const room = answer.body.room || { name };
-      window.location.assign(`/r/${encodeURIComponent(room.name)}`);
-      return;
-    }
-    say(
-      answer.status === 409
-        ? `The name “${name}” is taken: choose another.`
-        : reason(answer, `The room could not be created (HTTP ${answer.status}).`),
-    );
-    rooms.refresh();
-    input.focus();
+    whileBusy(form, () => create(input, privately, say, rooms));
   });
+}
+
+// Create the room and go there (true), or say why not.
+async function create(input, privately, say, rooms) {
+  const name = typedName(input).toLowerCase();
+  if (!ROOM.test(name)) {
+    say("Room names are 1–64 lowercase letters, digits or “-”.");
+    input.focus();
+    return false;
+  }
+  const answer = await callApi("POST", "/api/rooms", { name, private: privately.checked });
+  if (answer.ok) {
+    const room = answer.body.room || { name };
+    window.location.assign(`/r/${encodeURIComponent(room.name)}`);
+    return true;
+  }
+  say(
+    answer.status === 409
+      ? `The name “${name}” is taken: choose another.`
+      : reason(answer, `The room could not be created (HTTP ${answer.status}).`),
+  );
+  rooms.refresh();
+  input.focus();
+  return false;
 }

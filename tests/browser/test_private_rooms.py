@@ -218,3 +218,44 @@ async def test_on_a_phone_rooms_and_members_are_drawers_and_nothing_overflows(
     await expect(room_entry(page, room)).to_be_in_viewport()
     await page.keyboard.press("Escape")
     await expect(page.locator("#rooms-panel")).to_be_hidden()
+
+
+async def test_odd_input_gets_an_answer_in_words_and_a_double_click_makes_one_room(
+    browser: Browser, start_server: StartServer
+) -> None:
+    server = start_server()
+    name = unique("alice")
+    page = await signed_in_page(browser, server, name)
+    posts: list[str] = []
+    page.on("request", lambda request: posts.append(request.url) if request.method == "POST" else None)
+    room = unique("twice-")
+    await page.fill("#new-room-name", room)
+    await page.check("#new-room-private")
+    await page.dblclick("#new-room button[type=submit]")
+    await page.wait_for_url(f"{server.base_url}/r/{room}")
+    await expect(page.locator("#status")).to_have_text("connected")
+    assert posts.count(f"{server.base_url}/api/rooms") == 1, posts
+
+    problem = page.locator("#new-room-problem")
+    await page.fill("#new-room-name", room)
+    await page.press("#new-room-name", "Enter")
+    await expect(problem).to_have_text(f"The name “{room}” is taken: choose another.")
+    await page.fill("#new-room-name", "dm-0123456789abcdef")
+    await page.press("#new-room-name", "Enter")
+    await expect(problem).to_contain_text("does not start with 'dm-'")  # the server's own words
+    await page.fill("#new-room-name", "Not A Room!")
+    await page.press("#new-room-name", "Enter")
+    await expect(problem).to_have_text("Room names are 1\N{EN DASH}64 lowercase letters, digits or “-”.")
+
+    for odd in ["bob\u0000", "\ud800", "<b>bob</b>"]:
+        await page.locator("#invite-name").evaluate("(box, value) => { box.value = value; }", odd)
+        await page.press("#invite-name", "Enter")
+        await expect(page.locator("#invite-problem")).to_have_text(f"No one is called “{odd}”.")
+    await expect(page.locator("#invite-problem b")).to_have_count(0)  # text, never markup
+    await page.fill("#invite-name", "x" * 500)
+    assert len(await page.locator("#invite-name").input_value()) == 64, "the box takes a name's length"
+
+    await page.fill("#dm-name", name)
+    await page.press("#dm-name", "Enter")
+    await expect(page.locator("#dm-problem")).to_have_text("a direct message needs another user")
+    assert page.url == f"{server.base_url}/r/{room}"
