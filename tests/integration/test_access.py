@@ -195,7 +195,7 @@ async def test_what_outsiders_could_not_send_was_not_stored_and_members_see_thei
 
 
 async def test_an_outsider_cannot_tell_a_private_room_full_of_history_from_an_empty_one(chat: Chat) -> None:
-    full, owner, _ = await private_room(chat, messages=120)
+    full, _, _ = await private_room(chat, messages=120)
     empty, _, _ = await private_room(chat, messages=0)
     dm_full, _, _ = await dm_room(chat, messages=50)
     never_made = "dm-" + "0123456789abcdef"  # a DM name no one has
