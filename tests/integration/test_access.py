@@ -6,6 +6,7 @@ ask, and the room list."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -13,9 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from ..support import Chat, Server, User, set_role, unique
+from ..support import Chat, Server, User, set_role, unique, until
 
 REMOVAL_SECONDS = 2.0
 
@@ -411,3 +414,118 @@ async def test_on_two_workers_removal_closes_the_sockets_on_both_and_dms_stay_on
         await concurrent_dms(chat)
     finally:
         await chat.aclose()
+
+
+# Random sequences of invitations, departures, removals and messages -----------------
+
+ACTIONS = st.lists(
+    st.tuples(st.sampled_from(["invite", "leave", "remove", "send"]), st.integers(0, 2), st.integers(0, 2)),
+    min_size=1,
+    max_size=14,
+)
+
+
+@dataclass
+class Listener:
+    """One user's socket of the room: the ids of the chat messages it received live."""
+
+    conn: Any
+    received: list[int]
+    task: asyncio.Task[int | None]
+
+
+async def listen(chat: Chat, user: User, room: str) -> Listener:
+    conn = await chat.open(user, room)
+    received: list[int] = []
+
+    async def read() -> int | None:
+        try:
+            while True:
+                frame = await conn.recv(timeout=60)
+                if frame["type"] == "chat":
+                    received.append(frame["id"])
+        except ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else None
+
+    return Listener(conn, received, asyncio.create_task(read()))
+
+
+async def play(server: Server, actions: list[tuple[str, int, int]]) -> None:
+    """Play `actions` against the server and a model of who is a member; in the end each
+    user must have received exactly the messages stored while it was a member."""
+    chat = Chat(server)
+    try:
+        users = [await chat.user() for _ in range(3)]
+        auditor = await chat.user()
+        await set_role(server, auditor.id, "admin")
+        room = unique("prop-")
+        assert (await users[0].http.post("/api/rooms", json={"name": room, "private": True})).status_code == 201
+        members: dict[int, str] = {0: "owner"}
+        listeners = {0: await listen(chat, users[0], room)}
+        expected: dict[int, list[int]] = {0: [], 1: [], 2: []}
+        received: dict[int, list[int]] = {0: [], 1: [], 2: []}
+        stored: list[int] = []
+
+        async def cut_off(user: int) -> None:
+            listener = listeners.pop(user)
+            assert await asyncio.wait_for(listener.task, 10) == 4003
+            received[user].extend(listener.received)
+            del members[user]
+
+        for action, actor, target in actions:
+            http = users[actor].http
+            if action == "invite":
+                answer = await http.post(f"/api/rooms/{room}/members", json={"name": users[target].name})
+                if actor not in members:
+                    assert answer.status_code == 404
+                else:
+                    assert answer.status_code == (200 if target in members else 201), answer.text
+                    if target not in members:
+                        members[target] = "member"
+                        listeners[target] = await listen(chat, users[target], room)
+            elif action in ("leave", "remove"):
+                removed = actor if action == "leave" else target
+                answer = await http.delete(f"/api/rooms/{room}/members/{users[removed].id}")
+                if actor not in members:
+                    assert answer.status_code == 404
+                elif removed != actor and members[actor] != "owner":
+                    assert answer.status_code == 403
+                elif removed not in members:
+                    assert answer.status_code == 404
+                else:
+                    assert answer.status_code == 204, answer.text
+                    await cut_off(removed)
+            elif actor in members:
+                listener = listeners[actor]
+                before = len(listener.received)
+                await listener.conn.send_json({"type": "chat", "data": f"from {actor}"})
+                await until(lambda: len(listener.received) > before, "the author's echo")  # noqa: B023
+                message_id = listener.received[-1]
+                stored.append(message_id)
+                for member in members:
+                    expected[member].append(message_id)
+            else:
+                outsider = await chat.connect(users[actor], room)
+                with pytest.raises(ConnectionClosed) as closed:
+                    await outsider.recv()
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 4004
+
+        for member, listener in listeners.items():
+            await until(lambda: len(listener.received) >= len(expected[member]) - len(received[member]), "delivery")  # noqa: B023
+            await listener.conn.ws.close()
+            await listener.task
+            received[member].extend(listener.received)
+        assert received == expected
+        export = await auditor.http.get("/api/export", params={"format": "ndjson"})
+        lines = [json.loads(line) for line in export.text.splitlines()]
+        assert [m["id"] for m in lines if m["room"] == room] == stored
+    finally:
+        await chat.aclose()
+
+
+@settings(max_examples=15, deadline=None)
+@given(actions=ACTIONS)
+def test_random_membership_changes_keep_who_received_what_equal_to_who_was_a_member(
+    server: Server, actions: list[tuple[str, int, int]]
+) -> None:
+    asyncio.run(play(server, actions))
