@@ -1,4 +1,4 @@
-"""The JSON API (docs/protocol.md §11): sessions, rooms, history pages, online users, health."""
+"""The JSON API (docs/protocol.md §12): sessions, rooms, history pages, online users, health."""
 
 from __future__ import annotations
 

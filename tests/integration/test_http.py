@@ -1,4 +1,4 @@
-"""docs/protocol.md §11 and §12 over real HTTP: pages, headers, export downloads."""
+"""docs/protocol.md §12 and §13 over real HTTP: pages, headers, export downloads."""
 
 from __future__ import annotations
 
