@@ -10,6 +10,7 @@ import { UnreadTitle } from "./unread.js";
 import { RoomList, roomLabel, wireNewRoom } from "./rooms.js";
 import { MembersPanel } from "./members.js";
 import { wireDmForm, wireUserMenu } from "./dm.js";
+import { lockIcon } from "./icons.js";
 
 // After our own reconnect (a server restart), the others reconnect too: their joins
 // within this long are not news if they were online before we lost the connection.
@@ -18,6 +19,10 @@ const REJOIN_QUIET_MS = 30000;
 const root = document.querySelector("#app");
 const { room, userId, userName, userRole, wsPath, apiPath } = root.dataset;
 const me = { id: userId, name: userName, role: userRole };
+// A DM's name is no name for people: until the room list names the other person, the
+// header says what it is.
+const isDm = /^dm-[0-9a-f]{16}$/.test(room);
+if (isDm) root.querySelector("#room-name").textContent = "Direct message";
 const list = root.querySelector("#messages");
 let online = [];
 let loaded = false; // the first history has been shown
@@ -77,7 +82,7 @@ const socket = new ChatSocket(wsPath, {
       oldestId = frame.messages.length ? frame.messages[0].id : null;
       hasOlder = frame.has_more;
       if (first && !frame.messages.length && !hasOlder) {
-        view.notice(`#${room} is a new room: nothing has been said here yet.`);
+        view.notice(isDm ? "Nothing has been said here yet." : `#${room} is a new room: nothing has been said here yet.`);
       }
       if (hasOlder && list.scrollHeight <= list.clientHeight) loadOlder();
     } else {
@@ -128,7 +133,8 @@ function showRoom(entry) {
   if (!entry) return;
   const title = root.querySelector("#room-name");
   const label = entry.kind === "dm" ? roomLabel(entry) : `#${entry.name}`;
-  title.textContent = entry.kind === "private" ? `🔒 ${label}` : label;
+  title.replaceChildren(label);
+  if (entry.kind === "private") title.prepend(lockIcon("private room"));
   title.dataset.kind = entry.kind || "public";
   unread.rename(`${entry.kind === "dm" ? "@" : ""}${label} · quartchat`);
   compose.name(label);

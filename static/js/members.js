@@ -2,7 +2,7 @@
 // name", "Leave room" (after a confirmation: coming back needs an invitation) and, for
 // the owner or an admin, a Remove button per member. The server decides; the buttons
 // only show what it would allow, and its refusals are shown in words.
-import { callApi, problemLine, reason, typedName, whileBusy } from "./api.js";
+import { callApi, problemLine, reason, typedName } from "./api.js";
 
 export class MembersPanel {
   // hooks: {leaving()} just before our own DELETE (the 4003 that follows is expected),
@@ -14,6 +14,7 @@ export class MembersPanel {
     this.section = root.querySelector("#members-section");
     this.list = root.querySelector("#members");
     this.base = `/api/rooms/${encodeURIComponent(room)}/members`;
+    this.inviting = new Set(); // names whose invitation is on its way (a double Enter sends one)
     this.wireInvite(root.querySelector("#invite"));
     this.wireLeave(root);
   }
@@ -25,7 +26,9 @@ export class MembersPanel {
   }
 
   async refresh() {
+    const asked = (this.asked = (this.asked || 0) + 1);
     const answer = await callApi("GET", this.base);
+    if (asked !== this.asked) return; // a later request is on its way: its answer is newer
     if (!answer.ok || !Array.isArray(answer.body.members)) return;
     const members = answer.body.members;
     const mine = members.find((member) => member.id === this.me.id);
@@ -75,20 +78,24 @@ export class MembersPanel {
     input.addEventListener("input", () => say(""));
     form.addEventListener("submit", (event) => {
       event.preventDefault();
-      whileBusy(form, () => this.invite(input, say));
+      this.invite(input, say);
     });
   }
 
   // Invite one name; the answer says it in words (201 added, 200 already a member).
+  // Several may be on their way at once: typing the next name does not wait.
   async invite(input, say) {
     const name = typedName(input);
     if (!name) {
       say("Type the name of the person to invite.");
-      return false;
+      return;
     }
-    const answer = await callApi("POST", this.base, { name });
+    if (this.inviting.has(name)) return;
+    this.inviting.add(name);
+    const answer = await callApi("POST", this.base, { name }); // never throws
+    this.inviting.delete(name);
     if (answer.ok) {
-      input.value = "";
+      if (typedName(input) === name) input.value = ""; // not the next name typed meanwhile
       say(answer.status === 200 ? `${name} is already a member.` : "");
       await this.refresh();
       this.hooks.changed();
@@ -98,7 +105,6 @@ export class MembersPanel {
       say(reason(answer, `The invitation failed (HTTP ${answer.status}).`));
     }
     input.focus();
-    return false;
   }
 
   wireLeave(root) {

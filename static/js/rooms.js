@@ -3,6 +3,7 @@
 // tab regains focus and every 30 s, so an invitation shows up without a reload.
 import { callApi, problemLine, reason, typedName, whileBusy } from "./api.js";
 import { Drawer } from "./drawer.js";
+import { lockIcon } from "./icons.js";
 
 const REFRESH_MS = 30000;
 const ROOM = /^[a-z0-9-]{1,64}$/;
@@ -37,7 +38,9 @@ export class RoomList {
   }
 
   async refresh() {
+    const asked = (this.asked = (this.asked || 0) + 1);
     const answer = await callApi("GET", "/api/rooms");
+    if (asked !== this.asked) return; // a later request is on its way: its answer is newer
     if (!answer.ok || !Array.isArray(answer.body.rooms)) return; // keep what is shown
     this.rooms = answer.body.rooms; // the server lists only what this user may see
     this.render();
@@ -62,18 +65,21 @@ export class RoomList {
     if (room.name === this.current) link.setAttribute("aria-current", "page");
     const mark = document.createElement("span");
     mark.className = "kind";
-    mark.setAttribute("aria-hidden", "true");
-    mark.textContent = room.kind === "private" ? "🔒" : room.kind === "dm" ? "@" : "#";
+    if (room.kind === "private") {
+      mark.append(lockIcon("private room"));
+    } else {
+      mark.setAttribute("aria-hidden", "true");
+      mark.textContent = room.kind === "dm" ? "@" : "#";
+    }
     const label = document.createElement("span");
     label.className = "label";
     label.textContent = roomLabel(room);
     link.append(mark, label);
     if (room.kind === "private") link.title = `#${room.name} (private)`;
-    if (room.kind === "dm") link.title = `Direct message with ${roomLabel(room)}`;
-    const spoken = document.createElement("span");
-    spoken.className = "visually-hidden";
-    spoken.textContent = room.kind === "private" ? " (private)" : room.kind === "dm" ? " (direct message)" : "";
-    link.append(spoken);
+    if (room.kind === "dm") {
+      link.title = `Direct message with ${roomLabel(room)}`;
+      link.setAttribute("aria-label", link.title);
+    }
     item.append(link);
     return item;
   }

@@ -57,8 +57,10 @@ async def test_a_private_room_is_shared_by_invitation_and_a_third_user_never_see
     room = unique("secret-")
 
     await create_private_room(alice, server, room)
-    await expect(alice.locator("#room-name")).to_have_text(f"🔒 #{room}")
+    await expect(alice.locator("#room-name")).to_have_text(f"#{room}")
+    await expect(alice.locator("#room-name svg.lock")).to_have_attribute("aria-label", "private room")
     await expect(room_entry(alice, room)).to_have_attribute("data-kind", "private")
+    await expect(room_entry(alice, room).locator("svg.lock")).to_have_count(1)
     await expect(alice.locator("#members-section")).to_be_visible()
     await expect(alice.locator("#members li .name")).to_have_text([alice_name])
     await expect(alice.locator("#members li .role")).to_have_text(["owner"])
@@ -122,6 +124,8 @@ async def test_a_dm_started_from_the_online_list_reaches_the_other_user(
     await expect(room_entry(alice, dm)).to_have_attribute("data-kind", "dm")
     await expect(room_entry(alice, dm).locator(".label")).to_have_text(bob_name)
     await expect(alice.locator("#members-section")).to_be_hidden()  # no invitations in a DM
+    await expect(alice.locator("#messages li.notice .body")).to_have_text(["Nothing has been said here yet."])
+    await expect(alice.locator("#room-name svg")).to_have_count(0)
     await send(alice, "just between us")
 
     # Bob finds it in his list, named after alice, and the box leads to the same room.
@@ -208,7 +212,7 @@ async def test_on_a_phone_rooms_and_members_are_drawers_and_nothing_overflows(
     room = unique("pocket-")
     await create_private_room(page, server, room)
     await expect(page.locator("#rooms-panel")).to_be_hidden()
-    await expect(page.locator("#room-name")).to_have_text(f"🔒 #{room}")
+    await expect(page.locator("#room-name")).to_have_text(f"#{room}")
     await page.click("#users-toggle")
     await expect(page.locator("#members-section")).to_be_visible()
     await expect(page.locator("#invite-name")).to_be_in_viewport()
