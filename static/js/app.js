@@ -147,8 +147,8 @@ const compose = new Compose(root.querySelector("#compose"), room, (value) => {
 });
 
 const members = new MembersPanel(root, room, me, {
-  leaving: () => {
-    leaving = true;
+  leaving: (yes) => {
+    leaving = yes;
   },
   changed: () => rooms.refresh(),
 });

@@ -5,7 +5,7 @@
 import { callApi, problemLine, reason, typedName } from "./api.js";
 
 export class MembersPanel {
-  // hooks: {leaving()} just before our own DELETE (the 4003 that follows is expected),
+  // hooks: {leaving(yes)} around our own DELETE (the 4003 that follows is expected),
   // changed() after any change (the room list refreshes).
   constructor(root, room, me, hooks) {
     this.room = room;
@@ -119,10 +119,11 @@ export class MembersPanel {
     leave.addEventListener("click", () => ask(true));
     root.querySelector("#leave-no").addEventListener("click", () => ask(false));
     root.querySelector("#leave-yes").addEventListener("click", async () => {
-      this.hooks.leaving();
+      this.hooks.leaving(true);
       const answer = await callApi("DELETE", `${this.base}/${encodeURIComponent(this.me.id)}`);
       confirm.hidden = true;
       if (!answer.ok) {
+        this.hooks.leaving(false);
         leave.hidden = false;
         leave.textContent = reason(answer, `Could not leave (HTTP ${answer.status}); try again`);
       }
