@@ -529,3 +529,20 @@ def test_random_membership_changes_keep_who_received_what_equal_to_who_was_a_mem
     server: Server, actions: list[tuple[str, int, int]]
 ) -> None:
     asyncio.run(play(server, actions))
+
+
+async def test_a_hundred_concurrent_creations_of_one_name_make_one_room_with_one_owner(chat: Chat) -> None:
+    name = unique("race-")
+    users = [await chat.user() for _ in range(4)]
+    answers = await asyncio.gather(
+        *(users[i % 4].http.post("/api/rooms", json={"name": name, "private": i % 2 == 0}) for i in range(100))
+    )
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [201] + [409] * 99
+    (made,) = [a for a in answers if a.status_code == 201]
+    kind = made.json()["room"]["kind"]
+    owners = [u for u in users if (await u.http.get(f"/api/rooms/{name}/members")).status_code == 200]
+    if kind == "private":
+        assert len(owners) == 1
+        members = (await owners[0].http.get(f"/api/rooms/{name}/members")).json()["members"]
+        assert members == [{"id": owners[0].id, "name": owners[0].name, "role": "owner"}]
