@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from ..support import Chat, Server, User, set_role, unique, until
+from ..support import Chat, Server, User, disable, set_role, unique, until
 
 REMOVAL_SECONDS = 2.0
 
@@ -291,12 +291,16 @@ async def test_room_names_are_checked_and_taken_names_refused(chat: Chat) -> Non
     assert made.status_code == 201 and made.json()["room"]["kind"] == "public"
 
 
-async def test_dm_requests_for_oneself_unknown_names_and_from_outside_are_refused(chat: Chat) -> None:
+async def test_dm_requests_for_oneself_unknown_or_disabled_names_and_from_outside_are_refused(chat: Chat) -> None:
     user = await chat.user()
     assert (await user.http.post("/api/dm", json={"name": user.name})).status_code == 422
     unknown = await user.http.post("/api/dm", json={"name": unique("nobody-")})
     invalid = await user.http.post("/api/dm", json={"name": "\x00"})
     assert unknown.status_code == invalid.status_code == 404 and unknown.content == invalid.content
+    gone = await chat.user()
+    await disable(chat.server, gone.id)
+    disabled = await user.http.post("/api/dm", json={"name": gone.name})
+    assert disabled.status_code == 404 and disabled.content == unknown.content
     assert (await chat.http().post("/api/dm", json={"name": user.name})).status_code == 401
     cross_site = await user.http.post("/api/dm", json={"name": "x"}, headers={"Origin": "https://evil.example"})
     assert cross_site.status_code == 403
