@@ -422,10 +422,12 @@ async def test_on_two_workers_removal_closes_the_sockets_on_both_and_dms_stay_on
 
 # Random sequences of invitations, departures, removals and messages -----------------
 
+# Disabling is rarer: its sockets close within the 5 s of the periodic session check.
+KINDS = ["invite"] * 3 + ["leave", "remove"] + ["send"] * 4 + ["disable"]
 ACTIONS = st.lists(
-    st.tuples(st.sampled_from(["invite", "leave", "remove", "send"]), st.integers(0, 2), st.integers(0, 2)),
+    st.tuples(st.sampled_from(KINDS), st.integers(0, 2), st.integers(0, 2)),
     min_size=1,
-    max_size=14,
+    max_size=12,
 )
 
 
@@ -456,7 +458,8 @@ async def listen(chat: Chat, user: User, room: str) -> Listener:
 
 async def play(server: Server, actions: list[tuple[str, int, int]]) -> None:
     """Play `actions` against the server and a model of who is a member; in the end each
-    user must have received exactly the messages stored while it was a member."""
+    user must have received exactly the messages stored while it was a member (and not
+    disabled: a disabled user's sockets close with 4001, its membership stays)."""
     chat = Chat(server)
     try:
         users = [await chat.user() for _ in range(3)]
@@ -465,22 +468,31 @@ async def play(server: Server, actions: list[tuple[str, int, int]]) -> None:
         room = unique("prop-")
         assert (await users[0].http.post("/api/rooms", json={"name": room, "private": True})).status_code == 201
         members: dict[int, str] = {0: "owner"}
+        disabled: set[int] = set()
         listeners = {0: await listen(chat, users[0], room)}
         expected: dict[int, list[int]] = {0: [], 1: [], 2: []}
         received: dict[int, list[int]] = {0: [], 1: [], 2: []}
         stored: list[int] = []
 
-        async def cut_off(user: int) -> None:
-            listener = listeners.pop(user)
-            assert await asyncio.wait_for(listener.task, 10) == 4003
-            received[user].extend(listener.received)
-            del members[user]
+        async def cut_off(user: int, code: int = 4003) -> None:
+            listener = listeners.pop(user, None)
+            if listener is not None:
+                assert await asyncio.wait_for(listener.task, 12) == code
+                received[user].extend(listener.received)
 
         for action, actor, target in actions:
             http = users[actor].http
-            if action == "invite":
+            if action == "disable":
+                if target not in disabled:
+                    disabled.add(target)
+                    await disable(server, users[target].id)
+                    await cut_off(target, 4001)  # within 10 s (the periodic check)
+            elif actor in disabled:
+                answer = await http.get(f"/api/rooms/{room}/members")
+                assert answer.status_code == 401
+            elif action == "invite":
                 answer = await http.post(f"/api/rooms/{room}/members", json={"name": users[target].name})
-                if actor not in members:
+                if actor not in members or target in disabled:  # a disabled user is no one to invite
                     assert answer.status_code == 404
                 else:
                     assert answer.status_code == (200 if target in members else 201), answer.text
@@ -499,6 +511,7 @@ async def play(server: Server, actions: list[tuple[str, int, int]]) -> None:
                 else:
                     assert answer.status_code == 204, answer.text
                     await cut_off(removed)
+                    del members[removed]
             elif actor in members:
                 listener = listeners[actor]
                 before = len(listener.received)
@@ -507,7 +520,8 @@ async def play(server: Server, actions: list[tuple[str, int, int]]) -> None:
                 message_id = listener.received[-1]
                 stored.append(message_id)
                 for member in members:
-                    expected[member].append(message_id)
+                    if member not in disabled:
+                        expected[member].append(message_id)
             else:
                 outsider = await chat.connect(users[actor], room)
                 with pytest.raises(ConnectionClosed) as closed:
@@ -529,7 +543,7 @@ async def play(server: Server, actions: list[tuple[str, int, int]]) -> None:
 
 @settings(max_examples=15, deadline=None)
 @given(actions=ACTIONS)
-def test_random_membership_changes_keep_who_received_what_equal_to_who_was_a_member(
+def test_random_membership_changes_and_disabling_keep_who_received_what_equal_to_who_was_a_member(
     server: Server, actions: list[tuple[str, int, int]]
 ) -> None:
     asyncio.run(play(server, actions))
