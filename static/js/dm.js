@@ -51,6 +51,7 @@ export function wireUserMenu(root, me) {
     button.setAttribute("aria-expanded", "true");
     action.textContent = `Message ${chosen}`;
     menu.hidden = false;
+    if (event.detail === 0) action.focus(); // chosen with the keyboard: the action is next
   });
   action.addEventListener("click", () => {
     if (chosen) whileBusy(menu, () => startDm(chosen, (text) => (action.textContent = text)));
