@@ -14,7 +14,7 @@ from .web_errors import headers_of, status_of
 from .web_session import (
     csrf_ok,
     csrf_token,
-    current_user,
+    current_session,
     end_session,
     origin_allowed,
     safe_next,
@@ -30,13 +30,14 @@ def _to_signin() -> Response:
 
 
 async def _chat_page(room: str) -> Response | str:
-    user = await current_user(runtime().store)
-    if user is None:
+    signed_in = await current_session(runtime().store)
+    if signed_in is None:
         return _to_signin()
     return await render_template(
         "chat.html",
         room=room,
-        user=user,
+        user=signed_in.user,
+        user_role=signed_in.role,  # an admin sees Remove buttons in every private room
         csrf_token=csrf_token(),
         max_chars=runtime().settings.max_message_chars,
         # Quart renders WebSocket routes as absolute ws:// URLs; the page needs only the
