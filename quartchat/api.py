@@ -10,6 +10,7 @@ import shutil
 from collections.abc import AsyncIterator
 from typing import Any, ParamSpec
 
+import orjson
 from quart import Blueprint, Response, jsonify, request
 
 from .access import NotAllowed, NotVisible, check_room, is_admin, readable_rooms
@@ -91,6 +92,16 @@ async def check_json_post() -> None:
         raise ApiError(415, "send JSON with Content-Type: application/json")
 
 
+async def json_object() -> dict[str, Any] | None:
+    """The request's JSON object, or None for anything else. orjson, not the json module:
+    it refuses nesting past 1,024 levels, where json's recursion would fail with a 500."""
+    try:
+        body = orjson.loads(await request.get_data())
+    except orjson.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
 def message_page(page: Page) -> dict[str, Any]:
     return {"messages": [m.to_dict() for m in page.messages], "has_more": page.has_more}
 
@@ -98,8 +109,8 @@ def message_page(page: Page) -> dict[str, Any]:
 @bp.post("/api/session")
 async def sign_in() -> Response:
     await check_json_post()
-    body = await request.get_json(silent=True)
-    if not isinstance(body, dict):
+    body = await json_object()
+    if body is None:
         raise ApiError(422, 'send {"name": …, "password": …}')
     rt = runtime()
     try:

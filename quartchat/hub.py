@@ -225,7 +225,11 @@ class Hub:
         self._revoked_sessions.update(dict.fromkeys(sessions, now))
         closed = 0
         for connection in list(self.connections):
-            named = connection.session_id in sessions or connection.user.id in users
+            named = (
+                connection.session_id in sessions
+                or connection.user.id in users
+                or (event.all_but is not None and connection.user.id not in event.all_but)
+            )
             if named and (event.room is None or connection.room == event.room) and connection.close_code is None:
                 connection.abort(event.code, event.reason)
                 closed += 1

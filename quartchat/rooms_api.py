@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint, Response, jsonify, request
+from quart import Blueprint, Response, jsonify
 
 from .access import DM, PRIVATE, PUBLIC, NotAllowed, check_room, is_admin, may_create_room
 from .accounts import InvalidName, name_key, stored_name
-from .api import ApiError, check_json_post, signed_in_as
+from .api import ApiError, check_json_post, json_object, signed_in_as
 from .broker import Revoked
 from .models import Room
 from .protocol import CloseCode, UserRef
@@ -39,8 +39,8 @@ def room_json(summary: RoomSummary) -> dict[str, Any]:
 
 async def json_body(*fields: str) -> dict[str, Any]:
     await check_json_post()
-    body = await request.get_json(silent=True)
-    if not isinstance(body, dict):
+    body = await json_object()
+    if body is None:
         raise ApiError(422, "send a JSON object with " + ", ".join(f'"{f}"' for f in fields))
     return body
 
@@ -69,8 +69,13 @@ async def create_room() -> Response:
     if who.token_rooms is not None:
         raise NotAllowed(name)  # a bot token limited to rooms makes none
     kind = PRIVATE if private else PUBLIC
-    if not await runtime().writes.create_room(name, kind, who.user.id):
+    rt = runtime()
+    if not await rt.writes.create_room(name, kind, who.user.id):
         raise ApiError(409, "that name is taken")
+    if kind == PRIVATE:
+        # Sockets opened on the name while it was a public room still to be made are
+        # outsiders' now (all but the creator's): they close as any invisible room's do.
+        rt.hub.revoke(Revoked(room=name, all_but=(who.user.id,), code=CloseCode.INVALID_ROOM, reason="Invalid room"))
     summary = RoomSummary(name, 0, 0, kind, member=True)
     response = jsonify(room=room_json(summary))
     response.status_code = 201

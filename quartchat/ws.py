@@ -136,18 +136,21 @@ async def _chat(rt: Runtime, room: str, address: str) -> None:
 
 
 async def _still_member(rt: Runtime, who: SignedIn, connection: Connection, view: RoomView) -> None:
-    """Membership once the connection is registered. A private room's is read again: a
-    removal committed before this read is seen here, one committed after it is
-    published after the registration, so its Revoked closes this connection. A public
-    room's existing row makes the user a member now; a room still to be made, with its
-    first message (`_stored`)."""
+    """Membership once the connection is registered. A private room's, or a name with no
+    room yet, is read again: a removal (or the name becoming a private room) committed
+    before this read is seen here; one committed after it is published after the
+    registration, so its Revoked closes this connection. A public room's existing row
+    makes the user a member now; a room still to be made, with its first message
+    (`_stored`)."""
     try:
-        if view.restricted:
+        if view.restricted or not view.exists:
             await check_room(rt.store, who, connection.room)
-        elif view.exists and not view.is_member:
+        elif not view.is_member:
             await rt.writes.add_member(connection.room, connection.user.id)
             connection.member = True
-    except (NotVisible, NotAllowed):
+    except NotVisible:  # made private meanwhile by someone else: as invisible as any
+        connection.abort(CloseCode.INVALID_ROOM, "Invalid room")
+    except NotAllowed:
         connection.abort(CloseCode.NOT_MEMBER, NOT_A_MEMBER)
     except Exception:
         log.exception("opening %s failed: the database did not answer", connection.room)

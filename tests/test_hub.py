@@ -103,6 +103,8 @@ async def test_revoked_closes_exactly_the_named_sessions_users_and_room() -> Non
     assert hub.close_revoked(Revoked(user_ids=(BOB.id,), room="s", code=4003, reason="Not a member")) == 1
     closed = {name: tab.close_code for name, tab in tabs.items() if tab.close_code is not None}
     assert closed == {"a1": 4001, "a1-other-room": 4001, "b-other-room": 4003}
+    assert hub.close_revoked(Revoked(room="r", code=4004, reason="Invalid room", all_but=(ALICE.id,))) == 1
+    assert tabs["b"].close_code == 4004 and tabs["a2"].close_code is None
 
 
 async def test_a_revoked_event_from_another_process_closes_here_and_ours_is_not_applied_twice() -> None:

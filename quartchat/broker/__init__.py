@@ -48,6 +48,9 @@ class Revoked:
     code: int = CloseCode.INVALID_USER
     reason: str = "Invalid user"
     origin: str = ""  # the publishing process, which closed its own sockets already
+    # Every socket of `room` but these users' (a name that has just become a private
+    # room: whoever had it open waiting for its first message is an outsider now).
+    all_but: tuple[str, ...] | None = None
 
 
 Event = Committed | Presence | Resync | Revoked

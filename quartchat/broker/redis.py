@@ -45,7 +45,7 @@ def encode(event: Event) -> bytes:
     if isinstance(event, Revoked):
         return orjson.dumps({
             "k": "r", "o": event.origin, "s": event.session_ids, "u": event.user_ids, "room": event.room,
-            "code": event.code, "reason": event.reason,
+            "code": event.code, "reason": event.reason, "ab": event.all_but,
         })  # fmt: skip
     raise TypeError(f"{type(event).__name__} is not published")
 
@@ -62,7 +62,9 @@ def decode(raw: bytes) -> Event:
             data["o"],
         )  # fmt: skip
     if data["k"] == "r":
-        return Revoked(tuple(data["s"]), tuple(data["u"]), data["room"], data["code"], data["reason"], data["o"])
+        all_but = None if data.get("ab") is None else tuple(data["ab"])
+        sessions, users = tuple(data["s"]), tuple(data["u"])
+        return Revoked(sessions, users, data["room"], data["code"], data["reason"], data["o"], all_but)
     user = UserRef(data["user"][0], data["user"][1])
     return Presence(data["kind"], data["room"], user, data["ts"], data["o"])
 

@@ -580,3 +580,31 @@ async def test_a_hundred_concurrent_creations_of_one_name_make_one_room_with_one
         assert len(owners) == 1
         members = (await owners[0].http.get(f"/api/rooms/{name}/members")).json()["members"]
         assert members == [{"id": owners[0].id, "name": owners[0].name, "role": "owner"}]
+
+
+async def test_a_socket_waiting_on_a_name_is_closed_when_someone_makes_it_a_private_room(chat: Chat) -> None:
+    """An outsider who opened a name before it became a private room learns nothing of
+    it: its socket closes with 4004 (as any invisible room's) and receives no message."""
+    alice, mallory = await chat.user(), await chat.user()
+    room = unique("plans-")
+    waiting = await chat.open(mallory, room)
+    early = await chat.open(alice, room)  # the creator's own socket stays open
+    started = time.monotonic()
+    created = await alice.http.post("/api/rooms", json={"name": room, "private": True})
+    assert created.status_code == 201, created.text
+    assert await waiting.close_code(timeout=5) == 4004
+    assert time.monotonic() - started <= REMOVAL_SECONDS
+    assert (await early.say("the launch code is 1234"))["room"] == room
+    again = await chat.connect(mallory, room)
+    with pytest.raises(ConnectionClosed) as closed:
+        await again.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4004
+
+
+async def test_json_nested_past_any_sense_gets_422_not_a_server_error(chat: Chat) -> None:
+    alice = await chat.user()
+    deep = '{"name":' + "[" * 30000 + "]" * 30000 + "}"
+    headers = {"Content-Type": "application/json"}
+    for path in ("/api/rooms", "/api/dm", "/api/session"):
+        answer = await alice.http.post(path, content=deep, headers=headers)
+        assert answer.status_code == 422, (path, answer.status_code, answer.text)

@@ -107,6 +107,8 @@ async def test_a_revoked_event_crosses_redis_whole(redis_server: RedisServer) ->
     try:
         sent = Revoked(("s1", "s2"), ("u1",), room="r", code=4003, reason="Not a member", origin="o")
         assert decode(encode(sent)) == sent
+        everyone_else = Revoked(room="r", code=4004, reason="Invalid room", origin="o", all_but=("u1",))
+        assert decode(encode(everyone_else)) == everyone_else
         await broker.publish(sent)
         assert await next_event(broker) == sent
     finally:
