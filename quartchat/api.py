@@ -13,6 +13,7 @@ from typing import Any, ParamSpec
 
 from quart import Blueprint, Response, jsonify, request
 
+from . import tokens
 from .accounts import CredentialsError, authenticate
 from .export import ExportError, ExportQuery, formatter, parse_time, render
 from .export import filename as export_filename
@@ -21,7 +22,7 @@ from .rooms import valid_room
 from .runtime import runtime
 from .store import Page
 from .web_errors import headers_of, status_of
-from .web_session import current_user, end_session, origin_allowed, start_session
+from .web_session import current_session, end_session, origin_allowed, start_session
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -50,10 +51,17 @@ async def api_error(exc: ApiError) -> Response:
 
 
 def signed_in(view: Callable[P, Awaitable[Any]]) -> Callable[P, Awaitable[Any]]:
+    """Signed in (by cookie or bot token); a token limited to rooms may use only those
+    (403 for a route of another room, or of every room)."""
+
     @wraps(view)
     async def checked(*args: P.args, **kwargs: P.kwargs) -> Any:
-        if await current_user(runtime().store) is None:
+        who = await current_session(runtime().store)
+        if who is None:
             raise ApiError(401, "sign in first: POST /api/session")
+        room = kwargs.get("room")
+        if who.token_rooms is not None and not (isinstance(room, str) and tokens.allows_room(who, room)):
+            raise ApiError(403, "this token is not for this room")
         return await view(*args, **kwargs)
 
     return checked
@@ -101,11 +109,11 @@ async def sign_in() -> Response:
             request.remote_addr or "",
             rt.signups,
         )
+        await start_session(rt.writes, user)
     except CredentialsError as refused:
         response = error(status_of(refused), refused.message)
         response.headers.update(headers_of(refused))
         return response
-    await start_session(rt.writes, user)
     return jsonify(user=user.to_dict())
 
 

@@ -4,6 +4,7 @@ HTTP status (the API's JSON and the sign-in page both use it)."""
 from __future__ import annotations
 
 from .accounts import (
+    AccountDisabled,
     CredentialsError,
     InvalidName,
     InvalidPassword,
@@ -19,6 +20,7 @@ STATUSES: dict[type[CredentialsError], int] = {
     InvalidPassword: 422,
     NameReserved: 401,
     WrongPassword: 401,
+    AccountDisabled: 403,
     TooManyAttempts: 429,
 }
 

@@ -1,6 +1,7 @@
 """The WebSocket route (docs/protocol.md §2-§9): protocol in, protocol out.
 
-Opening: Origin check (403 before the upgrade), session (4001), room (4004); then
+Opening: Origin check (403 before the upgrade; none for a bot's Bearer token), session
+(4001), room (4004), a bot token's rooms (4003); then
 history, list and the user's join, in that order. Then a reader (this task) and a
 sender (one task per connection, draining a bounded queue) run until either ends.
 """
@@ -15,6 +16,7 @@ from functools import partial
 
 from quart import Blueprint, Response, websocket
 
+from . import tokens
 from .asgi_send import frame_sender
 from .connection import Connection
 from .protocol import (
@@ -33,7 +35,7 @@ from .protocol import (
 from .rate_limits import SlidingWindow, flood_limit
 from .rooms import DEFAULT_ROOM, valid_room
 from .runtime import Runtime, runtime
-from .web_session import current_session, origin_allowed
+from .web_session import bearer_token, current_session, origin_allowed
 from .writer import Draft, Outcome, SessionEnded, Unavailable
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,9 @@ CLOSE_TIMEOUT = 5.0
 async def chat_socket(room: str) -> Response | None:
     rt = runtime()
     settings = rt.settings
-    if not origin_allowed(websocket.headers.get("Origin"), settings.allowed_origins):
+    # A bot's Authorization header is no browser's ambient credential: any Origin may carry it.
+    bearer = bearer_token() is not None
+    if not bearer and not origin_allowed(websocket.headers.get("Origin"), settings.allowed_origins):
         return Response("cross-origin WebSocket refused", 403)
     address = websocket.remote_addr or "unknown"
     if not rt.hub.take_address_slot(address, settings.max_connections_per_address):
@@ -69,6 +73,9 @@ async def _chat(rt: Runtime, room: str, address: str) -> None:
         return
     if not valid_room(room):
         await websocket.close(CloseCode.INVALID_ROOM, "Invalid room")
+        return
+    if not tokens.allows_room(signed_in, room):
+        await websocket.close(CloseCode.NOT_ALLOWED, "Not allowed")
         return
     after_text = websocket.args.get("after")
     if after_text is not None and not re.fullmatch(r"\d{1,18}", after_text):

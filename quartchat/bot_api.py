@@ -1,0 +1,74 @@
+"""POST /api/rooms/<room>/messages (docs/protocol.md §11, "Bot tokens"): a chat message
+over HTTP, for scripts and CI jobs.
+
+It takes the WebSocket's path on purpose: the same text rules (protocol.parse_chat),
+the same per-user-and-room rate limit, the same writer (stored, with the session or
+token checked in the transaction, before anything is broadcast), the same client_id
+idempotency. A retried client_id answers 200 with the message stored the first time;
+a new message answers 201.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from quart import Blueprint, Response, jsonify, request
+
+from . import tokens
+from .api import ApiError, api_error, check_json_post, room_or_error
+from .protocol import FrameError, parse_chat
+from .runtime import runtime
+from .web_session import current_session
+from .writer import Draft, SessionEnded, Unavailable
+
+bp = Blueprint("bot_api", __name__)
+bp.register_error_handler(ApiError, api_error)
+
+
+@bp.post("/api/rooms/<room>/messages")
+async def post_message(room: str) -> Response:
+    rt = runtime()
+    who = await current_session(rt.store)
+    if who is None:
+        await request.get_data()  # read before refusing: the client may reuse the connection
+        raise ApiError(401, "sign in first, or send Authorization: Bearer <token>")
+    if who.token_id is None:
+        await check_json_post()  # a cookie is ambient: the cross-site checks apply
+    room = room_or_error(room)
+    if not tokens.allows_room(who, room):
+        raise ApiError(403, "this token is not for this room")
+    frame = parse_chat(await _json_object(), rt.settings.max_message_chars)
+    if not rt.rate_limiter.allow(who.user.id, room):
+        limit = rt.settings.rate_limit
+        response = _refusal(429, "rate_limited", f"at most {limit.count} messages in {limit.seconds:g} seconds")
+        response.headers["Retry-After"] = str(max(1, math.ceil(rt.rate_limiter.retry_after(who.user.id, room))))
+        return response
+    try:
+        outcome = await rt.writer.submit(Draft(room, who.user, frame.text, frame.client_id, who.session_id))
+    except SessionEnded:
+        raise ApiError(401, "sign in first, or send Authorization: Bearer <token>") from None
+    except Unavailable:
+        raise ApiError(503, "the message was not stored: try again later") from None
+    response = jsonify(outcome.message.to_dict())
+    response.status_code = 201 if outcome.fresh else 200
+    return response
+
+
+async def _json_object() -> dict[str, Any]:
+    body = await request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(422, 'send a JSON object: {"data": "…", "client_id": "…"}')
+    return body
+
+
+@bp.errorhandler(FrameError)
+async def refused_text(refused: FrameError) -> Response:
+    """Text the WebSocket would refuse with an `error` frame: 422, with the same code."""
+    return _refusal(422, refused.code.value, refused.message)
+
+
+def _refusal(status: int, code: str, message: str) -> Response:
+    response = jsonify(error=message, code=code)
+    response.status_code = status
+    return response
