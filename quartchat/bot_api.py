@@ -13,11 +13,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import orjson
 from quart import Blueprint, Response, jsonify, request
 
 from . import tokens
 from .api import ApiError, api_error, check_json_post, room_or_error
-from .protocol import FrameError, parse_chat
+from .protocol import ErrorCode, FrameError, parse_chat
 from .runtime import runtime
 from .web_session import current_session
 from .writer import Draft, SessionEnded, Unavailable
@@ -56,9 +57,14 @@ async def post_message(room: str) -> Response:
 
 
 async def _json_object() -> dict[str, Any]:
-    body = await request.get_json(force=True, silent=True)
+    """The body as a JSON object, parsed as the WebSocket parses a frame (orjson: invalid
+    UTF-8 and lone surrogates are not JSON); a FrameError (422) if it is none."""
+    try:
+        body = orjson.loads(await request.get_data())
+    except orjson.JSONDecodeError:
+        body = None
     if not isinstance(body, dict):
-        raise ApiError(422, 'send a JSON object: {"data": "…", "client_id": "…"}')
+        raise FrameError(ErrorCode.BAD_REQUEST, 'send a JSON object: {"data": "…", "client_id": "…"}')
     return body
 
 
