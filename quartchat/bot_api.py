@@ -1,11 +1,11 @@
 """POST /api/rooms/<room>/messages (docs/protocol.md §11, "Bot tokens"): a chat message
 over HTTP, for scripts and CI jobs.
 
-It takes the WebSocket's path on purpose: the same text rules (protocol.parse_chat),
-the same per-user-and-room rate limit, the same writer (stored, with the session or
-token checked in the transaction, before anything is broadcast), the same client_id
-idempotency. A retried client_id answers 200 with the message stored the first time;
-a new message answers 201.
+It takes the WebSocket's path on purpose: the same access check (quartchat/access.py),
+the same text rules (protocol.parse_chat), the same per-user-and-room rate limit, the
+same writer (stored, with the session or token and the membership checked in the
+transaction, before anything is broadcast), the same client_id idempotency. A retried
+client_id answers 200 with the message stored the first time; a new message, 201.
 """
 
 from __future__ import annotations
@@ -16,15 +16,14 @@ from typing import Any
 import orjson
 from quart import Blueprint, Response, jsonify, request
 
-from . import tokens
-from .api import ApiError, api_error, check_json_post, room_or_error
+from .access import NotVisible, check_room
+from .api import ApiError, check_json_post
 from .protocol import ErrorCode, FrameError, parse_chat
 from .runtime import runtime
 from .web_session import current_session
-from .writer import Draft, SessionEnded, Unavailable
+from .writer import Draft, NotMember, SessionEnded, Unavailable
 
 bp = Blueprint("bot_api", __name__)
-bp.register_error_handler(ApiError, api_error)
 
 
 @bp.post("/api/rooms/<room>/messages")
@@ -36,9 +35,7 @@ async def post_message(room: str) -> Response:
         raise ApiError(401, "sign in first, or send Authorization: Bearer <token>")
     if who.token_id is None:
         await check_json_post()  # a cookie is ambient: the cross-site checks apply
-    room = room_or_error(room)
-    if not tokens.allows_room(who, room):
-        raise ApiError(403, "this token is not for this room")
+    view = await check_room(rt.store, who, room)  # 404 unseen, 403 a token's other rooms
     frame = parse_chat(await _json_object(), rt.settings.max_message_chars)
     if not rt.rate_limiter.allow(who.user.id, room):
         limit = rt.settings.rate_limit
@@ -49,8 +46,12 @@ async def post_message(room: str) -> Response:
         outcome = await rt.writer.submit(Draft(room, who.user, frame.text, frame.client_id, who.session_id))
     except SessionEnded:
         raise ApiError(401, "sign in first, or send Authorization: Bearer <token>") from None
+    except NotMember:  # removed between the check and the commit: as unseen as before
+        raise NotVisible(room) from None
     except Unavailable:
         raise ApiError(503, "the message was not stored: try again later") from None
+    if not view.is_member and not view.restricted:  # posting in a public room joins it, as on the socket
+        await rt.writes.add_member(room, who.user.id)
     response = jsonify(outcome.message.to_dict())
     response.status_code = 201 if outcome.fresh else 200
     return response

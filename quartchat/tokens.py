@@ -56,11 +56,6 @@ async def verify(store: Store, token: str) -> SignedIn | None:
     return await store.token_session(token_hash(token))
 
 
-def allows_room(who: SignedIn, room: str) -> bool:
-    """False when `who` signed in with a token limited to other rooms."""
-    return who.token_rooms is None or room in who.token_rooms
-
-
 async def create(store: Store, writes: Writes, user_name: str, rooms: Sequence[str] | None) -> NewToken:
     """A new token for the named user, limited to `rooms` when given."""
     limited = None if not rooms else tuple(sorted(set(rooms)))

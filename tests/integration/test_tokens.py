@@ -239,10 +239,11 @@ async def test_a_token_limited_to_a_room_is_refused_elsewhere(server: Server, ch
         ("GET", f"/api/rooms/{room_b}/users"),
         ("GET", f"/api/rooms/{room_b}/export"),
         ("GET", "/api/export"),
-        ("GET", "/api/rooms"),
     ):
         refused = await http.request(method, path, json={"data": "in b"}, headers=bearer(token))
         assert refused.status_code == 403, (method, path, refused.text)
+    listed = await http.get("/api/rooms", headers=bearer(token))
+    assert [r["name"] for r in listed.json()["rooms"]] == [room_a]  # its rooms only
     conn = await bot_socket(server, token, room_b)
     assert await conn.close_code() == 4003
     await opened(await bot_socket(server, token, room_a))
