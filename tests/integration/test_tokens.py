@@ -465,3 +465,52 @@ async def test_the_readme_python_example_posts_and_reads(server: Server, chat: C
     messages = await chat.messages(user, "ci")
     ours = [m for m in messages["messages"] if m["user"]["id"] == user.id]
     assert [(m["id"], m["data"]) for m in ours] == [(int(stored_id.group(1)), "build 1234 passed")]
+
+
+# PostgreSQL + Redis + 2 workers ---------------------------------------------------
+
+
+async def test_on_two_workers_first_admin_posts_and_cli_revocations_reach_every_worker(two_workers: Server) -> None:
+    server = two_workers
+    chat = Chat(server)
+    try:
+        # A fresh database: twenty first sign-ups at once, across both workers, make one admin.
+        users = await asyncio.gather(*(chat.user() for _ in range(20)))
+        roles = await query(server, "SELECT role FROM users")
+        assert sorted(r.role for r in roles) == ["admin"] + ["member"] * 19
+
+        # A hundred concurrent posts (and their retries), spread over both workers: each stored once.
+        poster, disabled = users[0], users[1]
+        room = unique("pg-")
+        _, token = make_token(server, poster.name)
+        http = chat.http()
+
+        async def post(n: int) -> httpx.Response:
+            # A new connection each: the kernel spreads them over the two workers.
+            async with httpx.AsyncClient(base_url=server.base_url, trust_env=False, timeout=30) as client:
+                return await client.post(
+                    f"/api/rooms/{room}/messages", json={"data": f"p{n}", "client_id": f"c{n}"}, headers=bearer(token)
+                )
+
+        assert [r.status_code for r in await asyncio.gather(*(post(n) for n in range(100)))] == [201] * 100
+        assert [r.status_code for r in await asyncio.gather(*(post(n) for n in range(100)))] == [200] * 100
+        assert sorted(await stored_texts(chat, room)) == sorted(f"p{n}" for n in range(100))
+
+        # Sockets on both workers: a token revoked and a user disabled from the command line.
+        token_id, revoked = make_token(server, poster.name)
+        bots = [await opened(await bot_socket(server, revoked, room)) for _ in range(6)]
+        people = [await chat.open(disabled, room) for _ in range(6)]
+        assert cli(server, "token", "revoke", token_id).returncode == 0
+        assert cli(server, "user", "disable", disabled.name).returncode == 0
+        ended_at = time.monotonic()
+        for conn in bots + people:
+            await conn.send_json({"type": "chat", "data": "after"})
+        codes = await asyncio.gather(*(conn.close_code(timeout=12) for conn in bots + people))
+        assert codes == [4001] * 12
+        assert time.monotonic() - ended_at < 10
+        closing = set(re.findall(r"\[(\d+)\] quartchat\.ws: websocket closed .* code=4001", server.log()))
+        assert len(closing) == 2, f"the sockets were all on one worker ({closing})"
+        assert "after" not in await stored_texts(chat, room)
+        assert (await http.get(f"/api/rooms/{room}/messages", headers=bearer(revoked))).status_code == 401
+    finally:
+        await chat.aclose()
