@@ -59,6 +59,10 @@ class NoSuchAccount(CredentialsError):
     """An operator named an account that does not exist."""
 
 
+class InvalidRole(CredentialsError):
+    """A role that is neither `admin` nor `member`."""
+
+
 class TooManyAttempts(CredentialsError):
     """Too many failed sign-ins, or new accounts, lately: try again after `retry_after` seconds."""
 
@@ -261,7 +265,7 @@ async def existing_account(store: Store, raw_name: object) -> Account:
 async def set_role(store: Store, writes: Writes, raw_name: str, role: str) -> Account:
     """Make the named user an admin or a member (docs/protocol.md §11)."""
     if role not in ROLES:
-        raise CredentialsError(f"a role is one of {', '.join(ROLES)}")
+        raise InvalidRole(f"a role is one of {', '.join(ROLES)}")
     account = await existing_account(store, raw_name)
     await writes.set_role(account.id, role)
     return account

@@ -8,8 +8,10 @@ from .accounts import (
     CredentialsError,
     InvalidName,
     InvalidPassword,
+    InvalidRole,
     NameLooksTaken,
     NameReserved,
+    NoSuchAccount,
     TooManyAttempts,
     WrongPassword,
 )
@@ -21,6 +23,8 @@ STATUSES: dict[type[CredentialsError], int] = {
     NameReserved: 401,
     WrongPassword: 401,
     AccountDisabled: 403,
+    NoSuchAccount: 404,
+    InvalidRole: 422,
     TooManyAttempts: 429,
 }
 
