@@ -29,9 +29,9 @@ bp = Blueprint("bot_api", __name__)
 @bp.post("/api/rooms/<room>/messages")
 async def post_message(room: str) -> Response:
     rt = runtime()
+    await request.get_data()  # read before any refusal: the client may reuse the connection
     who = await current_session(rt.store)
     if who is None:
-        await request.get_data()  # read before refusing: the client may reuse the connection
         raise ApiError(401, "sign in first, or send Authorization: Bearer <token>")
     if who.token_id is None:
         await check_json_post()  # a cookie is ambient: the cross-site checks apply
