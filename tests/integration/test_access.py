@@ -264,10 +264,26 @@ async def test_the_room_list_shows_public_rooms_and_the_users_own_private_rooms_
     assert dm not in seen
     assert (await rooms(outsider))[public]["member"] is True  # posting made it a member
     assert room not in await rooms(outsider) and dm not in await rooms(outsider)
+    again = await starter.http.post("/api/dm", json={"name": peer.name})
+    assert again.json()["room"] == {
+        "name": dm,
+        "kind": "dm",
+        "member": True,
+        "messages": 1,
+        "last_id": again.json()["room"]["last_id"],
+        "peer": peer.ref,
+    }
     listed = (await rooms(starter))[dm]
     assert listed["kind"] == "dm" and listed["peer"] == peer.ref
     assert (await rooms(peer))[dm]["peer"] == starter.ref
     assert room in await rooms(member)
+    # Opening an existing public room makes a member too, until it leaves.
+    assert (await rooms(member))[public]["member"] is False
+    watching = await chat.open(member, public)
+    assert (await rooms(member))[public]["member"] is True
+    assert (await member.http.delete(f"/api/rooms/{public}/members/{member.id}")).status_code == 204
+    assert await watching.close_code() == 4003
+    assert (await rooms(member))[public]["member"] is False
 
 
 async def test_room_names_are_checked_and_taken_names_refused(chat: Chat) -> None:
