@@ -126,6 +126,9 @@ async def test_token_create_list_revoke_with_the_real_cli(server: Server, chat: 
     assert nobody.returncode == 2 and "no user is named" in nobody.stderr and nobody.stdout == ""
     bad_room = cli(server, "token", "create", user.name, "--room", "Not A Room")
     assert bad_room.returncode == 2 and "not a room name" in bad_room.stderr and bad_room.stdout == ""
+    for odd in ("\x01\x7f", "a\u2028b", "x" * 5000, "\udcff"):  # control, separator, huge, a lone surrogate
+        refused = cli(server, "token", "create", odd)
+        assert refused.returncode == 2 and refused.stdout == "" and refused.stderr.count("\n") == 1, refused
 
 
 async def test_user_role_sets_admin_and_member(server: Server, chat: Chat) -> None:
@@ -182,6 +185,22 @@ async def test_a_token_authenticates_the_api_and_the_websocket_without_cookie_or
         "over the socket from None",
         "over the socket from https://elsewhere.example",
     ]
+
+
+async def test_a_request_with_a_token_is_the_tokens_user_whatever_cookie_rides_along(
+    server: Server, chat: Chat
+) -> None:
+    browser_user, bot_user = await chat.user(), await chat.user()
+    room = unique("both-")
+    _, token = make_token(server, bot_user.name)
+    posted = await browser_user.http.post(f"/api/rooms/{room}/messages", json={"data": "who?"}, headers=bearer(token))
+    assert posted.status_code == 201 and posted.json()["user"] == bot_user.ref
+    # A bad token is not rescued by a good cookie: the header decides.
+    refused = await browser_user.http.get(f"/api/rooms/{room}/messages", headers=bearer("qct_" + "A" * 43))
+    assert refused.status_code == 401
+    # Another scheme is no bot token: the cookie signs the request in as before.
+    basic = await browser_user.http.get(f"/api/rooms/{room}/messages", headers={"Authorization": "Basic eDp5"})
+    assert basic.status_code == 200
 
 
 async def test_bad_forged_and_revoked_tokens_are_refused_alike(server: Server, chat: Chat) -> None:
