@@ -355,18 +355,19 @@ class Writes(ABC):
         return outcomes
 
     def _ended_sessions(self, connection: Connection, drafts: list[Draft]) -> set[str | None]:
-        """The batch's sessions that ended (signed out anywhere, expired) before it:
-        their messages are not stored, however long the news takes to reach the socket."""
+        """The batch's sessions that ended (signed out anywhere, expired) before it, and
+        its bot tokens that were revoked (`token:<id>`, quartchat/tokens.py): their
+        messages are not stored, however long the news takes to reach the socket."""
         sessions = sorted({d.session_id for d in drafts if d.session_id is not None})
         cookies = [s for s in sessions if not s.startswith(TOKEN_SESSION_PREFIX)]
         tokens = [s.removeprefix(TOKEN_SESSION_PREFIX) for s in sessions if s.startswith(TOKEN_SESSION_PREFIX)]
         live: set[str] = set()
         for start in range(0, len(cookies), SESSIONS_PER_QUERY):
             live |= self._live_sessions(connection, cookies[start : start + SESSIONS_PER_QUERY])
-        for start in range(0, len(tokens), SESSIONS_PER_QUERY):  # bots' posts only: browsers pay nothing
-            live |= {
-                token_session_id(t) for t in self._live_tokens(connection, tokens[start : start + SESSIONS_PER_QUERY])
-            }
+        # Only a batch holding a bot's messages asks: browsers' batches pay nothing.
+        for start in range(0, len(tokens), SESSIONS_PER_QUERY):
+            found = self._live_tokens(connection, tokens[start : start + SESSIONS_PER_QUERY])
+            live |= {token_session_id(token_id) for token_id in found}
         return {session_id for session_id in sessions if session_id not in live}
 
     def _outsiders(self, connection: Connection, drafts: list[Draft]) -> set[tuple[str, str]]:
