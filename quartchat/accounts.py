@@ -16,7 +16,7 @@ from .invisible import is_invisible
 from .protocol import UserRef
 from .rate_limits import SignInThrottle, SignUpLimit
 from .store import Account, Store
-from .writes import Writes
+from .writes import ROLES, Writes
 
 NAME_MAX_CHARS = 32
 PASSWORD_MIN_CHARS, PASSWORD_MAX_CHARS = 8, 128
@@ -49,6 +49,18 @@ class NameReserved(CredentialsError):
 
 class WrongPassword(CredentialsError):
     """No account has this name and password."""
+
+
+class AccountDisabled(CredentialsError):
+    """The right password for a disabled account (`quartchat user disable`)."""
+
+
+class NoSuchAccount(CredentialsError):
+    """An operator named an account that does not exist."""
+
+
+class InvalidRole(CredentialsError):
+    """A role that is neither `admin` nor `member`."""
 
 
 class TooManyAttempts(CredentialsError):
@@ -231,4 +243,37 @@ async def authenticate(
         raise WrongPassword("wrong name or password")
     if throttle is not None:
         throttle.succeeded(key)
+    if account.disabled:  # said only to whoever knows the password
+        raise AccountDisabled("this account is disabled: ask an operator")
     return UserRef(account.id, account.name)
+
+
+# Administration (the command line: quartchat/cli.py) ----------------------------
+
+
+async def existing_account(store: Store, raw_name: object) -> Account:
+    """The account of that name (typed as it was made, any case); NoSuchAccount if none."""
+    try:
+        _, account = await find_account(store, raw_name)
+    except InvalidName:
+        account = None
+    if account is None:
+        raise NoSuchAccount(f"no user is named {raw_name!r}")
+    return account
+
+
+async def set_role(store: Store, writes: Writes, raw_name: str, role: str) -> Account:
+    """Make the named user an admin or a member (docs/protocol.md §11)."""
+    if role not in ROLES:
+        raise InvalidRole(f"a role is one of {', '.join(ROLES)}")
+    account = await existing_account(store, raw_name)
+    await writes.set_role(account.id, role)
+    return account
+
+
+async def set_disabled(store: Store, writes: Writes, raw_name: str, disabled: bool) -> tuple[Account, int, int]:
+    """Disable or enable the named user: (account, sessions ended, tokens ended).
+    Disabling ends every session and bot token of the user; enabling brings none back."""
+    account = await existing_account(store, raw_name)
+    sessions, tokens = await writes.set_disabled(account.id, disabled)
+    return account, sessions, tokens

@@ -124,11 +124,11 @@ async def sign_in() -> Response:
             request.remote_addr or "",
             rt.signups,
         )
+        await start_session(rt.writes, user)
     except CredentialsError as refused:
         response = error(status_of(refused), refused.message)
         response.headers.update(headers_of(refused))
         return response
-    await start_session(rt.writes, user)
     return jsonify(user=user.to_dict())
 
 

@@ -1,4 +1,4 @@
-"""The command line: `quartchat serve | db … | export | import | static DIR | user password NAME`."""
+"""The command line: `quartchat serve | db … | export | import | static DIR | user … | token …`."""
 
 # Each command is a handler that checks its arguments, calls the library and prints the
 # outcome; a refusal is one line on standard error and exit status 2.
@@ -25,6 +25,8 @@ from .settings import InvalidValue, Settings, SettingsError, parse_database_url
 
 if TYPE_CHECKING:
     from .database import Database
+    from .store import Store
+    from .writes import Writes
 
 T = TypeVar("T")
 
@@ -81,6 +83,30 @@ def build_parser() -> argparse.ArgumentParser:
     password = user.add_parser("password", help="set a user's password (prompted; creates the user if new)")
     password.add_argument("name")
     password.set_defaults(handler=user_password)
+    role = user.add_parser("role", help="make a user an admin or a member")
+    role.add_argument("name")
+    role.add_argument("role", choices=["admin", "member"])
+    role.set_defaults(handler=user_role)
+    disable = user.add_parser("disable", help="refuse a user's sign-ins; end its sessions, tokens and sockets")
+    disable.add_argument("name")
+    disable.set_defaults(handler=user_disable, disabled=True)
+    enable = user.add_parser("enable", help="let a disabled user sign in again")
+    enable.add_argument("name")
+    enable.set_defaults(handler=user_disable, disabled=False)
+
+    token = commands.add_parser("token", help="bot tokens (Authorization: Bearer)").add_subparsers(
+        dest="token_command", required=True
+    )
+    create = token.add_parser("create", help="make a token for the user NAME; it is printed once")
+    create.add_argument("name")
+    create.add_argument("--room", action="append", help="limit the token to this room (repeat for more)")
+    create.set_defaults(handler=token_create)
+    token.add_parser("list", help="every token: id, user, rooms, created (never the token)").set_defaults(
+        handler=token_list
+    )
+    revoke = token.add_parser("revoke", help="end a token; its sockets close within 10 s")
+    revoke.add_argument("id")
+    revoke.set_defaults(handler=token_revoke)
     return parser
 
 
@@ -284,6 +310,74 @@ def user_password(settings: Settings, args: argparse.Namespace) -> int:
         raise UsageError(refused.message) from None
     print(f"{'created' if created else 'updated'} {name}; their other sessions are signed out")
     return 0
+
+
+def user_role(settings: Settings, args: argparse.Namespace) -> int:
+    from .accounts import set_role
+
+    account = _run_admin(settings, lambda store, writes: set_role(store, writes, args.name, args.role))
+    print(f"{account.name} is now {'an admin' if args.role == 'admin' else 'a member'}")
+    return 0
+
+
+def user_disable(settings: Settings, args: argparse.Namespace) -> int:
+    from .accounts import set_disabled
+
+    account, sessions, tokens = _run_admin(
+        settings, lambda store, writes: set_disabled(store, writes, args.name, args.disabled)
+    )
+    if args.disabled:
+        print(
+            f"disabled {account.name}: {sessions} sessions and {tokens} tokens ended; "
+            "their open sockets close within 10 s"
+        )
+    else:
+        print(f"enabled {account.name}: they may sign in again (their old tokens stay revoked)")
+    return 0
+
+
+def token_create(settings: Settings, args: argparse.Namespace) -> int:
+    from . import tokens
+
+    made = _run_admin(settings, lambda store, writes: tokens.create(store, writes, args.name, args.room))
+    rooms = ", ".join(made.rooms) if made.rooms else "every room the user may use"
+    print(f"token {made.id} for {made.user_name} ({rooms}); it is shown this once:", file=sys.stderr)
+    print(made.token)
+    return 0
+
+
+def token_list(settings: Settings, args: argparse.Namespace) -> int:
+    from .protocol import format_ts
+
+    found = _run_admin(settings, lambda store, writes: store.tokens())
+    print("id\tuser\trooms\tcreated")
+    for info in found:
+        rooms = ",".join(info.rooms) if info.rooms is not None else "*"
+        print(f"{info.id}\t{info.user.name}\t{rooms}\t{format_ts(info.created_ms)}")
+    return 0
+
+
+def token_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from . import tokens
+
+    _run_admin(settings, lambda store, writes: tokens.revoke(writes, args.id))
+    print(f"revoked {args.id}; its open sockets close within 10 s")
+    return 0
+
+
+def _run_admin(settings: Settings, work: Callable[[Store, Writes], Awaitable[T]]) -> T:
+    """Run an account or token command on the database; its refusal as a UsageError."""
+    from .accounts import CredentialsError
+    from .store import Store
+    from .tokens import TokenError
+    from .writes import create_writes
+
+    try:
+        return asyncio.run(_using_database(settings, lambda database: work(Store(database), create_writes(database))))
+    except CredentialsError as refused:
+        raise UsageError(refused.message) from None
+    except TokenError as refused:
+        raise UsageError(str(refused)) from None
 
 
 async def _using_database(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:

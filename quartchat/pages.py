@@ -94,10 +94,10 @@ async def signin() -> Response | tuple[str, int] | tuple[str, int, dict[str, str
             request.remote_addr or "",
             rt.signups,
         )
+        await start_session(rt.writes, user)
     except CredentialsError as refused:
         page, status = await _signin_again(next_url, refused.message, form.get("name", ""), status_of(refused))
         return page, status, headers_of(refused)
-    await start_session(rt.writes, user)
     if free:
         await flash(user.name, "new_account")
     return redirect(next_url, 303)

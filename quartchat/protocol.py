@@ -193,6 +193,14 @@ def parse_frame(raw: str | bytes, max_chars: int) -> ChatFrame | PingFrame:
         return PingFrame()
     if kind != CHAT:
         raise FrameError(ErrorCode.BAD_REQUEST, 'unknown "type": expected "chat" or "ping"', echo)
+    return parse_chat(frame, max_chars)
+
+
+def parse_chat(frame: dict[str, Any], max_chars: int) -> ChatFrame:
+    """Check a chat message's `data` and `client_id` (a WebSocket frame's, or the body
+    of POST /api/rooms/<room>/messages): the same rules at both doors."""
+    client_id = frame.get("client_id")
+    echo = client_id if isinstance(client_id, str) and len(client_id) <= MAX_CLIENT_ID_CHARS else None
     if client_id is not None:
         if not isinstance(client_id, str) or not client_id:
             raise FrameError(ErrorCode.BAD_REQUEST, '"client_id" must be a non-empty string')

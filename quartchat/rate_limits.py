@@ -53,6 +53,11 @@ class RateLimiter:
             window = self._windows[(user_id, room)] = SlidingWindow(self.limit)
         return window.allow()
 
+    def retry_after(self, user_id: str, room: str) -> float:
+        """Seconds until the user may post in the room again (0: now)."""
+        window = self._windows.get((user_id, room))
+        return 0.0 if window is None else window.wait()
+
     def _forget_idle(self) -> None:
         now = time.monotonic()
         for key in [k for k, w in self._windows.items() if w.idle(now)]:

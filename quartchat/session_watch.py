@@ -5,8 +5,10 @@ the hub's `Revoked` event (web_session.end_session). A change the broker never h
 password set with the command line (another process), a row deleted by hand, a session
 that expired — is found by this watch: every CHECK_SECONDS it asks the database, in one
 query per few hundred sessions, which of the sessions with a socket open here are still
-live, and closes the sockets of the others with 4001. It also deletes the rows of
-expired sessions, so that the table holds only live ones.
+live, and closes the sockets of the others with 4001. A bot token's sockets carry the
+session id `token:<id>` (quartchat/tokens.py), so a token revoked or a user disabled
+with the command line is found the same way. It also deletes the rows of expired
+sessions, so that the table holds only live ones.
 """
 
 from __future__ import annotations

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from sqlalchemy import ColumnElement, Row, Select, and_, select
 
-from .models import Membership, Message, Room, Session, User
+from .models import ApiToken, Membership, Message, Room, Session, User
 from .protocol import RESUME_LIMIT, StoredMessage, UserRef, now_ms
 
 if TYPE_CHECKING:
@@ -20,6 +21,25 @@ DEFAULT_SESSION_LIFETIME_MS = 30 * 24 * 3600 * 1000
 # Session ids per query when checking which are still live (SQLite allows 32,766
 # parameters; a few hundred keep each statement small).
 SESSIONS_PER_QUERY = 500
+
+# A bot token's connections carry this session id (`token:<id>`): the writer's and the
+# session watch's checks of live sessions then cover tokens too (quartchat/tokens.py).
+TOKEN_SESSION_PREFIX = "token:"
+# A token does not expire; a socket opened with one is not closed by age (a century).
+TOKEN_SOCKET_LIFETIME_MS = 100 * 365 * 24 * 3600 * 1000
+
+
+def token_session_id(token_id: str) -> str:
+    return TOKEN_SESSION_PREFIX + token_id
+
+
+def token_rooms(stored: str | None) -> tuple[str, ...] | None:
+    """The rooms a token is limited to, from its JSON column (None: no limit)."""
+    if stored is None:
+        return None
+    rooms = json.loads(stored)
+    return tuple(str(room) for room in rooms)
+
 
 MESSAGE_COLUMNS = (
     Message.id,
@@ -59,6 +79,8 @@ class Account:
     id: str
     name: str
     password_hash: str | None
+    role: str = "member"
+    disabled: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,6 +95,16 @@ class SignedIn:
     # and the rooms it is limited to (None: every room its user may use).
     token_id: str | None = None
     token_rooms: frozenset[str] | None = None
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A bot token as `quartchat token list` shows it: never the token itself."""
+
+    id: str
+    user: UserRef
+    rooms: tuple[str, ...] | None
+    created_ms: int
 
 
 @dataclass(frozen=True)
@@ -213,20 +245,30 @@ class Store:
     # Accounts and sessions ---------------------------------------------------
 
     async def account_by_name_key(self, name_key: str) -> Account | None:
-        query = select(User.id, User.name, User.password_hash).where(User.name_key == name_key)
+        query = select(User.id, User.name, User.password_hash, User.role, User.disabled).where(
+            User.name_key == name_key
+        )
         rows = await self._rows(query)
-        return Account(rows[0].id, rows[0].name, rows[0].password_hash) if rows else None
+        if not rows:
+            return None
+        row = rows[0]
+        return Account(row.id, row.name, row.password_hash, row.role, bool(row.disabled))
 
     async def name_skeleton_taken(self, skeleton: str) -> bool:
         rows = await self._rows(select(User.id).where(User.name_skeleton == skeleton).limit(1))
         return bool(rows)
 
     async def session(self, session_id: str, user_id: str) -> SignedIn | None:
-        """The session, if it exists, is the user's, and has not expired."""
+        """The session, if it exists, is the user's, has not expired and its user is not disabled."""
         query = (
             select(User.id, User.name, User.role, Session.created_ms)
             .join(Session, Session.user_id == User.id)
-            .where(Session.id == session_id, User.id == user_id, Session.created_ms > self._oldest_live_ms())
+            .where(
+                Session.id == session_id,
+                User.id == user_id,
+                Session.created_ms > self._oldest_live_ms(),
+                User.disabled.is_(False),
+            )
         )
         rows = await self._rows(query)
         if not rows:
@@ -234,15 +276,55 @@ class Store:
         row = rows[0]
         return SignedIn(UserRef(row.id, row.name), session_id, row.created_ms + self.session_lifetime_ms, role=row.role)
 
+    async def token_session(self, token_hash: str) -> SignedIn | None:
+        """The identity of a bot token (quartchat/tokens.py) by its hash, or None: no such
+        token (never made, or revoked) or its user is disabled."""
+        query = (
+            select(ApiToken.id, ApiToken.rooms, User.id.label("user_id"), User.name, User.role)
+            .join(User, User.id == ApiToken.user_id)
+            .where(ApiToken.token_hash == token_hash, User.disabled.is_(False))
+        )
+        rows = await self._rows(query)
+        if not rows:
+            return None
+        row = rows[0]
+        rooms = token_rooms(row.rooms)
+        return SignedIn(
+            UserRef(row.user_id, row.name),
+            token_session_id(row.id),
+            now_ms() + TOKEN_SOCKET_LIFETIME_MS,
+            role=row.role,
+            token_id=row.id,
+            token_rooms=None if rooms is None else frozenset(rooms),
+        )
+
+    async def tokens(self) -> list[TokenInfo]:
+        """Every bot token, oldest first."""
+        query = (
+            select(ApiToken.id, ApiToken.rooms, ApiToken.created_ms, User.id.label("user_id"), User.name)
+            .join(User, User.id == ApiToken.user_id)
+            .order_by(ApiToken.created_ms, ApiToken.id)
+        )
+        return [
+            TokenInfo(row.id, UserRef(row.user_id, row.name), token_rooms(row.rooms), row.created_ms)
+            for row in await self._rows(query)
+        ]
+
     async def live_sessions(self, session_ids: Collection[str]) -> set[str]:
-        """Those of `session_ids` that still exist and have not expired."""
-        ordered = sorted(session_ids)
+        """Those of `session_ids` that still exist and have not expired; a bot token's
+        (`token:<id>`) while the token exists."""
+        cookies = sorted(s for s in session_ids if not s.startswith(TOKEN_SESSION_PREFIX))
+        tokens = sorted(s.removeprefix(TOKEN_SESSION_PREFIX) for s in session_ids if s.startswith(TOKEN_SESSION_PREFIX))
         live: set[str] = set()
         async with self.database.reader.connect() as connection:
-            for start in range(0, len(ordered), SESSIONS_PER_QUERY):
-                chunk = ordered[start : start + SESSIONS_PER_QUERY]
+            for start in range(0, len(cookies), SESSIONS_PER_QUERY):
+                chunk = cookies[start : start + SESSIONS_PER_QUERY]
                 query = select(Session.id).where(Session.id.in_(chunk), Session.created_ms > self._oldest_live_ms())
                 live.update((await connection.execute(query)).scalars())
+            for start in range(0, len(tokens), SESSIONS_PER_QUERY):
+                chunk = tokens[start : start + SESSIONS_PER_QUERY]
+                found = (await connection.execute(select(ApiToken.id).where(ApiToken.id.in_(chunk)))).scalars()
+                live.update(token_session_id(token_id) for token_id in found)
         return live
 
     def _oldest_live_ms(self) -> int:

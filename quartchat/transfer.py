@@ -258,7 +258,12 @@ async def import_file(
 
 # db copy ------------------------------------------------------------------
 
-COPY_ORDER: tuple[Table, ...] = tuple(Base.metadata.tables[name] for name in ("users", "sessions", "rooms", "messages"))
+# Parents before children (foreign keys): every table of the deployment, bot tokens and
+# memberships included (a copy without them would revoke every token and empty every
+# private room).
+COPY_ORDER: tuple[Table, ...] = tuple(
+    Base.metadata.tables[name] for name in ("users", "sessions", "api_tokens", "rooms", "memberships", "messages")
+)
 
 
 async def table_counts(engine: AsyncEngine) -> dict[str, int]:

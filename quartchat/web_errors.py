@@ -4,11 +4,14 @@ HTTP status (the API's JSON and the sign-in page both use it)."""
 from __future__ import annotations
 
 from .accounts import (
+    AccountDisabled,
     CredentialsError,
     InvalidName,
     InvalidPassword,
+    InvalidRole,
     NameLooksTaken,
     NameReserved,
+    NoSuchAccount,
     TooManyAttempts,
     WrongPassword,
 )
@@ -19,6 +22,9 @@ STATUSES: dict[type[CredentialsError], int] = {
     InvalidPassword: 422,
     NameReserved: 401,
     WrongPassword: 401,
+    AccountDisabled: 403,
+    NoSuchAccount: 404,
+    InvalidRole: 422,
     TooManyAttempts: 429,
 }
 

@@ -16,6 +16,8 @@ from typing import Any
 from quart import Quart, g, has_request_context, has_websocket_context, request, session, websocket
 from quart.sessions import SecureCookieSessionInterface
 
+from . import tokens
+from .accounts import AccountDisabled
 from .broker import Revoked
 from .hub import Hub
 from .protocol import UserRef, now_ms
@@ -24,9 +26,11 @@ from .writes import Writes
 
 
 async def start_session(writes: Writes, user: UserRef) -> None:
-    """A fresh session (new id, new CSRF token) for `user`: no fixation."""
+    """A fresh session (new id, new CSRF token) for `user`: no fixation. AccountDisabled
+    if the user was disabled since its password was checked."""
     session_id = secrets.token_urlsafe(32)
-    await writes.create_session(session_id, user.id)
+    if not await writes.create_session(session_id, user.id):
+        raise AccountDisabled("this account is disabled: ask an operator")
     session.clear()
     session.permanent = True
     session.update(uid=user.id, sid=session_id, csrf=secrets.token_urlsafe(32))
@@ -46,13 +50,17 @@ async def end_session(writes: Writes, hub: Hub) -> None:
 
 async def current_session(store: Store) -> SignedIn | None:
     """The live session of this request, or None: no cookie, a forged one, or an
-    ended or expired session."""
+    ended or expired session. A request with `Authorization: Bearer` is signed in by
+    that bot token alone (quartchat/tokens.py), whatever cookie it carries."""
     if "signed_in" in g:
         found: SignedIn | None = g.signed_in
         return found
     user_id, session_id = session.get("uid"), session.get("sid")
     signed_in = None
-    if isinstance(user_id, str) and isinstance(session_id, str):
+    token = bearer_token()
+    if token is not None:
+        signed_in = await tokens.verify(store, token)
+    elif isinstance(user_id, str) and isinstance(session_id, str):
         signed_in = await store.session(session_id, user_id)
     g.signed_in = signed_in
     g.user = signed_in.user if signed_in is not None else None
@@ -63,6 +71,22 @@ async def current_user(store: Store) -> UserRef | None:
     """The signed-in user, or None."""
     signed_in = await current_session(store)
     return signed_in.user if signed_in is not None else None
+
+
+def bearer_token() -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, or None without one.
+
+    No CSRF token and no Origin check are asked of such a request: a browser never adds
+    this header by itself (it is not ambient, unlike a cookie), so a page on another
+    site cannot make a request carry it (docs/security.md)."""
+    scope_request: Any = websocket if has_websocket_context() else request
+    header: str | None = scope_request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip()
 
 
 def csrf_token() -> str:

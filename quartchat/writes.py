@@ -13,23 +13,35 @@ The two classes differ only in the SQL of those steps and in how they run it.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy import Connection, Engine, bindparam, case, delete, func, insert, literal, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .database import Database
-from .models import Membership, Message, Room, Session, User
+from .models import ApiToken, Membership, Message, Room, Session, User
 from .protocol import StoredMessage, UserRef, format_ts, now_ms
-from .store import DEFAULT_SESSION_LIFETIME_MS, SESSIONS_PER_QUERY, message_select, to_message
+from .store import (
+    DEFAULT_SESSION_LIFETIME_MS,
+    SESSIONS_PER_QUERY,
+    TOKEN_SESSION_PREFIX,
+    message_select,
+    to_message,
+    token_session_id,
+)
 
 log = logging.getLogger(__name__)
+
+ADMIN, MEMBER = "admin", "member"
+ROLES = (ADMIN, MEMBER)
+_FIRST_ADMIN_LOCK = 0x71_63_61_64  # "qcad": PostgreSQL advisory lock key of the first sign-up
 
 
 class Refused(Exception):
@@ -84,8 +96,16 @@ class Writes(ABC):
     async def create_account(
         self, user_id: str, name: str, name_key: str, password_hash: str, name_skeleton: str
     ) -> None:
-        """Raises IntegrityError when the name was taken meanwhile."""
+        """Raises IntegrityError when the name was taken meanwhile. The first account of an
+        empty database is an admin (docs/protocol.md §11), however many sign up at once."""
         async with self.database.writer.begin() as connection:
+            if not self.database.is_sqlite and not await self._any_user(connection):
+                # Two first sign-ups at once would each see no user under READ
+                # COMMITTED: the second waits here, and its INSERT's own snapshot,
+                # taken after the first committed, sees the first.
+                await connection.execute(select(func.pg_advisory_xact_lock(_FIRST_ADMIN_LOCK)))
+            # One statement: SQLite's single writer runs it whole.
+            first = ~select(User.id).limit(1).exists()
             await connection.execute(
                 insert(User).values(
                     id=user_id,
@@ -94,8 +114,13 @@ class Writes(ABC):
                     name_skeleton=name_skeleton,
                     password_hash=password_hash,
                     created_ms=now_ms(),
+                    role=case((first, ADMIN), else_=MEMBER),
                 )
             )
+
+    @staticmethod
+    async def _any_user(connection: AsyncConnection) -> bool:
+        return (await connection.execute(select(User.id).limit(1))).first() is not None
 
     async def set_password_hash(self, user_id: str, password_hash: str, end_sessions: bool) -> None:
         async with self.database.writer.begin() as connection:
@@ -103,13 +128,54 @@ class Writes(ABC):
             if end_sessions:
                 await connection.execute(delete(Session).where(Session.user_id == user_id))
 
-    async def create_session(self, session_id: str, user_id: str) -> None:
+    async def set_role(self, user_id: str, role: str) -> None:
         async with self.database.writer.begin() as connection:
-            await connection.execute(insert(Session).values(id=session_id, user_id=user_id, created_ms=now_ms()))
+            await connection.execute(update(User).where(User.id == user_id).values(role=role))
+
+    async def set_disabled(self, user_id: str, disabled: bool) -> tuple[int, int]:
+        """Disable (or enable) a user. Disabling deletes its sessions and bot tokens in the
+        same transaction: (sessions, tokens) ended. Their sockets close when the hub or
+        the session watch hears of it; the writer refuses their messages at once."""
+        async with self.database.writer.begin() as connection:
+            await connection.execute(update(User).where(User.id == user_id).values(disabled=disabled))
+            if not disabled:
+                return 0, 0
+            sessions = await connection.execute(delete(Session).where(Session.user_id == user_id))
+            tokens = await connection.execute(delete(ApiToken).where(ApiToken.user_id == user_id))
+            return sessions.rowcount, tokens.rowcount
+
+    async def create_session(self, session_id: str, user_id: str) -> bool:
+        """A session for the user unless it is disabled (checked in the same statement,
+        so that a sign-in racing a `user disable` cannot outlive it): whether it was made."""
+        made = select(literal(session_id), User.id, literal(now_ms())).where(
+            User.id == user_id, User.disabled.is_(False)
+        )
+        async with self.database.writer.begin() as connection:
+            result = await connection.execute(insert(Session).from_select(["id", "user_id", "created_ms"], made))
+            return bool(result.rowcount)
 
     async def delete_session(self, session_id: str) -> None:
         async with self.database.writer.begin() as connection:
             await connection.execute(delete(Session).where(Session.id == session_id))
+
+    async def create_token(self, token_id: str, user_id: str, token_hash: str, rooms: Sequence[str] | None) -> None:
+        """Store a bot token's hash (quartchat/tokens.py), never the token."""
+        async with self.database.writer.begin() as connection:
+            await connection.execute(
+                insert(ApiToken).values(
+                    id=token_id,
+                    user_id=user_id,
+                    token_hash=token_hash,
+                    rooms=None if rooms is None else json.dumps(sorted(set(rooms))),
+                    created_ms=now_ms(),
+                )
+            )
+
+    async def delete_token(self, token_id: str) -> bool:
+        """Revoke a bot token: whether it existed."""
+        async with self.database.writer.begin() as connection:
+            result = await connection.execute(delete(ApiToken).where(ApiToken.id == token_id))
+            return bool(result.rowcount)
 
     async def purge_expired_sessions(self) -> int:
         """Delete the rows of expired sessions; how many went."""
@@ -220,6 +286,10 @@ class Writes(ABC):
     def _live_sessions(self, connection: Connection, session_ids: Collection[str]) -> set[str]:
         """Those of `session_ids` (a few hundred at most) that exist and have not expired."""
 
+    def _live_tokens(self, connection: Connection, token_ids: Collection[str]) -> set[str]:
+        """Those of `token_ids` that exist (revoking deletes the row; so does disabling its user)."""
+        return set(connection.execute(select(ApiToken.id).where(ApiToken.id.in_(token_ids))).scalars())
+
     @abstractmethod
     def _insert_messages(self, connection: Connection, drafts: list[Draft], ts_ms: int) -> list[int]:
         """Insert the messages in one statement (or a few); their ids, in the drafts' order."""
@@ -285,12 +355,19 @@ class Writes(ABC):
         return outcomes
 
     def _ended_sessions(self, connection: Connection, drafts: list[Draft]) -> set[str | None]:
-        """The batch's sessions that ended (signed out anywhere, expired) before it:
-        their messages are not stored, however long the news takes to reach the socket."""
+        """The batch's sessions that ended (signed out anywhere, expired) before it, and
+        its bot tokens that were revoked (`token:<id>`, quartchat/tokens.py): their
+        messages are not stored, however long the news takes to reach the socket."""
         sessions = sorted({d.session_id for d in drafts if d.session_id is not None})
+        cookies = [s for s in sessions if not s.startswith(TOKEN_SESSION_PREFIX)]
+        tokens = [s.removeprefix(TOKEN_SESSION_PREFIX) for s in sessions if s.startswith(TOKEN_SESSION_PREFIX)]
         live: set[str] = set()
-        for start in range(0, len(sessions), SESSIONS_PER_QUERY):
-            live |= self._live_sessions(connection, sessions[start : start + SESSIONS_PER_QUERY])
+        for start in range(0, len(cookies), SESSIONS_PER_QUERY):
+            live |= self._live_sessions(connection, cookies[start : start + SESSIONS_PER_QUERY])
+        # Only a batch holding a bot's messages asks: browsers' batches pay nothing.
+        for start in range(0, len(tokens), SESSIONS_PER_QUERY):
+            found = self._live_tokens(connection, tokens[start : start + SESSIONS_PER_QUERY])
+            live |= {token_session_id(token_id) for token_id in found}
         return {session_id for session_id in sessions if session_id not in live}
 
     def _outsiders(self, connection: Connection, drafts: list[Draft]) -> set[tuple[str, str]]:

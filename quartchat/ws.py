@@ -1,7 +1,8 @@
 """The WebSocket route (docs/protocol.md §2-§9): protocol in, protocol out.
 
-Opening: Origin check (403 before the upgrade), session (4001), room (4004 for a
-room the user may not see, 4003 for one it may not use: quartchat/access.py); then
+Opening: Origin check (403 before the upgrade; none for a bot's Bearer token), session
+(4001), room (4004 for a room the user may not see, 4003 for one it may not use, a bot
+token's other rooms included: quartchat/access.py); then
 history, list and the user's join, in that order. Then a reader (this task) and a
 sender (one task per connection, draining a bounded queue) run until either ends.
 """
@@ -36,7 +37,7 @@ from .rate_limits import SlidingWindow, flood_limit
 from .rooms import DEFAULT_ROOM
 from .runtime import Runtime, runtime
 from .store import SignedIn
-from .web_session import current_session, origin_allowed
+from .web_session import bearer_token, current_session, origin_allowed
 from .writer import Draft, NotMember, Outcome, SessionEnded, Unavailable
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,9 @@ _joining: set[asyncio.Task[None]] = set()
 async def chat_socket(room: str) -> Response | None:
     rt = runtime()
     settings = rt.settings
-    if not origin_allowed(websocket.headers.get("Origin"), settings.allowed_origins):
+    # A bot's Authorization header is no browser's ambient credential: any Origin may carry it.
+    bearer = bearer_token() is not None
+    if not bearer and not origin_allowed(websocket.headers.get("Origin"), settings.allowed_origins):
         return Response("cross-origin WebSocket refused", 403)
     address = websocket.remote_addr or "unknown"
     if not rt.hub.take_address_slot(address, settings.max_connections_per_address):

@@ -198,6 +198,7 @@ class User:
     id: str
     name: str
     http: httpx.AsyncClient
+    token: str | None = None  # a bot token: its http client and sockets send it, no cookie
 
     @property
     def ref(self) -> dict[str, str]:
@@ -295,6 +296,19 @@ class Chat:
         body = response.json()["user"]
         return User(body["id"], body["name"], client)
 
+    async def bot(self, user: User, *rooms: str) -> User:
+        """`user` signed in by a bot token made with `quartchat token create` (limited to
+        `rooms` when given): a client that sends `Authorization: Bearer`, and no cookie."""
+        limits = [arg for room in rooms for arg in ("--room", room)]
+        made = await asyncio.to_thread(
+            run_cli, self.server.env, self.server.workdir, "token", "create", user.name, *limits
+        )
+        assert made.returncode == 0, made.stderr
+        token = made.stdout.strip()
+        client = self.http()
+        client.headers["Authorization"] = f"Bearer {token}"
+        return User(user.id, user.name, client, token)
+
     async def connect(
         self,
         user: User | None,
@@ -306,11 +320,14 @@ class Chat:
         **options: Any,
     ) -> Conn:
         cookie = cookie if cookie is not None else (user.cookie if user else None)
+        headers = {"Cookie": cookie} if cookie else {}
+        if user is not None and user.token is not None:
+            headers["Authorization"] = f"Bearer {user.token}"
         path = "/ws/chat" if room is None else f"/ws/chat/{room}"
         ws = await connect(
             self.server.ws_url + path + (f"?{query}" if query else ""),
             origin=self.server.base_url if origin == "same" else origin,  # type: ignore[arg-type]
-            additional_headers={"Cookie": cookie} if cookie else None,
+            additional_headers=headers or None,
             open_timeout=10,
             close_timeout=2,
             proxy=None,

@@ -32,6 +32,12 @@ def test_version_is_the_installed_packages(tmp_path: Path) -> None:
         ["import", "-"],
         ["static", "www"],
         ["user", "password", "alice"],
+        ["user", "role", "alice", "admin"],
+        ["user", "disable", "alice"],
+        ["user", "enable", "alice"],
+        ["token", "create", "alice", "--room", "ci"],
+        ["token", "list"],
+        ["token", "revoke", "0b1c"],
     ],
 )
 def test_every_command_has_a_handler(argv: list[str]) -> None:

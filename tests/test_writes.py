@@ -11,15 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select, text
+from sqlalchemy import delete, insert, select, text
 
 from quartchat import migrate
 from quartchat.database import Database, create_database
 from quartchat.metrics import Metrics
-from quartchat.models import Message, Room, Session
+from quartchat.models import Message, Room, Session, User
 from quartchat.protocol import UserRef, format_ts
 from quartchat.settings import Settings
-from quartchat.store import Store
+from quartchat.store import Store, token_session_id
 from quartchat.writer import MessageWriter
 from quartchat.writes import Draft, NotMember, SessionEnded, SqliteWrites, create_writes
 
@@ -280,3 +280,51 @@ async def test_purging_deletes_the_expired_sessions_and_only_them(database: Data
     assert await writes.purge_expired_sessions() == 1
     async with database.reader.connect() as connection:
         assert (await connection.execute(select(Session.id))).scalars().all() == ["s-new"]
+
+
+# Accounts, tokens and disabled users (docs/protocol.md §11) ---------------------------
+
+
+async def test_the_first_account_of_an_empty_database_is_the_one_admin_however_many_race(database: Database) -> None:
+    async with database.writer.begin() as connection:
+        await connection.execute(delete(User))
+    writes = create_writes(database)
+    await asyncio.gather(
+        *(writes.create_account(f"u{n}", f"racer{n}", f"racer{n}", "hash", f"racer{n}") for n in range(12))
+    )
+    async with database.reader.connect() as connection:
+        roles = sorted((await connection.execute(select(User.role))).scalars())
+    assert roles == ["admin"] + ["member"] * 11
+
+
+async def test_a_revoked_tokens_messages_are_refused_in_the_transaction(database: Database) -> None:
+    writes = create_writes(database)
+    await writes.create_token("t-live", ALICE.id, "a" * 64, None)
+    await writes.create_token("t-revoked", ALICE.id, "b" * 64, ["r"])
+    assert await writes.delete_token("t-revoked") and not await writes.delete_token("t-revoked")
+    committed = Committed()
+    writer = new_writer(database, committed)
+    writer.start()
+    outcomes = await asyncio.gather(
+        writer.submit(Draft("r", ALICE, "by the live token", session_id=token_session_id("t-live"))),
+        writer.submit(Draft("r", ALICE, "by the revoked one", session_id=token_session_id("t-revoked"))),
+        return_exceptions=True,
+    )
+    await writer.close()
+    assert isinstance(outcomes[1], SessionEnded)
+    assert [m.text for b in committed.batches for m in b] == ["by the live token"]
+
+
+async def test_disabling_ends_sessions_and_tokens_and_refuses_new_sessions(database: Database) -> None:
+    store, writes = Store(database), create_writes(database)
+    assert await writes.create_session("s1", ALICE.id)
+    await writes.create_token("t1", ALICE.id, "c" * 64, None)
+    assert await store.token_session("c" * 64) is not None
+    assert await writes.set_disabled(ALICE.id, True) == (1, 1)
+    assert await store.live_sessions({"s1", token_session_id("t1")}) == set()
+    assert not await writes.create_session("s2", ALICE.id), "a sign-in that raced the disable"
+    assert await store.session("s2", ALICE.id) is None
+    assert await writes.set_disabled(ALICE.id, False) == (0, 0)
+    assert await writes.create_session("s3", ALICE.id)
+    assert await store.session("s3", ALICE.id) is not None
+    assert await store.token_session("c" * 64) is None, "enabling brings no token back"

@@ -70,24 +70,28 @@ async def scene(chat: Chat, kind: str) -> Scene:
         "member": member,
         "outsider": outsider,
         "admin": admin,
+        # The member's own token, limited to another room: the token's limit, not the
+        # user's membership, decides.
+        "bot token limited to another room": await chat.bot(member, unique("elsewhere-")),
         "signed out": None,
     }
     return Scene(room, kind, identities)
 
 
-# What each identity may do, and what every door answers for it. One row per identity
-# (a bot token limited to another room is the row "not allowed": 403 / 4003).
+# What each identity may do, and what every door answers for it. One row per identity.
 ACCESS = {
     "owner": "allowed",
     "member": "allowed",
     "outsider": "invisible",
     "admin": "invisible",  # admins are outsiders too (only /api/export is theirs)
+    "bot token limited to another room": "not allowed",  # 403 / 4003
     "signed out": "signed out",
 }
 ANSWERS: dict[str, dict[str, Any]] = {
     "allowed": {
         "open socket": "history",
         "send": "stored",
+        "post": 201,  # POST /api/rooms/<room>/messages
         "history": 200,
         "paging": 200,
         "users": 200,
@@ -98,6 +102,7 @@ ANSWERS: dict[str, dict[str, Any]] = {
     "invisible": {
         "open socket": 4004,
         "send": 4004,
+        "post": 404,  # POST /api/rooms/<room>/messages
         "history": 404,
         "paging": 404,
         "users": 404,
@@ -108,6 +113,7 @@ ANSWERS: dict[str, dict[str, Any]] = {
     "signed out": {
         "open socket": 4001,
         "send": 4001,
+        "post": 401,  # POST /api/rooms/<room>/messages
         "history": 401,
         "paging": 401,
         "users": 401,
@@ -118,6 +124,7 @@ ANSWERS: dict[str, dict[str, Any]] = {
     "not allowed": {
         "open socket": 4003,
         "send": 4003,
+        "post": 403,  # POST /api/rooms/<room>/messages
         "history": 403,
         "paging": 403,
         "users": 403,
@@ -166,6 +173,7 @@ async def doors(chat: Chat, user: User | None, room: str) -> dict[str, object]:
     return {
         "open socket": await socket_outcome(chat, user, room, send=False),
         "send": await socket_outcome(chat, user, room, send=True),
+        "post": (await client.post(f"/api/rooms/{room}/messages", json={"data": unique("posted ")})).status_code,
         "history": await status(f"/api/rooms/{room}/messages"),
         "paging": await status(f"/api/rooms/{room}/messages", before=2, limit=1),
         "users": await status(f"/api/rooms/{room}/users"),

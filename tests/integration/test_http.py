@@ -41,6 +41,7 @@ ROUTES = {
     "api.sign_out": ("DELETE", "/api/session"),
     "api.rooms": ("GET", "/api/rooms"),
     "api.messages": ("GET", "/api/rooms/{room}/messages"),
+    "bot_api.post_message": ("POST", "/api/rooms/{room}/messages"),
     "api.users": ("GET", "/api/rooms/{room}/users"),
     "api.export_room": ("GET", "/api/rooms/{room}/export?format=csv"),
     "api.export_all": ("GET", "/api/export?format=json"),

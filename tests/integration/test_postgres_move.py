@@ -45,6 +45,9 @@ async def test_db_copy_moves_accounts_with_passwords_and_messages(
     source_dir = tmp_path / "sqlite"
     source_dir.mkdir()
     sqlite, sent, name = await seed_sqlite(start_server, source_dir)
+    made = run_cli(quartchat_env(sqlite), tmp_path, "token", "create", name, "--room", "lobby")
+    assert made.returncode == 0, made.stderr
+    token = {"Authorization": f"Bearer {made.stdout.strip()}"}
     result = run_cli(quartchat_env(sqlite), tmp_path, "db", "copy", "--to", postgres_url)
     assert result.returncode == 0, result.stderr
     assert "copied and verified" in result.stderr
@@ -61,6 +64,12 @@ async def test_db_copy_moves_accounts_with_passwords_and_messages(
         assert (await chat.messages(user, "lobby"))["messages"] == sent
         newer = await (await chat.open(user, "lobby")).say("after the move")
         assert newer["id"] > sent[-1]["id"]  # type: ignore[operator]
+        # The bot token and its room limit moved too; so did the first account's role.
+        bot = chat.http()
+        assert (await bot.post("/api/rooms/lobby/messages", json={"data": "bot"}, headers=token)).status_code == 201
+        assert (await bot.get("/api/rooms/elsewhere/messages", headers=token)).status_code == 403
+        assert (await bot.get("/api/export", headers=token)).status_code == 403  # an admin's, but limited
+        assert (await user.http.get("/api/export")).status_code == 200, "the first account is still the admin"
     finally:
         await chat.aclose()
 
