@@ -67,12 +67,6 @@ async def current_session(store: Store) -> SignedIn | None:
     return signed_in
 
 
-async def current_user(store: Store) -> UserRef | None:
-    """The signed-in user, or None."""
-    signed_in = await current_session(store)
-    return signed_in.user if signed_in is not None else None
-
-
 def bearer_token() -> str | None:
     """The token of an `Authorization: Bearer <token>` header, or None without one.
 
