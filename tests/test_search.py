@@ -4,6 +4,7 @@ GET /api/search, `around` paging, and `quartchat search`."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -392,3 +393,50 @@ async def test_the_operator_searches_every_room_from_the_command_line(chat: Chat
     assert len(one.stdout.splitlines()) == 1 and "--limit" in one.stderr
     refused = run_cli(env, server.workdir, "search", '""')
     assert refused.returncode == 2 and "q needs" in refused.stderr
+
+
+async def test_imported_messages_are_found(chat: Chat, server: Server) -> None:
+    user, room, word = await chat.user(), unique("r"), unique("imported")
+    lines = [
+        json.dumps(
+            {
+                "id": 900_000 + i,
+                "type": "chat",
+                "room": room,
+                "user": {"id": "00000000-0000-4000-8000-0000000000f1", "name": unique("old")},
+                "data": f"{word} 旧消息 {i}",
+                "ts": "2025-01-02T03:04:05.000Z",
+            }
+        )
+        for i in range(3)
+    ]
+    path = server.workdir / f"{room}.ndjson"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    done = run_cli(quartchat_env(server.database_url), server.workdir, "import", str(path))
+    assert done.returncode == 0, done.stderr
+    assert await found(user, f"{word} 消息", room) == [f"{word} 旧消息 {i}" for i in (2, 1, 0)]
+    # Importing the same file again adds nothing, and finds nothing twice.
+    assert run_cli(quartchat_env(server.database_url), server.workdir, "import", str(path)).returncode == 0
+    assert len(await found(user, word, room)) == 3
+
+
+async def test_db_copy_to_the_other_database_kind_keeps_search_right(
+    chat: Chat, server: Server, postgres_url: str, tmp_path: Path
+) -> None:
+    """SQLite -> PostgreSQL, or PostgreSQL -> SQLite: the target's index is built as the
+    rows arrive (the GIN index; the FTS triggers)."""
+    user, room, word = await chat.user(), unique("r"), unique("copied")
+    await post(chat, user, room, [f"{word} 你好 one", "other", f"Two {word.upper()}"])
+    to_postgres = "postgresql" not in server.database_url
+    target = postgres_url if to_postgres else f"sqlite+aiosqlite:///{tmp_path}/copy.db"
+    copied = run_cli(quartchat_env(server.database_url), server.workdir, "db", "copy", "--to", target)
+    assert copied.returncode == 0, copied.stderr
+    on_target = quartchat_env(target)
+    result = run_cli(on_target, tmp_path, "search", word, "--room", room)
+    assert result.returncode == 0, result.stderr
+    assert [line.split("> ", 1)[1] for line in result.stdout.splitlines()] == [
+        f"Two {word.upper()}",
+        f"{word} 你好 one",
+    ]
+    short = run_cli(on_target, tmp_path, "search", f"你好 {word}", "--room", room)
+    assert [line.split("> ", 1)[1] for line in short.stdout.splitlines()] == [f"{word} 你好 one"]
