@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -231,6 +232,7 @@ async def test_before_pages_back_through_hundreds_of_hits_without_gaps_or_duplic
 async def test_private_rooms_are_searched_by_their_members_only(chat: Chat, server: Server) -> None:
     member, outsider = await chat.user(), await chat.user()
     room, word = unique("p"), unique("secret")
+    pair = "".join(chr(0x4E00 + secrets.randbelow(20000)) for _ in range(2))  # a short term: no trigram
     engine = create_async_engine(server.database_url)
     try:
         async with engine.begin() as connection:
@@ -241,7 +243,7 @@ async def test_private_rooms_are_searched_by_their_members_only(chat: Chat, serv
             await connection.execute(
                 insert(models.Membership).values(room=room, user_id=member.id, role="owner", joined_ms=now_ms())
             )
-            for text in (f"{word} plans", f"more {word}"):
+            for text in (f"{word} plans", f"more {word}", f"only {pair} here"):
                 await connection.execute(
                     insert(models.Message).values(
                         room=room, user_id=member.id, text=text, ts_ms=now_ms(), ts="2026-12-04T00:00:00.000Z"
@@ -250,9 +252,12 @@ async def test_private_rooms_are_searched_by_their_members_only(chat: Chat, serv
     finally:
         await engine.dispose()
     assert [m["data"] for m in (await search(member, word))["messages"]] == [f"more {word}", f"{word} plans"]
+    assert [m["data"] for m in (await search(member, word, room=room))["messages"]] == [f"more {word}", f"{word} plans"]
     assert await search(outsider, word) == {"messages": [], "has_more": False}
     assert await search(outsider, word, room=room) == {"messages": [], "has_more": False}
     assert await search(outsider, "pla " + word) == {"messages": [], "has_more": False}
+    assert [m["data"] for m in (await search(member, pair))["messages"]] == [f"only {pair} here"]
+    assert await search(outsider, pair) == {"messages": [], "has_more": False}
 
 
 async def test_a_changed_or_deleted_row_is_found_by_its_current_text_only(chat: Chat, server: Server) -> None:
