@@ -1,4 +1,4 @@
-"""Search benchmark (docs/protocol.md §13): a big history, then timed searches.
+"""Search benchmark (docs/protocol.md §16): a big history, then timed searches.
 
     python bench/search.py                      # 1,000,000 messages, SQLite and PostgreSQL
     python bench/search.py --messages 100000 --databases sqlite
@@ -43,9 +43,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from quartchat import migrate  # noqa: E402
+from quartchat.access import readable_rooms  # noqa: E402
 from quartchat.database import Database, create_database  # noqa: E402
 from quartchat.protocol import UserRef, format_ts  # noqa: E402
-from quartchat.search import parse, readable_rooms, search_query  # noqa: E402
+from quartchat.search import parse, search_query  # noqa: E402
 from quartchat.settings import Settings  # noqa: E402
 from quartchat.store import SignedIn, Store  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""The JSON API (docs/protocol.md §11): sessions, rooms, history pages, online users, health."""
+"""The JSON API (docs/protocol.md §12): sessions, rooms, history pages, online users, health."""
 
 from __future__ import annotations
 
@@ -7,21 +7,20 @@ import ipaddress
 import logging
 import re
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
-from functools import wraps
+from collections.abc import AsyncIterator
 from typing import Any, ParamSpec
 
 from quart import Blueprint, Response, jsonify, request
 
+from .access import NotAllowed, NotVisible, check_room, is_admin, readable_rooms
 from .accounts import CredentialsError, authenticate
 from .export import ExportError, ExportQuery, formatter, parse_time, render
 from .export import filename as export_filename
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .rooms import valid_room
 from .runtime import runtime
-from .store import Page
+from .store import Page, SignedIn
 from .web_errors import headers_of, status_of
-from .web_session import current_user, end_session, origin_allowed, start_session
+from .web_session import current_session, end_session, origin_allowed, start_session
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -44,19 +43,38 @@ def error(status: int, message: str) -> Response:
     return response
 
 
-@bp.errorhandler(ApiError)
+@bp.app_errorhandler(ApiError)
 async def api_error(exc: ApiError) -> Response:
     return error(exc.status, exc.message)
 
 
-def signed_in(view: Callable[P, Awaitable[Any]]) -> Callable[P, Awaitable[Any]]:
-    @wraps(view)
-    async def checked(*args: P.args, **kwargs: P.kwargs) -> Any:
-        if await current_user(runtime().store) is None:
-            raise ApiError(401, "sign in first: POST /api/session")
-        return await view(*args, **kwargs)
+# The same bytes for every room an outsider may not see, whatever it holds
+# (docs/protocol.md §11): never the name, never a hint.
+NOT_VISIBLE_MESSAGE = "no such room"
 
-    return checked
+
+@bp.app_errorhandler(NotVisible)
+async def not_visible(_: NotVisible) -> Response:
+    return error(404, NOT_VISIBLE_MESSAGE)
+
+
+@bp.app_errorhandler(NotAllowed)
+async def not_allowed(_: NotAllowed) -> Response:
+    return error(403, "not allowed in this room")
+
+
+async def signed_in_as() -> SignedIn:
+    """The request's live session (cookie or bot token); 401 without one."""
+    who = await current_session(runtime().store)
+    if who is None:
+        raise ApiError(401, "sign in first: POST /api/session")
+    return who
+
+
+async def readable_room(room: str) -> str:
+    """The room, if the signed-in user may read it (quartchat/access.py); 401/403/404 otherwise."""
+    await check_room(runtime().store, await signed_in_as(), room)
+    return room
 
 
 async def check_json_post() -> None:
@@ -71,12 +89,6 @@ async def check_json_post() -> None:
         if not allowed:
             raise ApiError(403, "cross-site requests are refused")
         raise ApiError(415, "send JSON with Content-Type: application/json")
-
-
-def room_or_error(room: str) -> str:
-    if not valid_room(room):
-        raise ApiError(404, "no such room: names are 1-64 of a-z, 0-9 and '-'")
-    return room
 
 
 def message_page(page: Page) -> dict[str, Any]:
@@ -118,16 +130,18 @@ async def sign_out() -> Response:
 
 
 @bp.get("/api/rooms")
-@signed_in
 async def rooms() -> Response:
-    summaries = await runtime().store.rooms()
-    return jsonify(rooms=[{"name": s.name, "messages": s.messages, "last_id": s.last_id} for s in summaries])
+    """Public rooms and the user's private rooms and DMs (docs/protocol.md §11)."""
+    from .rooms_api import room_json
+
+    who = await signed_in_as()
+    summaries = await runtime().store.rooms_of(who.user.id, readable_rooms(who))
+    return jsonify(rooms=[room_json(s) for s in summaries])
 
 
 @bp.get("/api/rooms/<room>/messages")
-@signed_in
 async def messages(room: str) -> Response:
-    room = room_or_error(room)
+    room = await readable_room(room)
     args = request.args
     before, after = _id_arg(args.get("before"), "before"), _id_arg(args.get("after"), "after")
     around = _id_arg(args.get("around"), "around")
@@ -153,7 +167,7 @@ async def messages(room: str) -> Response:
 
 
 async def _around(room: str, message_id: int, limit: int) -> Response:
-    """docs/protocol.md §13: the message in its context, to open a search's hit."""
+    """docs/protocol.md §16: the message in its context, to open a search's hit."""
     found = await runtime().store.around(room, message_id, limit)
     if found is None:
         raise ApiError(404, "no such message in this room")
@@ -165,9 +179,8 @@ async def _around(room: str, message_id: int, limit: int) -> Response:
 
 
 @bp.get("/api/rooms/<room>/users")
-@signed_in
 async def users(room: str) -> Response:
-    room = room_or_error(room)
+    room = await readable_room(room)
     return jsonify(users=[u.to_dict() for u in await runtime().hub.online(room)])
 
 
@@ -229,14 +242,16 @@ def _id_arg(value: str | None, name: str) -> int | None:
 
 
 @bp.get("/api/rooms/<room>/export")
-@signed_in
 async def export_room(room: str) -> Response:
-    return await _export(room_or_error(room))
+    return await _export(await readable_room(room))
 
 
 @bp.get("/api/export")
-@signed_in
 async def export_all() -> Response:
+    """Every room, private ones included: the operator's compliance export, admins only."""
+    who = await signed_in_as()
+    if not is_admin(who) or who.token_rooms is not None:
+        raise ApiError(403, "the export of every room is for admins")
     return await _export(None)
 
 

@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("file")
     load.set_defaults(handler=import_command)
 
-    find = commands.add_parser("search", help="search every room's history (docs/protocol.md §13), newest first")
+    find = commands.add_parser("search", help="search every room's history (docs/protocol.md §16), newest first")
     find.add_argument("query", help='words that must all appear, and "quoted phrases"')
     find.add_argument("--room", help="one room (default: every room, private ones too)")
     find.add_argument("--limit", type=int, default=20, help="at most this many messages (1-1000, default 20)")

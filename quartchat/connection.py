@@ -48,6 +48,9 @@ class Connection:
         self.capacity = capacity
         self.queue: deque[QueueItem] = deque()
         self.skip_through = 0  # chat ids up to this one came with the history
+        # False: a public room the user is no member of yet; its first stored message
+        # here makes it one (docs/protocol.md §11), once.
+        self.member = True
         self.close_code: int | None = None
         self.close_reason = ""
         self.closed = asyncio.Event()

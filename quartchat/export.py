@@ -1,4 +1,4 @@
-"""History exports (docs/protocol.md §12): ndjson, json, csv, txt and html, streamed.
+"""History exports (docs/protocol.md §13): ndjson, json, csv, txt and html, streamed.
 
 Messages come from a server-side cursor in chunks (`yield_per`), are formatted a
 chunk at a time and written out, so memory stays flat whatever the history's size.

@@ -1,4 +1,4 @@
-"""HTML pages (docs/protocol.md §11): the lobby, rooms, signing in and out."""
+"""HTML pages (docs/protocol.md §12): the lobby, rooms, signing in and out."""
 
 from __future__ import annotations
 

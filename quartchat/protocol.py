@@ -49,6 +49,7 @@ class CloseCode(enum.IntEnum):
     SERVER_ERROR = 1011
     TRY_AGAIN = 1013  # the send queue filled: reconnect with `after`
     INVALID_USER = 4001
+    NOT_MEMBER = 4003  # removed from the room, left it, or a token limited to other rooms
     INVALID_ROOM = 4004
 
 

@@ -1,4 +1,4 @@
-"""Search (docs/protocol.md §13): what a query means, and its SQL on each database.
+"""Search (docs/protocol.md §16): what a query means, and its SQL on each database.
 
 A query is terms separated by spaces and `"quoted phrases"`; every one must appear in
 a message's text as a substring, case-insensitively, in any script (`你好` finds
@@ -25,19 +25,16 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     String,
-    and_,
     column,
-    false,
     func,
     literal,
     literal_column,
     or_,
-    select,
     table,
 )
 
-from .models import Membership, Message, Room, User
-from .store import AnySelect, SignedIn, message_select
+from .models import Message, User
+from .store import AnySelect, message_select
 
 MAX_QUERY_CHARS = 200
 TRIGRAM = 3  # the shortest term the index can find
@@ -136,20 +133,3 @@ def search_query(
     if before is not None:
         query = query.where(key < before)
     return query.order_by(key.desc()).limit(limit + 1)
-
-
-# --- Stand-in for quartchat/access.py (branch `access`) ------------------------------
-# Replaced by access.readable_rooms at merge: the same signature and meaning.
-
-
-def readable_rooms(who: SignedIn, column: ColumnElement[str] | None = None) -> ColumnElement[bool]:
-    """Public rooms and the rooms `who` is a member of, within its token's rooms."""
-    room = Room.name if column is None else column
-    public = select(Room.name).where(Room.kind == "public")
-    mine = select(Membership.room).where(Membership.user_id == who.user.id)
-    readable = or_(room.in_(public), room.in_(mine))
-    if who.token_rooms is not None:
-        if not who.token_rooms:
-            return false()
-        readable = and_(readable, room.in_(sorted(who.token_rooms)))
-    return readable

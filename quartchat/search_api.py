@@ -1,4 +1,4 @@
-"""GET /api/search (docs/protocol.md §13): the signed-in user's search over the rooms it
+"""GET /api/search (docs/protocol.md §16): the signed-in user's search over the rooms it
 may read, newest first, `before` paging back."""
 
 from __future__ import annotations
@@ -7,12 +7,12 @@ import re
 
 from quart import Blueprint, Response, jsonify, request
 
+from .access import readable_rooms
 from .accounts import name_key
-from .api import ApiError, api_error, message_page
+from .api import ApiError, api_error, message_page, signed_in_as
 from .rooms import valid_room
 from .runtime import runtime
-from .search import DEFAULT_LIMIT, MAX_LIMIT, BadQuery, parse, readable_rooms, search_query
-from .web_session import current_session
+from .search import DEFAULT_LIMIT, MAX_LIMIT, BadQuery, parse, search_query
 
 bp = Blueprint("search", __name__)
 bp.register_error_handler(ApiError, api_error)
@@ -25,9 +25,7 @@ MAX_NAME_CHARS = 64
 @bp.get("/api/search")
 async def search() -> Response:
     chat = runtime()
-    who = await current_session(chat.store)
-    if who is None:
-        raise ApiError(401, "sign in first: POST /api/session")
+    who = await signed_in_as()
     args = request.args
     try:
         terms = parse(args.get("q", ""))

@@ -6,9 +6,9 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from sqlalchemy import Row, Select, select
+from sqlalchemy import ColumnElement, Row, Select, and_, select
 
-from .models import Message, Room, Session, User
+from .models import Membership, Message, Room, Session, User
 from .protocol import RESUME_LIMIT, StoredMessage, UserRef, now_ms
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class Page:
 
 @dataclass(frozen=True)
 class Around:
-    """A message in its context (docs/protocol.md §13), oldest first."""
+    """A message in its context (docs/protocol.md §16), oldest first."""
 
     messages: list[StoredMessage]
     has_more_before: bool
@@ -89,6 +89,23 @@ class RoomSummary:
     name: str
     messages: int
     last_id: int
+    kind: str = "public"
+    member: bool = False
+    peer: UserRef | None = None  # a DM's other member
+
+
+@dataclass(frozen=True)
+class RoomAccess:
+    """A room's kind and the asking user's role in it (None: not a member)."""
+
+    kind: str
+    role: str | None
+
+
+@dataclass(frozen=True)
+class Member:
+    user: UserRef
+    role: str  # "owner" or "member"
 
 
 class Store:
@@ -167,8 +184,64 @@ class Store:
         return int(rows[0].last_id) if rows else 0
 
     async def rooms(self) -> list[RoomSummary]:
-        query = select(Room.name, Room.message_count, Room.last_id).order_by(Room.name)
-        return [RoomSummary(r.name, r.message_count, r.last_id) for r in await self._rows(query)]
+        """Every room (the operator's view: exports, the command line)."""
+        query = select(Room.name, Room.message_count, Room.last_id, Room.kind).order_by(Room.name)
+        return [RoomSummary(r.name, r.message_count, r.last_id, r.kind) for r in await self._rows(query)]
+
+    async def rooms_of(self, user_id: str, readable: ColumnElement[bool]) -> list[RoomSummary]:
+        """The rooms `readable` lets the user see (quartchat/access.py), whether it is a
+        member of each, and each DM's other member."""
+        mine = and_(Membership.room == Room.name, Membership.user_id == user_id)
+        query = (
+            select(Room.name, Room.message_count, Room.last_id, Room.kind, Membership.user_id.label("member"))
+            .outerjoin(Membership, mine)
+            .where(readable)
+            .order_by(Room.name)
+        )
+        rows = await self._rows(query)
+        peers = await self._dm_peers(user_id, [r.name for r in rows if r.kind == "dm"])
+        return [
+            RoomSummary(r.name, r.message_count, r.last_id, r.kind, r.member is not None, peers.get(r.name))
+            for r in rows
+        ]
+
+    async def _dm_peers(self, user_id: str, rooms: list[str]) -> dict[str, UserRef]:
+        if not rooms:
+            return {}
+        query = (
+            select(Membership.room, User.id, User.name)
+            .join(User, User.id == Membership.user_id)
+            .where(Membership.room.in_(rooms), Membership.user_id != user_id)
+        )
+        return {r.room: UserRef(r.id, r.name) for r in await self._rows(query)}
+
+    async def room_access(self, room: str, user_id: str) -> RoomAccess | None:
+        """The room's kind and the user's role in it; None when the room does not exist."""
+        mine = and_(Membership.room == Room.name, Membership.user_id == user_id)
+        query = select(Room.kind, Membership.role).outerjoin(Membership, mine).where(Room.name == room)
+        rows = await self._rows(query)
+        return RoomAccess(rows[0].kind, rows[0].role) if rows else None
+
+    async def members(self, room: str) -> list[Member]:
+        query = (
+            select(User.id, User.name, Membership.role)
+            .join(User, User.id == Membership.user_id)
+            .where(Membership.room == room)
+            .order_by(User.name_key)
+        )
+        return [Member(UserRef(r.id, r.name), r.role) for r in await self._rows(query)]
+
+    async def active_user(self, name_key: str) -> UserRef | None:
+        """The account of that name, unless it is disabled or has no password (reserved)."""
+        query = select(User.id, User.name).where(
+            User.name_key == name_key, User.disabled.is_(False), User.password_hash.is_not(None)
+        )
+        rows = await self._rows(query)
+        return UserRef(rows[0].id, rows[0].name) if rows else None
+
+    async def user_ref(self, user_id: str) -> UserRef | None:
+        rows = await self._rows(select(User.id, User.name).where(User.id == user_id))
+        return UserRef(rows[0].id, rows[0].name) if rows else None
 
     # Accounts and sessions ---------------------------------------------------
 
@@ -184,7 +257,7 @@ class Store:
     async def session(self, session_id: str, user_id: str) -> SignedIn | None:
         """The session, if it exists, is the user's, and has not expired."""
         query = (
-            select(User.id, User.name, Session.created_ms)
+            select(User.id, User.name, User.role, Session.created_ms)
             .join(Session, Session.user_id == User.id)
             .where(Session.id == session_id, User.id == user_id, Session.created_ms > self._oldest_live_ms())
         )
@@ -192,7 +265,7 @@ class Store:
         if not rows:
             return None
         row = rows[0]
-        return SignedIn(UserRef(row.id, row.name), session_id, row.created_ms + self.session_lifetime_ms)
+        return SignedIn(UserRef(row.id, row.name), session_id, row.created_ms + self.session_lifetime_ms, role=row.role)
 
     async def live_sessions(self, session_ids: Collection[str]) -> set[str]:
         """Those of `session_ids` that still exist and have not expired."""

@@ -32,9 +32,9 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from .metrics import Metrics
 from .protocol import StoredMessage
-from .writes import Draft, Outcome, SessionEnded, Writes
+from .writes import Draft, NotMember, Outcome, Refused, SessionEnded, Writes
 
-__all__ = ["Draft", "MessageWriter", "OnCommit", "Outcome", "SessionEnded", "Unavailable"]
+__all__ = ["Draft", "MessageWriter", "NotMember", "OnCommit", "Outcome", "Refused", "SessionEnded", "Unavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class Unavailable(Exception):
 OnCommit = Callable[[Sequence[StoredMessage]], Awaitable[None]]
 _Pending = tuple[Draft, "asyncio.Future[Outcome]"]
 # A batch as the writer's thread hands it back: its futures, and its outcomes (None: it failed).
-_Done = tuple[list["asyncio.Future[Outcome]"], "list[Outcome | SessionEnded] | None", float]
+_Done = tuple[list["asyncio.Future[Outcome]"], "list[Outcome | Refused] | None", float]
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:
@@ -183,7 +183,7 @@ class MessageWriter:
         finally:
             await self.writes.close()
 
-    async def _commit(self, drafts: list[Draft]) -> list[Outcome | SessionEnded] | None:
+    async def _commit(self, drafts: list[Draft]) -> list[Outcome | Refused] | None:
         """The batch's outcomes; None when it failed (logged) and nothing of it was stored."""
         try:
             return await self.writes.commit_batch(drafts)
@@ -217,7 +217,7 @@ class MessageWriter:
             for future, outcome in zip(futures, outcomes, strict=True):
                 if future.done():
                     continue
-                if isinstance(outcome, SessionEnded):
+                if isinstance(outcome, Refused):
                     future.set_exception(outcome)
                 else:
                     future.set_result(outcome)

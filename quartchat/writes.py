@@ -20,21 +20,30 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, tuple_, update
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .database import Database
-from .models import Message, Room, Session, User
+from .models import Membership, Message, Room, Session, User
 from .protocol import StoredMessage, UserRef, format_ts, now_ms
 from .store import DEFAULT_SESSION_LIFETIME_MS, SESSIONS_PER_QUERY, message_select, to_message
 
 log = logging.getLogger(__name__)
 
 
-class SessionEnded(Exception):
+class Refused(Exception):
+    """A message the transaction left out: it was not stored, and must not be retried."""
+
+
+class SessionEnded(Refused):
     """The sender's session had ended (or expired) when the message came to be stored:
     it was not stored, and it must not be retried on that session."""
+
+
+class NotMember(Refused):
+    """The sender was no member of the private room or DM when the message came to be
+    stored (removed, or left, however long the news takes to reach its socket)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +117,58 @@ class Writes(ABC):
             result = await connection.execute(delete(Session).where(Session.created_ms <= self._oldest_live_ms()))
             return int(result.rowcount)
 
+    # Rooms and memberships, on the server's loop (docs/protocol.md §11) -------
+
+    async def create_room(self, name: str, kind: str, owner_id: str) -> bool:
+        """A room with its creator as owner; False when the name is taken (by any room)."""
+        async with self.database.writer.begin() as connection:
+            made = await connection.execute(
+                self._insert_ignore(Room).values(name=name, kind=kind, message_count=0, last_id=0, created_ms=now_ms())
+            )
+            if made.rowcount != 1:
+                return False
+            await connection.execute(
+                insert(Membership).values(room=name, user_id=owner_id, role="owner", joined_ms=now_ms())
+            )
+        return True
+
+    async def open_dm(self, name: str, user_ids: tuple[str, str]) -> str:
+        """The DM room `name` with both users as members, made if missing: however many
+        ask at once, one room. The kind of the room of that name ("dm" unless a room
+        made before `dm-` names were reserved holds it)."""
+        async with self.database.writer.begin() as connection:
+            await connection.execute(
+                self._insert_ignore(Room).values(name=name, kind="dm", message_count=0, last_id=0, created_ms=now_ms())
+            )
+            kind = (await connection.execute(select(Room.kind).where(Room.name == name))).scalar_one()
+            if kind == "dm":
+                await connection.execute(
+                    self._insert_ignore(Membership),
+                    [{"room": name, "user_id": u, "role": "member", "joined_ms": now_ms()} for u in user_ids],
+                )
+        return str(kind)
+
+    async def add_member(self, room: str, user_id: str, role: str = "member") -> bool:
+        """Make the user a member; False when it was one already."""
+        async with self.database.writer.begin() as connection:
+            added = await connection.execute(
+                self._insert_ignore(Membership).values(room=room, user_id=user_id, role=role, joined_ms=now_ms())
+            )
+            return bool(added.rowcount == 1)
+
+    async def remove_member(self, room: str, user_id: str) -> bool:
+        """False when the user was no member."""
+        async with self.database.writer.begin() as connection:
+            removed = await connection.execute(
+                delete(Membership).where(Membership.room == room, Membership.user_id == user_id)
+            )
+            return bool(removed.rowcount == 1)
+
+    def _insert_ignore(self, table: type[Room] | type[Membership]) -> postgresql.Insert | sqlite.Insert:
+        """INSERT … ON CONFLICT DO NOTHING: a row made concurrently is no error."""
+        dialect_insert = sqlite.insert if self.database.is_sqlite else postgresql.insert
+        return dialect_insert(table).on_conflict_do_nothing()
+
     # Chat messages, on the message writer's thread and loop -------------------
 
     @abstractmethod
@@ -125,7 +186,7 @@ class Writes(ABC):
         the lock is free but a commit fails, so the probe rewrites a room's counter to
         the value it has."""
 
-    async def commit_batch(self, drafts: list[Draft]) -> list[Outcome | SessionEnded]:
+    async def commit_batch(self, drafts: list[Draft]) -> list[Outcome | Refused]:
         """Store a batch in one transaction; an outcome per draft, in order. Raises
         when nothing of it was stored; the next batch then starts on a new connection."""
         try:
@@ -140,19 +201,20 @@ class Writes(ABC):
             raise
 
     @abstractmethod
-    async def _run(self, drafts: list[Draft]) -> list[Outcome | SessionEnded]:
+    async def _run(self, drafts: list[Draft]) -> list[Outcome | Refused]:
         """Run `_transaction` on the writer's connection."""
 
     @abstractmethod
     async def _drop_connection(self) -> None: ...
 
     @abstractmethod
-    def _take_rooms(self, connection: Connection, rooms: list[str]) -> dict[str, int]:
+    def _take_rooms(self, connection: Connection, rooms: list[str]) -> dict[str, tuple[int, str]]:
         """Each room's row, made if missing, and taken (in name order, so two writers
         cannot deadlock) until commit: on PostgreSQL no other transaction can then take
         an id in these rooms and commit before us, so ids in a room grow in commit
         order (SQLite's single writer holds the whole database already). The rows give
-        each room's last id so far: its next message's predecessor."""
+        each room's last id so far (its next message's predecessor) and its kind, which
+        never changes: a public room's messages need no membership check at all."""
 
     @abstractmethod
     def _live_sessions(self, connection: Connection, session_ids: Collection[str]) -> set[str]:
@@ -166,18 +228,30 @@ class Writes(ABC):
     def _update_rooms(self, connection: Connection, counts: dict[str, tuple[int, int]]) -> None:
         """Add to each room's message count and set its last id: room -> (added, last id)."""
 
-    def _transaction(self, connection: Connection, drafts: list[Draft]) -> list[Outcome | SessionEnded]:
+    def _transaction(self, connection: Connection, drafts: list[Draft]) -> list[Outcome | Refused]:
         with connection.begin():
             # Taking the rooms first makes the transaction's first statement a write: on
             # SQLite that is where it begins (IMMEDIATE), so the lookups below are inside it.
-            last_ids = self._take_rooms(connection, sorted({d.room for d in drafts}))
+            taken = self._take_rooms(connection, sorted({d.room for d in drafts}))
+            last_ids = {room: last_id for room, (last_id, _) in taken.items()}
+            restricted = {room for room, (_, kind) in taken.items() if kind != "public"}
             ended = self._ended_sessions(connection, drafts)
+            outsiders = (
+                self._outsiders(connection, [d for d in drafts if d.room in restricted]) if restricted else set()
+            )
+            refused = {
+                index: SessionEnded("the session ended: sign in again")
+                if draft.session_id in ended
+                else NotMember("Not a member")
+                for index, draft in enumerate(drafts)
+                if draft.session_id in ended or (draft.room, draft.user.id) in outsiders
+            }
             keys = [(d.user.id, d.room, d.client_id) for d in drafts if d.client_id is not None]
             earlier = self._by_client_ids(connection, keys) if keys else {}
             first_in_batch: dict[ClientKey, int] = {}
             new_indexes: list[int] = []
             for index, draft in enumerate(drafts):
-                if draft.session_id in ended:
+                if index in refused:
                     continue
                 key = (draft.user.id, draft.room, draft.client_id) if draft.client_id is not None else None
                 if key is None or (key not in earlier and key not in first_in_batch):
@@ -185,14 +259,22 @@ class Writes(ABC):
                     if key is not None:
                         first_in_batch[key] = index
             stored = self._insert(connection, [drafts[i] for i in new_indexes], last_ids)
-            if ended:  # a room taken above for refused messages alone is no room yet
-                unused = {d.room for d in drafts} - {d.room for d in drafts if d.session_id not in ended}
-                connection.execute(delete(Room).where(Room.name.in_(sorted(unused)), Room.message_count == 0))
+            if refused:  # a room made above for refused messages alone is no room yet
+                unused = {d.room for d in drafts} - {d.room for i, d in enumerate(drafts) if i not in refused}
+                connection.execute(
+                    delete(Room).where(
+                        Room.name.in_(sorted(unused)),
+                        Room.message_count == 0,
+                        Room.kind == "public",
+                        Room.created_ms == 0,  # made by a first message, not by POST /api/rooms
+                        ~select(Membership.room).where(Membership.room == Room.name).exists(),
+                    )
+                )
         by_index = dict(zip(new_indexes, stored, strict=True))
-        outcomes: list[Outcome | SessionEnded] = []
+        outcomes: list[Outcome | Refused] = []
         for index, draft in enumerate(drafts):
-            if draft.session_id in ended:
-                outcomes.append(SessionEnded("the session ended: sign in again"))
+            if index in refused:
+                outcomes.append(refused[index])
                 continue
             if index in by_index:
                 outcomes.append(Outcome(by_index[index], fresh=True))
@@ -210,6 +292,16 @@ class Writes(ABC):
         for start in range(0, len(sessions), SESSIONS_PER_QUERY):
             live |= self._live_sessions(connection, sessions[start : start + SESSIONS_PER_QUERY])
         return {session_id for session_id in sessions if session_id not in live}
+
+    def _outsiders(self, connection: Connection, drafts: list[Draft]) -> set[tuple[str, str]]:
+        """The (room, user id) of these drafts (all in private rooms or DMs) whose
+        user is no member of the room, read inside the batch's transaction."""
+        pairs = sorted({(d.room, d.user.id) for d in drafts})
+        query = select(Membership.room, Membership.user_id).where(
+            tuple_(Membership.room, Membership.user_id).in_(pairs)
+        )
+        members = {(row.room, row.user_id) for row in connection.execute(query)}
+        return set(pairs) - members
 
     def _by_client_ids(self, connection: Connection, keys: Sequence[ClientKey]) -> dict[ClientKey, StoredMessage]:
         """Stored messages by (user id, room, client_id)."""
@@ -279,7 +371,7 @@ class SqliteWrites(Writes):
         with self._engine.begin() as connection:
             connection.execute(_PROBE)
 
-    async def _run(self, drafts: list[Draft]) -> list[Outcome | SessionEnded]:
+    async def _run(self, drafts: list[Draft]) -> list[Outcome | Refused]:
         assert self._engine is not None
         if self._connection is None:
             self._connection = self._engine.connect()
@@ -290,9 +382,9 @@ class SqliteWrites(Writes):
         if connection is not None:
             connection.close()
 
-    def _take_rooms(self, connection: Connection, rooms: list[str]) -> dict[str, int]:
+    def _take_rooms(self, connection: Connection, rooms: list[str]) -> dict[str, tuple[int, str]]:
         taken = connection.exec_driver_sql(_sqlite_take_rooms(len(rooms)), tuple(rooms))
-        return {name: int(last_id) for name, last_id in taken}
+        return {name: (int(last_id), kind) for name, last_id, kind in taken}
 
     def _live_sessions(self, connection: Connection, session_ids: Collection[str]) -> set[str]:
         rows = connection.exec_driver_sql(
@@ -333,7 +425,7 @@ class PostgresWrites(Writes):
         postgresql.insert(Room)
         .values(name=bindparam("name"), message_count=0, last_id=0)
         .on_conflict_do_update(index_elements=[Room.name], set_={"last_id": Room.last_id})
-        .returning(Room.name, Room.last_id)
+        .returning(Room.name, Room.last_id, Room.kind)
     )
     INSERT_MESSAGES = insert(Message).returning(Message.id, sort_by_parameter_order=True)
     UPDATE_ROOMS = (
@@ -361,7 +453,7 @@ class PostgresWrites(Writes):
         async with self._engine.begin() as connection:
             await connection.execute(_PROBE)
 
-    async def _run(self, drafts: list[Draft]) -> list[Outcome | SessionEnded]:
+    async def _run(self, drafts: list[Draft]) -> list[Outcome | Refused]:
         assert self._engine is not None
         if self._connection is None:
             self._connection = await self._engine.connect()
@@ -375,9 +467,9 @@ class PostgresWrites(Writes):
             except Exception as exc:  # a connection to a database that went away
                 log.warning("closing the writer's connection failed: %s", exc)
 
-    def _take_rooms(self, connection: Connection, rooms: list[str]) -> dict[str, int]:
+    def _take_rooms(self, connection: Connection, rooms: list[str]) -> dict[str, tuple[int, str]]:
         taken = connection.execute(self.TAKE_ROOMS, [{"name": room} for room in rooms])
-        return {name: int(last_id) for name, last_id in taken}
+        return {name: (int(last_id), kind) for name, last_id, kind in taken}
 
     def _live_sessions(self, connection: Connection, session_ids: Collection[str]) -> set[str]:
         query = select(Session.id).where(Session.id.in_(session_ids), Session.created_ms > self._oldest_live_ms())
@@ -408,7 +500,7 @@ def _sqlite_take_rooms(count: int) -> str:
     values = ", ".join(["(?, 0, 0)"] * count)
     return (
         f"INSERT INTO rooms (name, message_count, last_id) VALUES {values} "
-        "ON CONFLICT (name) DO UPDATE SET last_id = rooms.last_id RETURNING name, last_id"
+        "ON CONFLICT (name) DO UPDATE SET last_id = rooms.last_id RETURNING name, last_id, kind"
     )
 
 

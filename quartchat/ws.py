@@ -1,6 +1,7 @@
 """The WebSocket route (docs/protocol.md §2-§9): protocol in, protocol out.
 
-Opening: Origin check (403 before the upgrade), session (4001), room (4004); then
+Opening: Origin check (403 before the upgrade), session (4001), room (4004 for a
+room the user may not see, 4003 for one it may not use: quartchat/access.py); then
 history, list and the user's join, in that order. Then a reader (this task) and a
 sender (one task per connection, draining a bounded queue) run until either ends.
 """
@@ -15,6 +16,7 @@ from functools import partial
 
 from quart import Blueprint, Response, websocket
 
+from .access import NotAllowed, NotVisible, RoomView, check_room
 from .asgi_send import frame_sender
 from .connection import Connection
 from .protocol import (
@@ -31,16 +33,20 @@ from .protocol import (
     parse_frame,
 )
 from .rate_limits import SlidingWindow, flood_limit
-from .rooms import DEFAULT_ROOM, valid_room
+from .rooms import DEFAULT_ROOM
 from .runtime import Runtime, runtime
+from .store import SignedIn
 from .web_session import current_session, origin_allowed
-from .writer import Draft, Outcome, SessionEnded, Unavailable
+from .writer import Draft, NotMember, Outcome, SessionEnded, Unavailable
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ws", __name__)
 
 IN_FLIGHT_PER_CONNECTION = 32
 CLOSE_TIMEOUT = 5.0
+NOT_A_MEMBER = "Not a member"
+# Memberships being written for a first message in a public room (kept from the collector).
+_joining: set[asyncio.Task[None]] = set()
 
 
 @bp.websocket("/ws/chat", defaults={"room": DEFAULT_ROOM})
@@ -67,8 +73,13 @@ async def _chat(rt: Runtime, room: str, address: str) -> None:
     if signed_in is None:
         await websocket.close(CloseCode.INVALID_USER, "Invalid user")
         return
-    if not valid_room(room):
+    try:
+        view = await check_room(rt.store, signed_in, room)
+    except NotVisible:  # the same close for every room the user may not see
         await websocket.close(CloseCode.INVALID_ROOM, "Invalid room")
+        return
+    except NotAllowed:
+        await websocket.close(CloseCode.NOT_MEMBER, "Not allowed")
         return
     after_text = websocket.args.get("after")
     if after_text is not None and not re.fullmatch(r"\d{1,18}", after_text):
@@ -87,6 +98,7 @@ async def _chat(rt: Runtime, room: str, address: str) -> None:
         capacity=settings.send_queue_size,
         session_id=signed_in.session_id,
     )
+    connection.member = view.is_member
     started = time.monotonic()
     # The session's end closes the socket: a sign-out or password change through the
     # hub (Revoked), one made elsewhere by the periodic check (session_watch.py), its expiry
@@ -98,8 +110,10 @@ async def _chat(rt: Runtime, room: str, address: str) -> None:
     # for this connection, and the sender drops what the history already held.
     rt.hub.register(connection)
     try:
-        await rt.hub.join(connection)
-        await _open(rt, connection, None if after_text is None else int(after_text))
+        await _still_member(rt, signed_in, connection, view)
+        if connection.close_code is None:
+            await rt.hub.join(connection)
+            await _open(rt, connection, None if after_text is None else int(after_text))
         if connection.close_code is None:
             await _serve(rt, connection)
         if connection.close_code is not None:
@@ -115,6 +129,22 @@ async def _chat(rt: Runtime, room: str, address: str) -> None:
             time.monotonic() - started,
             connection.close_code,
         )
+
+
+async def _still_member(rt: Runtime, who: SignedIn, connection: Connection, view: RoomView) -> None:
+    """Membership once the connection is registered. A private room's is read again: a
+    removal committed before this read is seen here, one committed after it is
+    published after the registration, so its Revoked closes this connection. A public
+    room's existing row makes the user a member now; a room still to be made, with its
+    first message (`_stored`)."""
+    if view.restricted:
+        try:
+            await check_room(rt.store, who, connection.room)
+        except (NotVisible, NotAllowed):
+            connection.abort(CloseCode.NOT_MEMBER, NOT_A_MEMBER)
+    elif view.exists and not view.is_member:
+        await rt.writes.add_member(connection.room, connection.user.id)
+        connection.member = True
 
 
 async def _open(rt: Runtime, connection: Connection, after: int | None) -> None:
@@ -211,6 +241,9 @@ def _stored(
     if isinstance(failure, SessionEnded):
         connection.abort(CloseCode.INVALID_USER, "Invalid user")
         return
+    if isinstance(failure, NotMember):
+        connection.abort(CloseCode.NOT_MEMBER, NOT_A_MEMBER)
+        return
     if failure is not None:
         rt.metrics.errors.labels(code=ErrorCode.UNAVAILABLE.value).inc()
     if isinstance(failure, Unavailable):
@@ -221,8 +254,20 @@ def _stored(
         connection.push(error_frame(ErrorCode.UNAVAILABLE, "the message was not stored", client_id))
         return
     outcome = stored.result()
+    if not connection.member:
+        connection.member = True
+        joining = asyncio.get_running_loop().create_task(_join_room(rt, connection))
+        _joining.add(joining)
+        joining.add_done_callback(_joining.discard)
     if not outcome.fresh:
         connection.push(outcome.message.json)  # a frame for its sender alone
+
+
+async def _join_room(rt: Runtime, connection: Connection) -> None:
+    try:
+        await rt.writes.add_member(connection.room, connection.user.id)
+    except Exception:
+        log.exception("making %s a member of %s failed", connection.user.id, connection.room)
 
 
 async def _close(code: int, reason: str) -> None:

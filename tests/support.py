@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -440,3 +440,17 @@ CHROMIUM_ARGS = [
     "--disable-quic",
     "--no-first-run",
 ]
+
+
+async def set_role(server: Server, user_id: str, role: str) -> None:
+    """Make a user `admin` or `member` straight in the server's database (the
+    command line's `quartchat user role` does the same)."""
+    from quartchat.database import create_database
+    from quartchat.settings import Settings
+
+    database = create_database(Settings(database_url=server.database_url))
+    try:
+        async with database.writer.begin() as connection:
+            await connection.execute(update(models.User).where(models.User.id == user_id).values(role=role))
+    finally:
+        await database.dispose()

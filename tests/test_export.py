@@ -1,4 +1,4 @@
-"""docs/protocol.md §12 export formats and `quartchat export` / `import` (docs/operations.md), on real SQLite files."""
+"""docs/protocol.md §13 export formats and `quartchat export` / `import` (docs/operations.md), on real SQLite files."""
 
 from __future__ import annotations
 

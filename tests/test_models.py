@@ -143,6 +143,65 @@ async def test_migration_0003_on_postgresql(postgres_url: str) -> None:
     await upgrade_postgresql(postgres_url, "0002", _fill_at_0002, _client_id_in_two_rooms)
 
 
+def _fill_at_0004(connection: Connection) -> None:
+    """Three accounts (the oldest is not the first by id), two rooms, messages by two of them."""
+    for user_id, created_ms in (("u-a", 300), ("u-b", 100), ("u-c", 200)):
+        connection.execute(
+            text("INSERT INTO users (id, name, name_key, created_ms) VALUES (:id, :id, :id, :ms)"),
+            {"id": user_id, "ms": created_ms},
+        )
+    connection.execute(text("INSERT INTO rooms (name, message_count, last_id) VALUES ('lobby', 3, 3), ('dev', 1, 4)"))
+    for message_id, room, user_id, ts_ms in (
+        (1, "lobby", "u-a", 10),
+        (2, "lobby", "u-a", 20),
+        (3, "lobby", "u-c", 30),
+        (4, "dev", "u-a", 40),
+    ):
+        connection.execute(
+            text("INSERT INTO messages (id, room, user_id, text, ts_ms, ts) VALUES (:id, :room, :user, 'x', :ts, '')"),
+            {"id": message_id, "room": room, "user": user_id, "ts": ts_ms},
+        )
+
+
+def _access_after_0005(connection: Connection) -> dict[str, Any]:
+    return {
+        "roles": dict(connection.execute(text("SELECT id, role FROM users ORDER BY id")).all()),
+        "disabled": {bool(d) for (d,) in connection.execute(text("SELECT disabled FROM users"))},
+        "kinds": dict(connection.execute(text("SELECT name, kind FROM rooms ORDER BY name")).all()),
+        "members": connection.execute(
+            text("SELECT room, user_id, role, joined_ms, last_read_id FROM memberships ORDER BY room, user_id")
+        ).all(),
+    }
+
+
+ACCESS_AFTER_0005 = {
+    "roles": {"u-a": "member", "u-b": "admin", "u-c": "member"},  # the oldest account is the admin
+    "disabled": {False},
+    "kinds": {"dev": "public", "lobby": "public"},  # every existing room is public
+    "members": [  # whoever posted in a room is its member, since its first message there
+        ("dev", "u-a", "member", 40, 0),
+        ("lobby", "u-a", "member", 10, 0),
+        ("lobby", "u-c", "member", 30, 0),
+    ],
+}
+
+
+def test_migration_0005_starts_existing_deployments_sensibly(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path}/old.db")
+    migrate.upgrade(f"sqlite+aiosqlite:///{tmp_path}/old.db", "0004")
+    with engine.begin() as connection:
+        _fill_at_0004(connection)
+    migrate.upgrade(f"sqlite+aiosqlite:///{tmp_path}/old.db")
+    with engine.connect() as connection:
+        found = _access_after_0005(connection)
+    assert {**found, "members": [tuple(r) for r in found["members"]]} == ACCESS_AFTER_0005
+
+
+async def test_migration_0005_on_postgresql(postgres_url: str) -> None:
+    found = await upgrade_postgresql(postgres_url, "0004", _fill_at_0004, _access_after_0005)
+    assert {**found, "members": [tuple(r) for r in found["members"]]} == ACCESS_AFTER_0005
+
+
 def test_the_database_runs_in_wal_mode(migrated: str) -> None:
     with create_engine(migrated).connect() as connection:
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"

@@ -1,4 +1,4 @@
-"""Search (docs/protocol.md §13) against a real server on SQLite and on PostgreSQL:
+"""Search (docs/protocol.md §16) against a real server on SQLite and on PostgreSQL:
 GET /api/search, `around` paging, and `quartchat search`."""
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, insert, update
+from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from quartchat import models
-from quartchat.protocol import now_ms
 
 from .conftest import POSTGRES_ADMIN
 from .support import Chat, Server, User, quartchat_env, run_cli, unique
@@ -230,34 +229,29 @@ async def test_before_pages_back_through_hundreds_of_hits_without_gaps_or_duplic
 
 
 async def test_private_rooms_are_searched_by_their_members_only(chat: Chat, server: Server) -> None:
-    member, outsider = await chat.user(), await chat.user()
+    member, invited, outsider = await chat.user(), await chat.user(), await chat.user()
     room, word = unique("p"), unique("secret")
     pair = "".join(chr(0x4E00 + secrets.randbelow(20000)) for _ in range(2))  # a short term: no trigram
-    engine = create_async_engine(server.database_url)
-    try:
-        async with engine.begin() as connection:
-            # docs/protocol.md §11's schema, written as its API will write it.
-            await connection.execute(
-                insert(models.Room).values(name=room, message_count=2, last_id=0, kind="private", created_ms=now_ms())
-            )
-            await connection.execute(
-                insert(models.Membership).values(room=room, user_id=member.id, role="owner", joined_ms=now_ms())
-            )
-            for text in (f"{word} plans", f"more {word}", f"only {pair} here"):
-                await connection.execute(
-                    insert(models.Message).values(
-                        room=room, user_id=member.id, text=text, ts_ms=now_ms(), ts="2026-12-04T00:00:00.000Z"
-                    )
-                )
-    finally:
-        await engine.dispose()
-    assert [m["data"] for m in (await search(member, word))["messages"]] == [f"more {word}", f"{word} plans"]
-    assert [m["data"] for m in (await search(member, word, room=room))["messages"]] == [f"more {word}", f"{word} plans"]
-    assert await search(outsider, word) == {"messages": [], "has_more": False}
-    assert await search(outsider, word, room=room) == {"messages": [], "has_more": False}
-    assert await search(outsider, "pla " + word) == {"messages": [], "has_more": False}
+    made = await member.http.post("/api/rooms", json={"name": room, "private": True})
+    assert made.status_code == 201, made.text
+    await post(chat, member, room, [f"{word} plans", f"more {word}", f"only {pair} here"])
+    mine = [f"more {word}", f"{word} plans"]
+    assert [m["data"] for m in (await search(member, word))["messages"]] == mine
+    assert [m["data"] for m in (await search(member, word, room=room))["messages"]] == mine
     assert [m["data"] for m in (await search(member, pair))["messages"]] == [f"only {pair} here"]
-    assert await search(outsider, pair) == {"messages": [], "has_more": False}
+    nothing = {"messages": [], "has_more": False}
+    for who in (invited, outsider):
+        assert await search(who, word) == nothing
+        assert await search(who, word, room=room) == nothing
+        assert await search(who, "pla " + word) == nothing
+        assert await search(who, pair) == nothing
+    # A member once invited finds the history; the operator's CLI reads every room.
+    added = await member.http.post(f"/api/rooms/{room}/members", json={"name": invited.name})
+    assert added.status_code == 201, added.text
+    assert [m["data"] for m in (await search(invited, word))["messages"]] == mine
+    assert await search(outsider, word) == nothing
+    operator = run_cli(quartchat_env(server.database_url), server.workdir, "search", word)
+    assert operator.returncode == 0 and len(operator.stdout.splitlines()) == 2
 
 
 async def test_a_changed_or_deleted_row_is_found_by_its_current_text_only(chat: Chat, server: Server) -> None:

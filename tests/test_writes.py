@@ -21,7 +21,7 @@ from quartchat.protocol import UserRef, format_ts
 from quartchat.settings import Settings
 from quartchat.store import Store
 from quartchat.writer import MessageWriter
-from quartchat.writes import Draft, SessionEnded, SqliteWrites, create_writes
+from quartchat.writes import Draft, NotMember, SessionEnded, SqliteWrites, create_writes
 
 from . import postgres_database
 from .support import ALICE, add_user, need_service, unique
@@ -84,6 +84,74 @@ async def test_a_message_whose_session_ended_before_its_commit_is_not_stored(dat
     assert isinstance(outcomes[1], SessionEnded)
     assert [m.text for b in committed.batches for m in b] == ["live", "unchecked"]
     assert [r.name for r in await store.rooms()] == ["r"], "no room made for a refused message"
+
+
+async def test_a_non_member_stores_nothing_in_a_private_room_checked_in_the_transaction(database: Database) -> None:
+    bob = UserRef("u-bob", "bob")
+    await add_user(database, bob)
+    writes = create_writes(database)
+    assert await writes.create_room("secret", "private", ALICE.id)
+    assert await writes.create_room("open", "public", ALICE.id)
+    assert not await writes.create_room("secret", "public", bob.id), "a taken name"
+    committed = Committed()
+    writer = new_writer(database, committed)
+    writer.start()
+    outcomes = await asyncio.gather(
+        writer.submit(Draft("secret", ALICE, "owner's")),
+        writer.submit(Draft("secret", bob, "outsider's")),
+        writer.submit(Draft("open", bob, "anyone's")),
+        writer.submit(Draft("never-made", bob, "public by its first message")),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], NotMember)
+    assert await writes.add_member("secret", bob.id) and not await writes.add_member("secret", bob.id)
+    invited = await writer.submit(Draft("secret", bob, "now a member"))
+    assert await writes.remove_member("secret", bob.id) and not await writes.remove_member("secret", bob.id)
+    with pytest.raises(NotMember):
+        await writer.submit(Draft("secret", bob, "removed"))
+    await writer.close()
+    assert invited.fresh
+    assert [m.text for b in committed.batches for m in b] == [
+        "owner's",
+        "anyone's",
+        "public by its first message",
+        "now a member",
+    ]
+    rooms = {r.name: r for r in await Store(database).rooms()}
+    assert (rooms["secret"].kind, rooms["secret"].messages) == ("private", 2)
+    assert rooms["never-made"].kind == "public"
+
+
+async def test_a_refused_message_never_deletes_an_empty_room_made_by_the_api(database: Database) -> None:
+    bob = UserRef("u-bob", "bob")
+    await add_user(database, bob)
+    writes = create_writes(database)
+    await writes.create_room("empty-secret", "private", ALICE.id)
+    await writes.create_room("empty-open", "public", ALICE.id)
+    await writes.create_session("s-ended", bob.id)
+    await writes.delete_session("s-ended")
+    writer = new_writer(database, Committed())
+    writer.start()
+    refused = await asyncio.gather(
+        writer.submit(Draft("empty-secret", bob, "x")),
+        writer.submit(Draft("empty-open", bob, "x", session_id="s-ended")),
+        return_exceptions=True,
+    )
+    await writer.close()
+    assert isinstance(refused[0], NotMember) and isinstance(refused[1], SessionEnded)
+    assert sorted(r.name for r in await Store(database).rooms()) == ["empty-open", "empty-secret"]
+
+
+async def test_a_dm_is_one_room_however_many_open_it_at_once(database: Database) -> None:
+    bob = UserRef("u-bob", "bob")
+    await add_user(database, bob)
+    writes = create_writes(database)
+    kinds = await asyncio.gather(*(writes.open_dm("dm-0011223344556677", (ALICE.id, bob.id)) for _ in range(20)))
+    assert kinds == ["dm"] * 20
+    members = await Store(database).members("dm-0011223344556677")
+    assert sorted(m.user.id for m in members) == sorted([ALICE.id, bob.id])
+    await writes.create_room("dm-taken-before", "public", ALICE.id)
+    assert await writes.open_dm("dm-taken-before", (ALICE.id, bob.id)) == "public"
 
 
 async def test_an_expired_session_stores_nothing(database: Database) -> None:

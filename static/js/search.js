@@ -1,4 +1,4 @@
-// The search box (docs/protocol.md §13): Ctrl+K or "/" focuses it; the results are
+// The search box (docs/protocol.md §16): Ctrl+K or "/" focuses it; the results are
 // grouped by room, newest first, with each match marked; a result opens its room at
 // that message (`/r/<room>?at=<id>`, which app.js opens with `around`).
 // Message text goes in as text nodes and <mark> elements filled with textContent only:

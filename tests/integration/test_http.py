@@ -1,4 +1,4 @@
-"""docs/protocol.md §11 and §12 over real HTTP: pages, headers, export downloads."""
+"""docs/protocol.md §12 and §13 over real HTTP: pages, headers, export downloads."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from quartchat import create_app
 from quartchat.settings import Settings
 
 from ..conftest import StartServer
-from ..support import PASSWORD, SECRET_KEY, Chat, run_cli, unique, until
+from ..support import PASSWORD, SECRET_KEY, Chat, run_cli, set_role, unique, until
 
 
 async def test_security_headers_on_every_page(chat: Chat) -> None:
@@ -44,6 +44,11 @@ ROUTES = {
     "api.users": ("GET", "/api/rooms/{room}/users"),
     "api.export_room": ("GET", "/api/rooms/{room}/export?format=csv"),
     "api.export_all": ("GET", "/api/export?format=json"),
+    "rooms_api.create_room": ("POST", "/api/rooms"),
+    "rooms_api.open_dm": ("POST", "/api/dm"),
+    "rooms_api.members": ("GET", "/api/rooms/{room}/members"),
+    "rooms_api.add_member": ("POST", "/api/rooms/{room}/members"),
+    "rooms_api.remove_member": ("DELETE", "/api/rooms/{room}/members/nobody"),
     "api.metrics": ("GET", "/metrics"),
     "api.healthz": ("GET", "/healthz"),
 }
@@ -98,6 +103,7 @@ async def test_an_unknown_api_path_answers_json_and_a_bad_page_room_404s(chat: C
 async def test_export_downloads_are_attachments_named_by_room_and_day(chat: Chat, fmt: str, media: str) -> None:
     room = unique("dl-")
     user = await chat.user()
+    await set_role(chat.server, user.id, "admin")  # the export of every room is the admins'
     await (await chat.open(user, room)).say("exported")
     response = await user.http.get(f"/api/rooms/{room}/export", params={"format": fmt})
     assert response.status_code == 200 and response.headers["content-type"].startswith(media)

@@ -1,0 +1,141 @@
+"""The rooms API of docs/protocol.md §11: create a room, open a DM, list, add and
+remove members. Every room it names goes through quartchat/access.py first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, Response, jsonify, request
+
+from .access import DM, PRIVATE, PUBLIC, NotAllowed, check_room, is_admin, may_create_room
+from .accounts import InvalidName, name_key, stored_name
+from .api import ApiError, check_json_post, signed_in_as
+from .broker import Revoked
+from .protocol import CloseCode, UserRef
+from .rooms import dm_room_name
+from .runtime import runtime
+from .store import RoomSummary
+
+bp = Blueprint("rooms_api", __name__)
+
+MAX_USER_ID_CHARS = 36
+NOT_A_MEMBER = "Not a member"
+
+
+def room_json(summary: RoomSummary) -> dict[str, Any]:
+    """A room as GET /api/rooms lists it: a DM names its other member as `peer`."""
+    room: dict[str, Any] = {
+        "name": summary.name,
+        "kind": summary.kind,
+        "member": summary.member,
+        "messages": summary.messages,
+        "last_id": summary.last_id,
+    }
+    if summary.kind == DM:
+        room["peer"] = summary.peer.to_dict() if summary.peer is not None else None
+    return room
+
+
+async def json_body(*fields: str) -> dict[str, Any]:
+    await check_json_post()
+    body = await request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(422, "send a JSON object with " + ", ".join(f'"{f}"' for f in fields))
+    return body
+
+
+async def user_named(raw: object) -> UserRef:
+    """The active account of that name; 404 for an unknown, reserved or disabled one alike."""
+    try:
+        key = name_key(stored_name(raw))
+    except InvalidName:
+        raise ApiError(404, "no such user") from None
+    found = await runtime().store.active_user(key)
+    if found is None:
+        raise ApiError(404, "no such user")
+    return found
+
+
+@bp.post("/api/rooms")
+async def create_room() -> Response:
+    who = await signed_in_as()
+    body = await json_body("name", "private")
+    name, private = body.get("name"), body.get("private", False)
+    if not isinstance(private, bool):
+        raise ApiError(422, '"private" is true or false')
+    if not isinstance(name, str) or not may_create_room(name):
+        raise ApiError(422, "a room name is 1-64 of a-z, 0-9 and '-', and does not start with 'dm-'")
+    if who.token_rooms is not None:
+        raise NotAllowed(name)  # a bot token limited to rooms makes none
+    kind = PRIVATE if private else PUBLIC
+    if not await runtime().writes.create_room(name, kind, who.user.id):
+        raise ApiError(409, "that name is taken")
+    summary = RoomSummary(name, 0, 0, kind, member=True)
+    response = jsonify(room=room_json(summary))
+    response.status_code = 201
+    return response
+
+
+@bp.post("/api/dm")
+async def open_dm() -> Response:
+    who = await signed_in_as()
+    body = await json_body("name")
+    peer = await user_named(body.get("name"))
+    if peer.id == who.user.id:
+        raise ApiError(422, "a direct message needs another user")
+    rt = runtime()
+    name = dm_room_name(rt.settings.resolved_secret_key(), who.user.id, peer.id)
+    if who.token_rooms is not None and name not in who.token_rooms:
+        raise NotAllowed(name)
+    if await rt.writes.open_dm(name, (who.user.id, peer.id)) != DM:
+        raise ApiError(409, "that name is taken")
+    view = await check_room(rt.store, who, name)
+    summary = RoomSummary(name, 0, await rt.store.room_last_id(name), view.kind, True, peer)
+    return jsonify(room=room_json(summary))
+
+
+@bp.get("/api/rooms/<room>/members")
+async def members(room: str) -> Response:
+    who = await signed_in_as()
+    store = runtime().store
+    await check_room(store, who, room)
+    found = await store.members(room)
+    return jsonify(members=[{**m.user.to_dict(), "role": m.role} for m in found])
+
+
+@bp.post("/api/rooms/<room>/members")
+async def add_member(room: str) -> Response:
+    """Any member of a private room may add a user to it. A DM keeps its two members;
+    a public room needs no invitation (opening it makes a member)."""
+    who = await signed_in_as()
+    rt = runtime()
+    view = await check_room(rt.store, who, room)
+    body = await json_body("name")
+    if view.kind == DM:
+        raise ApiError(403, "a direct message has exactly its two members")
+    if view.kind == PUBLIC:
+        raise ApiError(422, "anyone may join a public room by opening it: no invitation needed")
+    user = await user_named(body.get("name"))
+    added = await rt.writes.add_member(room, user.id)
+    response = jsonify(member={**user.to_dict(), "role": "member"})
+    response.status_code = 201 if added else 200
+    return response
+
+
+@bp.delete("/api/rooms/<room>/members/<user_id>")
+async def remove_member(room: str, user_id: str) -> Response:
+    """Leave (yourself), or remove someone: a room's owner or an admin. Its sockets of
+    the room close with 4003 in every process; the writer stores nothing more of it there."""
+    await check_json_post()
+    who = await signed_in_as()
+    rt = runtime()
+    view = await check_room(rt.store, who, room)
+    if user_id != who.user.id:
+        if view.kind == DM:
+            raise ApiError(403, "in a direct message you may only leave")
+        if not (view.role == "owner" or is_admin(who)):
+            raise ApiError(403, "only the room's owner or an admin may remove others")
+    if len(user_id) > MAX_USER_ID_CHARS or not await rt.writes.remove_member(room, user_id):
+        raise ApiError(404, "not a member")
+    rt.hub.revoke(Revoked(user_ids=(user_id,), room=room, code=CloseCode.NOT_MEMBER, reason=NOT_A_MEMBER))
+    return Response(status=204)
