@@ -204,6 +204,7 @@ async function loadNewer() {
 // (ids already shown are skipped), and the list is live again.
 function backToThePresent() {
   jumpedTo = null;
+  loaded = true; // a history frame still to come adds to this list, it does not replace it
   if (held.length) view.appendPage(held);
   if (oldestId === null && held.length) oldestId = held[0].id;
   held = [];

@@ -90,3 +90,12 @@ async def test_search_opens_a_hit_in_another_room_and_scrolls_both_ways(
     finally:
         await late.aclose()
     await expect(page.locator("#messages li[data-id] .text").last).to_have_text("live again")
+
+    # A hit in a short room: its context reaches the present at once, and stays marked
+    # whenever the socket's first history arrives.
+    await page.keyboard.press("Control+k")
+    await page.keyboard.type(word)
+    await page.keyboard.press("Enter")
+    await results.locator(".room-group").first.locator("a").click()
+    await page.wait_for_url(f"**/r/{here}")
+    await expect(page.locator("#messages li.hit .text")).to_have_text(f"a {word.upper()} in this room too")
