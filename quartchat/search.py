@@ -13,6 +13,12 @@ transaction); on PostgreSQL pg_trgm's GIN index on lower(text). A term of 1 or 2
 characters has no trigram: on SQLite it is checked with instr() on the rows the longer
 terms found, or, alone, on the rooms' rows newest first; PostgreSQL's LIKE needs no
 other path (the index is used when the pattern has a trigram, the table otherwise).
+
+"Delete means gone" (§12) needs one more step than the triggers: FTS5's 'delete' hides
+a row's trigrams at once, but their bytes stay in older index segments until FTS5
+merges them. A delete or retention purge should end with
+`INSERT INTO messages_fts(messages_fts) VALUES ('optimize')` (or, on SQLite 3.42+, run
+with the table's `secure-delete` option set); on PostgreSQL, VACUUM of messages.
 """
 
 from __future__ import annotations
