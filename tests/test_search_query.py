@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import true
+from sqlalchemy import insert, true
 from sqlalchemy.dialects import postgresql, sqlite
 
+from quartchat.access import readable_rooms
+from quartchat.database import Database
+from quartchat.models import Message, Room
 from quartchat.search import BadQuery, case_variants, escape_like, fts_match, parse, search_query
+from quartchat.store import SignedIn, Store
+
+from .support import ALICE
 
 
 @pytest.mark.parametrize(
@@ -68,3 +74,23 @@ def test_postgresql_matches_every_term_with_like_on_lower_text() -> None:
     sql = str(compiled)
     assert sql.count("lower(messages.text) LIKE lower(") == 2 and "ESCAPE" in sql
     assert set(compiled.params.values()) >= {"%Hello%", "%50\\%%"}
+
+
+async def test_a_bot_token_limited_to_rooms_finds_only_theirs(database: Database) -> None:
+    """access.readable_rooms inside the search's own SQL, on a real SQLite database."""
+    async with database.writer.begin() as connection:
+        for room in ("alpha", "beta"):
+            await connection.execute(insert(Room).values(name=room, message_count=1, last_id=0))
+            await connection.execute(
+                insert(Message).values(room=room, user_id=ALICE.id, text=f"status report {room}", ts_ms=0, ts="")
+            )
+    store = Store(database)
+
+    async def rooms_found(token_rooms: frozenset[str] | None) -> list[str]:
+        who = SignedIn(ALICE, "s", 0, token_id=None if token_rooms is None else "t", token_rooms=token_rooms)
+        query = search_query(parse("report"), lambda column: readable_rooms(who, column), sqlite=True, limit=10)
+        return [m.room for m in (await store.search(query, 10)).messages]
+
+    assert await rooms_found(None) == ["beta", "alpha"]
+    assert await rooms_found(frozenset({"alpha"})) == ["alpha"]
+    assert await rooms_found(frozenset()) == []
