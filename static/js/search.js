@@ -79,6 +79,9 @@ export class SearchBox {
     this.more.addEventListener("click", () => this.page());
     this.panel.querySelector("#search-close").addEventListener("click", () => this.close());
     document.addEventListener("keydown", (event) => this.key(event));
+    document.addEventListener("click", (event) => {
+      if (!this.panel.hidden && !this.panel.contains(event.target) && !this.form.contains(event.target)) this.close();
+    });
   }
 
   key(event) {
