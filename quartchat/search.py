@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import itertools
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 from sqlalchemy import (
     ColumnElement,
@@ -102,7 +102,7 @@ def search_query(
     *,
     sqlite: bool,
     room: str | None = None,
-    user_name_key: str | None = None,
+    user_name_keys: Collection[str] | None = None,
     before: int | None = None,
     limit: int = DEFAULT_LIMIT,
 ) -> AnySelect:
@@ -134,8 +134,8 @@ def search_query(
     query = query.where(readable(room_column))
     if room is not None:
         query = query.where(Message.room == room)
-    if user_name_key is not None:
-        query = query.where(User.name_key == user_name_key)
+    if user_name_keys is not None:
+        query = query.where(User.name_key.in_(sorted(user_name_keys)))
     if before is not None:
         query = query.where(key < before)
     return query.order_by(key.desc()).limit(limit + 1)

@@ -4,6 +4,7 @@ may read, newest first, `before` paging back."""
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from quart import Blueprint, Response, jsonify, request
 
@@ -51,11 +52,18 @@ async def search() -> Response:
         lambda column: readable_rooms(who, column),
         sqlite=chat.database.is_sqlite,
         room=room,
-        user_name_key=name_key(user) if user is not None else None,
+        user_name_keys=_name_keys(user) if user is not None else None,
         before=before,
         limit=limit,
     )
     return jsonify(message_page(await chat.store.search(query, limit)))
+
+
+def _name_keys(name: str) -> set[str]:
+    """The keys an author's name may have: as typed (an account kept as it was made) and
+    folded with NFKC as sign-in folds new names (quartchat/accounts.py)."""
+    typed = name.strip(" ")
+    return {name_key(typed), name_key(unicodedata.normalize("NFKC", typed))}
 
 
 def _number(value: str | None, name: str, shape: re.Pattern[str]) -> int | None:

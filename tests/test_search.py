@@ -202,6 +202,8 @@ async def test_room_and_user_narrow_the_search(chat: Chat) -> None:
     assert {m["room"] for m in everywhere["messages"]} == {here, there}
     by_bob = await search(alice, word, user=bob.name.upper())
     assert [m["data"] for m in by_bob["messages"]] == [f"{word} from bob"]
+    fullwidth = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in bob.name)  # NFKC folds it back
+    assert [m["data"] for m in (await search(alice, word, user=fullwidth))["messages"]] == [f"{word} from bob"]
     assert (await search(alice, word, user="nobody-of-that-name"))["messages"] == []
     first = everywhere["messages"][0]
     assert first["user"] == {"id": alice.id, "name": alice.name} and first["ts"].endswith("Z")
