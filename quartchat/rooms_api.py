@@ -11,6 +11,7 @@ from .access import DM, PRIVATE, PUBLIC, NotAllowed, check_room, is_admin, may_c
 from .accounts import InvalidName, name_key, stored_name
 from .api import ApiError, check_json_post, signed_in_as
 from .broker import Revoked
+from .models import Room
 from .protocol import CloseCode, UserRef
 from .rooms import dm_room_name
 from .runtime import runtime
@@ -89,8 +90,7 @@ async def open_dm() -> Response:
         raise NotAllowed(name)
     if await rt.writes.open_dm(name, (who.user.id, peer.id)) != DM:
         raise ApiError(409, "that name is taken")
-    view = await check_room(rt.store, who, name)
-    summary = RoomSummary(name, 0, await rt.store.room_last_id(name), view.kind, True, peer)
+    (summary,) = await rt.store.rooms_of(who.user.id, Room.name == name)
     return jsonify(room=room_json(summary))
 
 

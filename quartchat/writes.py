@@ -300,6 +300,10 @@ class Writes(ABC):
         query = select(Membership.room, Membership.user_id).where(
             tuple_(Membership.room, Membership.user_id).in_(pairs)
         )
+        if connection.dialect.name == "postgresql":
+            # FOR SHARE: a removal waits for this commit, so none commits between the
+            # check and the insert (SQLite's single writer serialises them already).
+            query = query.with_for_update(read=True)
         members = {(row.room, row.user_id) for row in connection.execute(query)}
         return set(pairs) - members
 

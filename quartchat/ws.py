@@ -81,6 +81,10 @@ async def _chat(rt: Runtime, room: str, address: str) -> None:
     except NotAllowed:
         await websocket.close(CloseCode.NOT_MEMBER, "Not allowed")
         return
+    except Exception:
+        log.exception("opening %s failed: the database did not answer", room)
+        await websocket.close(CloseCode.TRY_AGAIN, "the database is unavailable: try again later")
+        return
     after_text = websocket.args.get("after")
     if after_text is not None and not re.fullmatch(r"\d{1,18}", after_text):
         await websocket.close(CloseCode.POLICY, "after must be a message id")
@@ -137,14 +141,17 @@ async def _still_member(rt: Runtime, who: SignedIn, connection: Connection, view
     published after the registration, so its Revoked closes this connection. A public
     room's existing row makes the user a member now; a room still to be made, with its
     first message (`_stored`)."""
-    if view.restricted:
-        try:
+    try:
+        if view.restricted:
             await check_room(rt.store, who, connection.room)
-        except (NotVisible, NotAllowed):
-            connection.abort(CloseCode.NOT_MEMBER, NOT_A_MEMBER)
-    elif view.exists and not view.is_member:
-        await rt.writes.add_member(connection.room, connection.user.id)
-        connection.member = True
+        elif view.exists and not view.is_member:
+            await rt.writes.add_member(connection.room, connection.user.id)
+            connection.member = True
+    except (NotVisible, NotAllowed):
+        connection.abort(CloseCode.NOT_MEMBER, NOT_A_MEMBER)
+    except Exception:
+        log.exception("opening %s failed: the database did not answer", connection.room)
+        connection.abort(CloseCode.TRY_AGAIN, "the database is unavailable: try again later")
 
 
 async def _open(rt: Runtime, connection: Connection, after: int | None) -> None:

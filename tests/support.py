@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import insert, update
+from sqlalchemy import delete, insert, update
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -452,5 +452,20 @@ async def set_role(server: Server, user_id: str, role: str) -> None:
     try:
         async with database.writer.begin() as connection:
             await connection.execute(update(models.User).where(models.User.id == user_id).values(role=role))
+    finally:
+        await database.dispose()
+
+
+async def disable(server: Server, user_id: str) -> None:
+    """Mark a user disabled straight in the database and end its sessions (what
+    `quartchat user disable` does, without the command line)."""
+    from quartchat.database import create_database
+    from quartchat.settings import Settings
+
+    database = create_database(Settings(database_url=server.database_url))
+    try:
+        async with database.writer.begin() as connection:
+            await connection.execute(update(models.User).where(models.User.id == user_id).values(disabled=True))
+            await connection.execute(delete(models.Session).where(models.Session.user_id == user_id))
     finally:
         await database.dispose()

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from ..support import Chat, Server, User, set_role, unique, until
+from ..support import Chat, Server, User, disable, set_role, unique, until
 
 REMOVAL_SECONDS = 2.0
 
@@ -256,10 +256,26 @@ async def test_the_room_list_shows_public_rooms_and_the_users_own_private_rooms_
     assert dm not in seen
     assert (await rooms(outsider))[public]["member"] is True  # posting made it a member
     assert room not in await rooms(outsider) and dm not in await rooms(outsider)
+    again = await starter.http.post("/api/dm", json={"name": peer.name})
+    assert again.json()["room"] == {
+        "name": dm,
+        "kind": "dm",
+        "member": True,
+        "messages": 1,
+        "last_id": again.json()["room"]["last_id"],
+        "peer": peer.ref,
+    }
     listed = (await rooms(starter))[dm]
     assert listed["kind"] == "dm" and listed["peer"] == peer.ref
     assert (await rooms(peer))[dm]["peer"] == starter.ref
     assert room in await rooms(member)
+    # Opening an existing public room makes a member too, until it leaves.
+    assert (await rooms(member))[public]["member"] is False
+    watching = await chat.open(member, public)
+    assert (await rooms(member))[public]["member"] is True
+    assert (await member.http.delete(f"/api/rooms/{public}/members/{member.id}")).status_code == 204
+    assert await watching.close_code() == 4003
+    assert (await rooms(member))[public]["member"] is False
 
 
 async def test_room_names_are_checked_and_taken_names_refused(chat: Chat) -> None:
@@ -291,12 +307,16 @@ async def test_room_names_are_checked_and_taken_names_refused(chat: Chat) -> Non
     assert made.status_code == 201 and made.json()["room"]["kind"] == "public"
 
 
-async def test_dm_requests_for_oneself_unknown_names_and_from_outside_are_refused(chat: Chat) -> None:
+async def test_dm_requests_for_oneself_unknown_or_disabled_names_and_from_outside_are_refused(chat: Chat) -> None:
     user = await chat.user()
     assert (await user.http.post("/api/dm", json={"name": user.name})).status_code == 422
     unknown = await user.http.post("/api/dm", json={"name": unique("nobody-")})
     invalid = await user.http.post("/api/dm", json={"name": "\x00"})
     assert unknown.status_code == invalid.status_code == 404 and unknown.content == invalid.content
+    gone = await chat.user()
+    await disable(chat.server, gone.id)
+    disabled = await user.http.post("/api/dm", json={"name": gone.name})
+    assert disabled.status_code == 404 and disabled.content == unknown.content
     assert (await chat.http().post("/api/dm", json={"name": user.name})).status_code == 401
     cross_site = await user.http.post("/api/dm", json={"name": "x"}, headers={"Origin": "https://evil.example"})
     assert cross_site.status_code == 403
@@ -418,10 +438,12 @@ async def test_on_two_workers_removal_closes_the_sockets_on_both_and_dms_stay_on
 
 # Random sequences of invitations, departures, removals and messages -----------------
 
+# Disabling is rarer: its sockets close within the 5 s of the periodic session check.
+KINDS = ["invite"] * 3 + ["leave", "remove"] + ["send"] * 4 + ["disable"]
 ACTIONS = st.lists(
-    st.tuples(st.sampled_from(["invite", "leave", "remove", "send"]), st.integers(0, 2), st.integers(0, 2)),
+    st.tuples(st.sampled_from(KINDS), st.integers(0, 2), st.integers(0, 2)),
     min_size=1,
-    max_size=14,
+    max_size=12,
 )
 
 
@@ -452,7 +474,8 @@ async def listen(chat: Chat, user: User, room: str) -> Listener:
 
 async def play(server: Server, actions: list[tuple[str, int, int]]) -> None:
     """Play `actions` against the server and a model of who is a member; in the end each
-    user must have received exactly the messages stored while it was a member."""
+    user must have received exactly the messages stored while it was a member (and not
+    disabled: a disabled user's sockets close with 4001, its membership stays)."""
     chat = Chat(server)
     try:
         users = [await chat.user() for _ in range(3)]
@@ -461,22 +484,31 @@ async def play(server: Server, actions: list[tuple[str, int, int]]) -> None:
         room = unique("prop-")
         assert (await users[0].http.post("/api/rooms", json={"name": room, "private": True})).status_code == 201
         members: dict[int, str] = {0: "owner"}
+        disabled: set[int] = set()
         listeners = {0: await listen(chat, users[0], room)}
         expected: dict[int, list[int]] = {0: [], 1: [], 2: []}
         received: dict[int, list[int]] = {0: [], 1: [], 2: []}
         stored: list[int] = []
 
-        async def cut_off(user: int) -> None:
-            listener = listeners.pop(user)
-            assert await asyncio.wait_for(listener.task, 10) == 4003
-            received[user].extend(listener.received)
-            del members[user]
+        async def cut_off(user: int, code: int = 4003) -> None:
+            listener = listeners.pop(user, None)
+            if listener is not None:
+                assert await asyncio.wait_for(listener.task, 12) == code
+                received[user].extend(listener.received)
 
         for action, actor, target in actions:
             http = users[actor].http
-            if action == "invite":
+            if action == "disable":
+                if target not in disabled:
+                    disabled.add(target)
+                    await disable(server, users[target].id)
+                    await cut_off(target, 4001)  # within 10 s (the periodic check)
+            elif actor in disabled:
+                answer = await http.get(f"/api/rooms/{room}/members")
+                assert answer.status_code == 401
+            elif action == "invite":
                 answer = await http.post(f"/api/rooms/{room}/members", json={"name": users[target].name})
-                if actor not in members:
+                if actor not in members or target in disabled:  # a disabled user is no one to invite
                     assert answer.status_code == 404
                 else:
                     assert answer.status_code == (200 if target in members else 201), answer.text
@@ -495,6 +527,7 @@ async def play(server: Server, actions: list[tuple[str, int, int]]) -> None:
                 else:
                     assert answer.status_code == 204, answer.text
                     await cut_off(removed)
+                    del members[removed]
             elif actor in members:
                 listener = listeners[actor]
                 before = len(listener.received)
@@ -503,7 +536,8 @@ async def play(server: Server, actions: list[tuple[str, int, int]]) -> None:
                 message_id = listener.received[-1]
                 stored.append(message_id)
                 for member in members:
-                    expected[member].append(message_id)
+                    if member not in disabled:
+                        expected[member].append(message_id)
             else:
                 outsider = await chat.connect(users[actor], room)
                 with pytest.raises(ConnectionClosed) as closed:
@@ -525,7 +559,24 @@ async def play(server: Server, actions: list[tuple[str, int, int]]) -> None:
 
 @settings(max_examples=15, deadline=None)
 @given(actions=ACTIONS)
-def test_random_membership_changes_keep_who_received_what_equal_to_who_was_a_member(
+def test_random_membership_changes_and_disabling_keep_who_received_what_equal_to_who_was_a_member(
     server: Server, actions: list[tuple[str, int, int]]
 ) -> None:
     asyncio.run(play(server, actions))
+
+
+async def test_a_hundred_concurrent_creations_of_one_name_make_one_room_with_one_owner(chat: Chat) -> None:
+    name = unique("race-")
+    users = [await chat.user() for _ in range(4)]
+    answers = await asyncio.gather(
+        *(users[i % 4].http.post("/api/rooms", json={"name": name, "private": i % 2 == 0}) for i in range(100))
+    )
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [201] + [409] * 99
+    (made,) = [a for a in answers if a.status_code == 201]
+    kind = made.json()["room"]["kind"]
+    owners = [u for u in users if (await u.http.get(f"/api/rooms/{name}/members")).status_code == 200]
+    if kind == "private":
+        assert len(owners) == 1
+        members = (await owners[0].http.get(f"/api/rooms/{name}/members")).json()["members"]
+        assert members == [{"id": owners[0].id, "name": owners[0].name, "role": "owner"}]
