@@ -261,7 +261,8 @@ async def test_a_changed_or_deleted_row_is_found_by_its_current_text_only(chat: 
     """What issue 22's edit, delete and retention will do to the table: the index follows
     in the same transaction (triggers on SQLite, the GIN index on PostgreSQL)."""
     user, room = await chat.user(), unique("r")
-    old, new, gone = unique("old"), unique("new"), unique("gone")
+    old, new, gone, expired = unique("old"), unique("new"), unique("gone"), unique("expired")
+    purged = await post(chat, user, room, [f"{expired} {i} 过期" for i in range(50)])
     edited, deleted = await post(chat, user, room, [f"{old} text", f"{gone} text"])
     engine = create_async_engine(server.database_url)
     try:
@@ -270,8 +271,14 @@ async def test_a_changed_or_deleted_row_is_found_by_its_current_text_only(chat: 
                 update(models.Message).where(models.Message.id == edited["id"]).values(text=f"{new} text")
             )
             await connection.execute(delete(models.Message).where(models.Message.id == deleted["id"]))
+            # A retention purge: every message of the room up to a time, in one statement.
+            await connection.execute(
+                delete(models.Message).where(models.Message.room == room, models.Message.id <= purged[-1]["id"])
+            )
     finally:
         await engine.dispose()
+    assert await found(user, expired, room) == []
+    assert await found(user, "过期", room) == []
     assert await found(user, new, room) == [f"{new} text"]
     assert await found(user, old, room) == []
     if server.database_url.startswith("sqlite"):
