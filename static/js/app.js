@@ -163,9 +163,10 @@ list.addEventListener("scroll", () => {
 
 // A search's hit: the message with up to 25 either side, marked and centred.
 async function openAt(id) {
-  const response = await fetch(`${apiPath}?around=${id}&limit=50`, { credentials: "same-origin" });
-  if (!response.ok) {
-    view.notice(response.status === 404 ? "That message is no longer here." : `Cannot open it (HTTP ${response.status}).`);
+  const response = await fetch(`${apiPath}?around=${id}&limit=50`, { credentials: "same-origin" }).catch(() => null);
+  if (!response?.ok) {
+    const why = response ? `HTTP ${response.status}` : "the server did not answer";
+    view.notice(response?.status === 404 ? "That message is no longer here." : `Cannot open it (${why}).`);
     hasOlder = held.length > 0; // older than the newest page the socket brought: loadOlder asks
     backToThePresent();
     return;
