@@ -99,3 +99,19 @@ async def test_search_opens_a_hit_in_another_room_and_scrolls_both_ways(
     await results.locator(".room-group").first.locator("a").click()
     await page.wait_for_url(f"**/r/{here}")
     await expect(page.locator("#messages li.hit .text")).to_have_text(f"a {word.upper()} in this room too")
+
+
+async def test_a_hit_that_is_gone_says_so_and_shows_the_room(browser: Browser, start_server: StartServer) -> None:
+    server = start_server()
+    room = unique("gone-")
+    chat = Chat(server)
+    try:
+        conn = await chat.open(await chat.user(), room)
+        await conn.say("still here")
+    finally:
+        await chat.aclose()
+    page = await signed_in_page(browser, server, unique("reader"), f"/r/{room}")
+    await page.goto(f"{server.base_url}/r/{room}?at=999999")
+    await expect(page.locator("#messages .notice")).to_contain_text(["That message is no longer here."])
+    await expect(page.locator("#messages li[data-id] .text")).to_have_text(["still here"])
+    await expect(page.locator("#status")).to_have_text("connected")
