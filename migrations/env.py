@@ -11,6 +11,7 @@ from sqlalchemy.pool import NullPool
 
 from quartchat.database import configure_sqlite
 from quartchat.models import Base
+from quartchat.search import in_the_models
 
 config = context.config
 target_metadata = Base.metadata
@@ -50,6 +51,7 @@ def do_run_migrations(connection: Connection) -> None:
         render_as_batch=True,
         transactional_ddl=True,
         on_version_apply=config.attributes.get("on_version_apply"),
+        include_name=in_the_models,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -155,8 +155,9 @@ async def messages(room: str) -> Response:
     room = await readable_room(room)
     args = request.args
     before, after = _id_arg(args.get("before"), "before"), _id_arg(args.get("after"), "after")
-    if before is not None and after is not None:
-        raise ApiError(422, "give before or after, not both")
+    around = _id_arg(args.get("around"), "around")
+    if sum(x is not None for x in (before, after, around)) > 1:
+        raise ApiError(422, "give one of before, after and around")
     limit_text = args.get("limit")
     if limit_text is None:
         limit = DEFAULT_PAGE
@@ -165,6 +166,8 @@ async def messages(room: str) -> Response:
     else:
         raise ApiError(422, f"limit must be a whole number from 1 to {MAX_PAGE}")
     store = runtime().store
+    if around is not None:
+        return await _around(room, around, limit)
     if before is not None:
         page = await store.before(room, before, limit)
     elif after is not None:
@@ -172,6 +175,18 @@ async def messages(room: str) -> Response:
     else:
         page = await store.newest(room, limit)
     return jsonify(message_page(page))
+
+
+async def _around(room: str, message_id: int, limit: int) -> Response:
+    """docs/protocol.md §16: the message in its context, to open a search's hit."""
+    found = await runtime().store.around(room, message_id, limit)
+    if found is None:
+        raise ApiError(404, "no such message in this room")
+    return jsonify(
+        messages=[m.to_dict() for m in found.messages],
+        has_more_before=found.has_more_before,
+        has_more_after=found.has_more_after,
+    )
 
 
 @bp.get("/api/rooms/<room>/users")

@@ -46,12 +46,13 @@ def create_app(settings: Settings | None = None) -> Quart:
     app.before_serving(chat.start)
     app.after_serving(chat.stop)
 
-    from . import api, bot_api, pages, rooms_api, ws
+    from . import api, bot_api, pages, rooms_api, search_api, ws
 
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(rooms_api.bp)
     app.register_blueprint(bot_api.bp)
+    app.register_blueprint(search_api.bp)
     app.register_blueprint(ws.bp)
 
     @app.errorhandler(HTTPException)

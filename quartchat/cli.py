@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("file")
     load.set_defaults(handler=import_command)
 
+    find = commands.add_parser("search", help="search every room's history (docs/protocol.md §16), newest first")
+    find.add_argument("query", help='words that must all appear, and "quoted phrases"')
+    find.add_argument("--room", help="one room (default: every room, private ones too)")
+    find.add_argument("--limit", type=int, default=20, help="at most this many messages (1-1000, default 20)")
+    find.set_defaults(handler=search_command)
+
     static = commands.add_parser(
         "static", help="copy this version's static files into DIR/v/<version>/ for nginx (DIR/current: the newest)"
     )
@@ -265,6 +271,38 @@ def import_command(settings: Settings, args: argparse.Namespace) -> int:
     except TransferError as bad:
         raise UsageError(str(bad)) from None
     print(f"read {read} messages, added {added} ({read - added} were already here)", file=sys.stderr)
+    return 0
+
+
+def search_command(settings: Settings, args: argparse.Namespace) -> int:
+    """The operator's search: every room, straight from the database, one line a message
+    with every control character escaped (a text cannot drive the terminal)."""
+    from sqlalchemy import true
+
+    from .plaintext import one_line
+    from .protocol import format_ts
+    from .search import BadQuery, parse, search_query
+    from .store import Page, Store
+
+    if args.room is not None and not valid_room(args.room):
+        raise UsageError(f"--room: {args.room!r} is not a room name (1-64 of a-z, 0-9, '-')")
+    if not 1 <= args.limit <= 1000:
+        raise UsageError("--limit: a whole number from 1 to 1000")
+    try:
+        terms = parse(args.query)
+    except BadQuery as bad:
+        raise UsageError(str(bad)) from None
+
+    async def find(database: Database) -> Page:
+        # The operator reads every room: no access condition.
+        query = search_query(terms, lambda _room: true(), sqlite=database.is_sqlite, room=args.room, limit=args.limit)
+        return await Store(database).search(query, args.limit)
+
+    page = asyncio.run(_using_database(settings, find))
+    for m in page.messages:
+        print(f"{m.id} {format_ts(m.ts_ms)} #{m.room} <{one_line(m.user.name)}> {one_line(m.text)}")
+    if page.has_more:
+        print(f"(more than {args.limit}: --limit N shows more)", file=sys.stderr)
     return 0
 
 

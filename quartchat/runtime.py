@@ -47,6 +47,7 @@ class Runtime:
         self.throttle = SignInThrottle()
         self.signups = SignUpLimit(settings.signup_limit)
         self.rate_limiter = RateLimiter(settings.rate_limit)
+        self.search_limiter = RateLimiter(settings.search_limit)
         self.session_watch = SessionWatch(self.hub, self.store, self.writes)
         self.downloads = Downloads()
         self.checkpoints = WalCheckpoints(self.database) if settings.is_sqlite else None

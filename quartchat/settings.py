@@ -194,6 +194,14 @@ class Settings:
         "at most 20 chat messages in any 10 seconds, per user and room",
         shown="`20/10`",
     )
+    # A search reads far more than a history page: a few a second per user, in bursts.
+    search_limit: RateLimit = setting(
+        RateLimit(10, 5.0),
+        parse_rate_limit,
+        "at most 10 searches (`GET /api/search`) in any 5 seconds, per user; past it 429 with "
+        "`Retry-After`. Counted per process",
+        shown="`10/5`",
+    )
     allowed_origins: tuple[str, ...] = setting(
         (),
         parse_origins,

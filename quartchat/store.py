@@ -75,6 +75,15 @@ class Page:
 
 
 @dataclass(frozen=True)
+class Around:
+    """A message in its context (docs/protocol.md §16), oldest first."""
+
+    messages: list[StoredMessage]
+    has_more_before: bool
+    has_more_after: bool
+
+
+@dataclass(frozen=True)
 class Account:
     id: str
     name: str
@@ -160,6 +169,30 @@ class Store:
         query = (
             message_select().where(Message.room == room, Message.id > after_id).order_by(Message.id).limit(limit + 1)
         )
+        rows = await self._rows(query)
+        return Page([to_message(r) for r in rows[:limit]], len(rows) > limit)
+
+    async def around(self, room: str, message_id: int, limit: int) -> Around | None:
+        """The message and up to limit // 2 messages either side, oldest first; None
+        when the room has no such message."""
+        side = limit // 2
+        older = await self._rows(
+            message_select()
+            .where(Message.room == room, Message.id < message_id)
+            .order_by(Message.id.desc())
+            .limit(side + 1)
+        )
+        newer = await self._rows(
+            message_select().where(Message.room == room, Message.id >= message_id).order_by(Message.id).limit(side + 2)
+        )
+        if not newer or newer[0].id != message_id:
+            return None
+        messages = [to_message(r) for r in [*reversed(older[:side]), *newer[: side + 1]]]
+        return Around(messages, has_more_before=len(older) > side, has_more_after=len(newer) > side + 1)
+
+    async def search(self, query: AnySelect, limit: int) -> Page:
+        """A search's page, newest first: `query` asks for limit + 1 rows
+        (quartchat/search.py builds it)."""
         rows = await self._rows(query)
         return Page([to_message(r) for r in rows[:limit]], len(rows) > limit)
 

@@ -10,13 +10,14 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, create_engine, inspect, text
+from sqlalchemy import Connection, create_engine, inspect, text, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from quartchat import migrate
 from quartchat.models import Base, Message
 from quartchat.protocol import format_ts
+from quartchat.search import in_the_models, parse, search_query
 from quartchat.store import message_select
 
 
@@ -28,7 +29,9 @@ def migrated(tmp_path: Path) -> str:
 
 def test_autogenerate_finds_nothing_between_models_and_migrations(migrated: str) -> None:
     with create_engine(migrated).connect() as connection:
-        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        differences = compare_metadata(
+            MigrationContext.configure(connection, opts={"include_name": in_the_models}), Base.metadata
+        )
     assert differences == []
 
 
@@ -220,3 +223,62 @@ def test_history_reads_are_index_range_scans(migrated: str, query: object) -> No
         plan = " | ".join(row[-1] for row in connection.execute(text(f"EXPLAIN QUERY PLAN {compiled}")))
     assert "SEARCH messages USING" in plan and "ix_messages_room_id" in plan, plan
     assert "SCAN messages" not in plan and "TEMP B-TREE" not in plan, plan
+
+
+def _fill_texts_at_0005(connection: Connection) -> None:
+    """A history written before the search index existed."""
+    connection.execute(text("INSERT INTO users (id, name, name_key, created_ms) VALUES ('u', 'u', 'u', 0)"))
+    connection.execute(text("INSERT INTO rooms (name, message_count, last_id) VALUES ('lobby', 3, 3)"))
+    for message_id, body in ((1, "Hello old world"), (2, "大家你好啊"), (3, "nothing to see")):
+        connection.execute(
+            text("INSERT INTO messages (id, room, user_id, text, ts_ms, ts) VALUES (:id, 'lobby', 'u', :t, 0, '')"),
+            {"id": message_id, "t": body},
+        )
+
+
+def _found_after_0006(connection: Connection) -> dict[str, list[int]]:
+    """What the search finds in that history once migrated (quartchat/search.py's own SQL)."""
+    found = {}
+    for q in ("old world", "大家你好", "你好", "see hello"):
+        query = search_query(parse(q), lambda _room: true(), sqlite=connection.dialect.name == "sqlite", limit=10)
+        found[q] = [row.id for row in connection.execute(query)]
+    return found
+
+
+FOUND_AFTER_0006 = {"old world": [1], "大家你好": [2], "你好": [2], "see hello": []}
+
+
+def test_migration_0006_indexes_the_history_already_there(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/old.db"
+    engine = create_engine(f"sqlite:///{tmp_path}/old.db")
+    migrate.upgrade(url, "0005")
+    with engine.begin() as connection:
+        _fill_texts_at_0005(connection)
+    migrate.upgrade(url)
+    with engine.begin() as connection:
+        assert _found_after_0006(connection) == FOUND_AFTER_0006
+        # FTS5 raises SQLITE_CORRUPT_VTAB here if the index and the table disagree.
+        connection.execute(text("INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')"))
+    migrate.downgrade(url, "0005")
+    names = set(inspect(engine).get_table_names())
+    assert "messages_fts" not in names and "messages" in names
+
+
+async def test_migration_0006_on_postgresql(postgres_url: str) -> None:
+    found = await upgrade_postgresql(postgres_url, "0005", _fill_texts_at_0005, _found_after_0006)
+    assert found == FOUND_AFTER_0006
+    engine = create_async_engine(postgres_url)
+    try:
+        async with engine.connect() as connection:
+            index = await connection.scalar(
+                text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_messages_text_trgm'")
+            )
+        assert index is not None and "gin (lower(text) gin_trgm_ops)" in index
+        await asyncio.to_thread(migrate.downgrade, postgres_url, "0005")
+        async with engine.connect() as connection:
+            gone = await connection.scalar(
+                text("SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_messages_text_trgm'")
+            )
+        assert gone == 0
+    finally:
+        await engine.dispose()

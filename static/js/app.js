@@ -11,6 +11,7 @@ import { RoomList, roomLabel, wireNewRoom } from "./rooms.js";
 import { MembersPanel } from "./members.js";
 import { wireDmForm, wireUserMenu } from "./dm.js";
 import { lockIcon } from "./icons.js";
+import { SearchBox, jumpTarget } from "./search.js";
 
 // After our own reconnect (a server restart), the others reconnect too: their joins
 // within this long are not news if they were online before we lost the connection.
@@ -29,6 +30,13 @@ let loaded = false; // the first history has been shown
 let oldestId = null;
 let hasOlder = false;
 let loadingOlder = false;
+// Opened at a search's hit (?at=ID): the list shows that message's context, paging
+// forwards (after=) until it meets the present; meanwhile what the socket brings waits.
+let jumpedTo = jumpTarget();
+let newestId = null;
+let hasNewer = false;
+let loadingNewer = false;
+let held = [];
 let onlineBeforeDrop = new Set();
 let connectedAt = 0;
 // Signing out ends the session and the server then closes this socket with 4001; the
@@ -74,6 +82,11 @@ function newsworthy(frame) {
 
 const socket = new ChatSocket(wsPath, {
   history(frame) {
+    if (jumpedTo !== null) {
+      loaded = true;
+      held.push(...frame.messages);
+      return;
+    }
     if (frame.reset || !loaded) {
       // First load, or more was missed than a resume returns: start from these.
       const first = !loaded;
@@ -101,6 +114,10 @@ const socket = new ChatSocket(wsPath, {
     else if (frame.type === "join") onlineBeforeDrop.delete(frame.user.id);
   },
   message(message) {
+    if (jumpedTo !== null) {
+      held.push(message);
+      return;
+    }
     if (oldestId === null) oldestId = message.id;
     unread.arrived(view.addMessages([message]));
   },
@@ -185,13 +202,67 @@ async function loadOlder() {
 
 list.addEventListener("scroll", () => {
   if (list.scrollTop <= 50) loadOlder();
+  if (list.scrollHeight - list.scrollTop - list.clientHeight <= 50) loadNewer();
 });
+
+// A search's hit: the message with up to 25 either side, marked and centred.
+async function openAt(id) {
+  const response = await fetch(`${apiPath}?around=${id}&limit=50`, { credentials: "same-origin" }).catch(() => null);
+  if (!response?.ok) {
+    const why = response ? `HTTP ${response.status}` : "the server did not answer";
+    view.notice(response?.status === 404 ? "That message is no longer here." : `Cannot open it (${why}).`);
+    hasOlder = held.length > 0; // older than the newest page the socket brought: loadOlder asks
+    backToThePresent();
+    return;
+  }
+  const page = await response.json();
+  view.reset(page.messages);
+  view.highlight(id);
+  oldestId = page.messages[0].id;
+  hasOlder = page.has_more_before;
+  newestId = page.messages.at(-1).id;
+  hasNewer = page.has_more_after;
+  if (!hasNewer) backToThePresent();
+  else if (list.scrollHeight <= list.clientHeight) loadNewer();
+}
+
+async function loadNewer() {
+  if (jumpedTo === null || !hasNewer || loadingNewer) return;
+  loadingNewer = true;
+  try {
+    const response = await fetch(`${apiPath}?after=${newestId}&limit=50`, { credentials: "same-origin" });
+    if (response.ok) {
+      const page = await response.json();
+      view.appendPage(page.messages);
+      if (page.messages.length) newestId = page.messages.at(-1).id;
+      hasNewer = page.has_more;
+      if (!hasNewer) backToThePresent();
+    } else {
+      console.warn(`newer messages: HTTP ${response.status}`);
+    }
+  } finally {
+    loadingNewer = false;
+  }
+}
+
+// The context has met the newest messages: what the socket brought meanwhile joins it
+// (ids already shown are skipped), and the list is live again.
+function backToThePresent() {
+  jumpedTo = null;
+  loaded = true; // a history frame still to come adds to this list, it does not replace it
+  if (held.length) view.appendPage(held);
+  if (oldestId === null && held.length) oldestId = held[0].id;
+  held = [];
+  window.history.replaceState(null, "", window.location.pathname);
+}
 
 window.addEventListener("online", () => socket.retryNow());
 window.addEventListener("offline", () => showStatus("offline"));
 document.addEventListener("visibilitychange", () => {
   if (document.visibilityState === "visible") socket.check(); // a laptop that slept
 });
+new SearchBox(root);
+if (jumpedTo !== null) openAt(jumpedTo);
 socket.connect();
 rooms.start();
-compose.focus();
+if (jumpedTo === null) compose.focus();

@@ -103,6 +103,20 @@ export class ChatView {
     this.list.scrollTop = this.list.scrollHeight - fromBottom;
   }
 
+  // A newer page below (paging forward from a search's hit): the reader stays put.
+  appendPage(messages) {
+    for (const message of messages) this.place(message);
+    this.decorate();
+  }
+
+  // The message a search result opened: marked, and in the middle of the list.
+  highlight(id) {
+    const item = this.byId.get(id);
+    if (!item) return;
+    item.classList.add("hit");
+    item.scrollIntoView({ block: "center" });
+  }
+
   addPending(clientId, text) {
     const item = pendingItem(clientId, text, this.me);
     this.byClientId.set(clientId, item);
