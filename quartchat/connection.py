@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ from .protocol import CloseCode, StoredMessage, UserRef, batch_frame
 # A sender that spent at least this share of a watch interval waiting to write had its
 # socket backed up for that interval (a socket that takes the bytes never waits at all).
 BACKED_UP_SHARE = 0.9
+# A queue past capacity whose send has waited on the socket this long is the client's
+# own doing; a healthy reader's send waits at most a few turns of a busy loop.
+BLOCKED_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +114,7 @@ class Connection:
         # been waiting (None: no send under way), how long finished sends waited since
         # the last watch, and for how long every watch found the socket backed up.
         self.writing_since: float | None = None
+        self.write_started: float | None = None  # the same, never moved by the watch
         self.waited = 0.0
         self.backed_up_for = 0.0
         self.backed_up = False  # for at least one whole watch interval; its queue is excluded
@@ -130,10 +135,11 @@ class Connection:
             return False
         backlog = self.backlog
         if len(self.queue) >= self.capacity:
-            if self.backed_up:
+            if self._socket_backed_up():
                 self.abort(CloseCode.TRY_AGAIN, "not reading: reconnect with after")
                 return False
-            backlog.close_intake()
+            if self.write_started is None:  # its socket takes what it is given: we are behind
+                backlog.close_intake()
         self.queue.append(item)
         backlog.queued += 1
         if self.backed_up:
@@ -141,6 +147,10 @@ class Connection:
         elif backlog.queued - backlog.excluded > backlog.limit:
             backlog.close_intake()
         return True
+
+    def _socket_backed_up(self) -> bool:
+        started = self.write_started
+        return self.backed_up or (started is not None and time.monotonic() - started >= BLOCKED_SECONDS)
 
     def wake(self) -> None:
         waiter = self._waiter
@@ -191,15 +201,15 @@ class Connection:
             self.backlog.written(0)  # fewer pending: perhaps the intake may reopen
         return self.backed_up_for
 
-    async def _write(self, send: Callable[[str], Awaitable[None]], frame: str, loop: asyncio.AbstractEventLoop) -> None:
+    async def _write(self, send: Callable[[str], Awaitable[None]], frame: str) -> None:
         """One frame to the socket, timing how long the socket kept the sender waiting."""
-        self.writing_since = loop.time()
+        self.writing_since = self.write_started = time.monotonic()
         try:
             await send(frame)
         finally:
             if self.writing_since is not None:  # moved on by each watch while it waits
-                self.waited += loop.time() - self.writing_since
-            self.writing_since = None
+                self.waited += time.monotonic() - self.writing_since
+            self.writing_since = self.write_started = None
 
     async def run_sender(self, send: Callable[[str], Awaitable[None]]) -> None:
         """Drain the queue into `send`, coalescing queued chat messages when asked to."""
@@ -216,9 +226,9 @@ class Connection:
                 self._leave_backlog(1)
                 if isinstance(item, StoredMessage):
                     if item.id > self.skip_through:
-                        await self._write(send, item.json, loop)
+                        await self._write(send, item.json)
                 elif isinstance(item, str):
-                    await self._write(send, item, loop)
+                    await self._write(send, item)
                 else:
                     self.abort(item.code, item.reason)
                     return
@@ -229,7 +239,7 @@ class Connection:
             for sent, frame in enumerate(self._frames(items), start=1):
                 if self.close_code is not None:
                     return
-                await self._write(send, frame, loop)
+                await self._write(send, frame)
                 if sent % 64 == 0:
                     await asyncio.sleep(0)
             if self.queue:

@@ -382,11 +382,10 @@ class Hub:
         """Every WATCH_SECONDS: close with 1013 the connections whose own socket has stayed
         backed up for `stall_seconds` (docs/protocol.md §15). A server that is behind
         closes no one: its senders wait for the loop, not for their sockets."""
-        loop = asyncio.get_running_loop()
-        last = loop.time()
+        last = time.monotonic()
         while True:
             await asyncio.sleep(WATCH_SECONDS)
-            now = loop.time()
+            now = time.monotonic()
             interval, last = now - last, now
             for connection in list(self.connections):
                 if connection.watch(now, interval) >= self.stall_seconds:
