@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .broker import Broker, Committed, Event, Presence, Resync, Revoked
-from .connection import Connection
+from .connection import Backlog, Connection
 from .metrics import Metrics
 from .outbox import Outbox
 from .presence import PresenceRegistry
@@ -93,6 +93,7 @@ class RoomState:
 GAP_WAIT_SECONDS = 0.5
 REPAIR_PAGE = 500
 REVOKED_MEMORY_SECONDS = 60.0  # far longer than an opening takes
+WATCH_SECONDS = 1.0  # how often each connection's socket is looked at (connection.py)
 
 
 class Hub:
@@ -103,12 +104,16 @@ class Hub:
         store: Store,
         metrics: Metrics,
         origin: str | None = None,
+        stall_seconds: float = 10.0,
+        backlog_limit: int = 20_000,
     ) -> None:
         self.broker = broker
         self.presence = presence
         self.store = store
         self.metrics = metrics
         self.origin = origin or uuid.uuid4().hex  # names this process to the others
+        self.stall_seconds = stall_seconds  # a socket backed up this long earns 1013
+        self.backlog = Backlog(backlog_limit)  # what is queued here: it gates the intake
         self.outbox = Outbox(broker)
         self.rooms: dict[str, RoomState] = {}
         self.connections: set[Connection] = set()
@@ -134,6 +139,7 @@ class Hub:
         await self.presence.start(self._announce_left)
         self.outbox.start()
         self._spawn(self._receive_forever(), "hub-receive")
+        self._spawn(self._watch_sockets(), "hub-watch-sockets")
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -203,6 +209,7 @@ class Hub:
             return
         state.connections.discard(connection)
         self.connections.discard(connection)
+        connection.forget()
         user = connection.user
         state.local_users[user.id] -= 1
         if state.local_users[user.id] <= 0:
@@ -453,6 +460,20 @@ class Hub:
                 self.receive(event)
             except Exception:
                 log.exception("delivering a %s event failed", type(event).__name__)
+
+    async def _watch_sockets(self) -> None:
+        """Every WATCH_SECONDS: close with 1013 the connections whose own socket has stayed
+        backed up for `stall_seconds` (docs/protocol.md §15). A server that is behind
+        closes no one: its senders wait for the loop, not for their sockets."""
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            now = loop.time()
+            interval, last = now - last, now
+            for connection in list(self.connections):
+                if connection.watch(now, interval) >= self.stall_seconds:
+                    connection.abort(CloseCode.TRY_AGAIN, "not reading: reconnect with after")
 
     # Shutdown -----------------------------------------------------------------
 

@@ -86,6 +86,7 @@ async def _chat(rt: Runtime, room: str, address: str) -> None:
         batch=websocket.args.get("batch") == "1",
         capacity=settings.send_queue_size,
         session_id=signed_in.session_id,
+        backlog=rt.hub.backlog,
     )
     started = time.monotonic()
     # The session's end closes the socket: a sign-out or password change through the
@@ -162,7 +163,10 @@ async def _read(rt: Runtime, connection: Connection) -> None:
         if not refusals.allow():
             connection.abort(CloseCode.POLICY, "flooding: far past the rate limit")
 
+    intake = rt.hub.backlog.open
     while connection.close_code is None:
+        if not intake.is_set():  # the server is behind its fan-out: read senders later
+            await intake.wait()
         received: str | bytes | None = await websocket.receive()
         if connection.close_code is not None:  # closed while we waited (the session ended)
             return
