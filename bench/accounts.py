@@ -25,15 +25,17 @@ from sqlalchemy import insert
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from quartchat import migrate, models  # noqa: E402
-from quartchat.accounts import name_key, name_skeleton  # noqa: E402
-from quartchat.database import create_database  # noqa: E402
-from quartchat.settings import Settings  # noqa: E402
+from quartchat import migrate, models
+from quartchat.accounts import name_key, name_skeleton
+from quartchat.database import create_database
+from quartchat.settings import Settings
 
 CHEAP = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
 
-async def bulk_accounts(database_url: str, count: int, prefix: str = "load", password: str = "load-password-1") -> float:
+async def bulk_accounts(
+    database_url: str, count: int, prefix: str = "load", password: str = "load-password-1"
+) -> float:
     """Insert `count` accounts into the (migrated) database; the seconds it took."""
     started = time.monotonic()
     password_hash = CHEAP.hash(password)
