@@ -106,6 +106,7 @@ class Connection:
         self.backlog = Backlog() if backlog is None else backlog
         self.queue: deque[QueueItem] = deque()
         self.skip_through = 0  # chat ids up to this one came with the history
+        self.presence_mark = 0  # the room's presence changes up to this one are known to it (hub.py)
         self.close_code: int | None = None
         self.close_reason = ""
         self.closed = asyncio.Event()
