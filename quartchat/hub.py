@@ -114,6 +114,8 @@ class Hub:
         self.origin = origin or uuid.uuid4().hex  # names this process to the others
         self.stall_seconds = stall_seconds  # a socket backed up this long earns 1013
         self.backlog = Backlog(backlog_limit)  # what is queued here: it gates the intake
+        metrics.fanout_backlog.set_function(lambda: self.backlog.pending)
+        metrics.intake_pauses.set_function(lambda: self.backlog.pauses)
         self.outbox = Outbox(broker)
         self.rooms: dict[str, RoomState] = {}
         self.connections: set[Connection] = set()
