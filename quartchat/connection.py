@@ -109,7 +109,9 @@ class Connection:
         self.presence_mark = 0  # the room's presence changes up to this one are known to it (hub.py)
         self.close_code: int | None = None
         self.close_reason = ""
-        self.closed = asyncio.Event()
+        # Called once when the connection is closed (ws.py: it stops the reader); a plain
+        # callback, not an Event and a task waiting on it: memory per idle connection.
+        self.on_close: Callable[[], None] | None = None
         self._waiter: asyncio.Future[None] | None = None  # the idle sender waits on it
         # The socket's state, as the sender sees it: since when the send under way has
         # been waiting (None: no send under way), how long finished sends waited since
@@ -163,7 +165,13 @@ class Connection:
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
             self._drop_queue()
-            self.closed.set()
+            self.wake()
+            if self.on_close is not None:
+                self.on_close()
+
+    @property
+    def closed(self) -> bool:
+        return self.close_code is not None
 
     def forget(self) -> None:
         """The connection is gone (unregistered): its queue no longer counts."""
