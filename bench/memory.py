@@ -53,7 +53,7 @@ def free_port() -> int:
 
 def serve_traced(snapshot_path: str, argv: list[str]) -> None:
     """The server, traced: SIGUSR1 writes a tracemalloc snapshot (after a full collection)."""
-    tracemalloc.start(1)
+    tracemalloc.start(int(os.environ.get("MEMORY_FRAMES", "1")))
 
     def dump(signum: int, frame: object) -> None:
         gc.collect()
@@ -170,6 +170,10 @@ async def measure(count: int, traced: bool) -> None:
         if before_snapshot is not None and after_snapshot is not None:
             report(before_snapshot, after_snapshot, count, "filename", 15)
             report(before_snapshot, after_snapshot, count, "lineno", 25)
+            if os.environ.get("MEMORY_FRAMES"):  # where the largest come from, whole tracebacks
+                for stat in after_snapshot.compare_to(before_snapshot, "traceback")[:12]:
+                    print(f"\n{stat.size_diff / count:.0f} B per connection:")
+                    print("\n".join(stat.traceback.format()[-16:]))
         for ws in sockets:
             await ws.close()
     finally:

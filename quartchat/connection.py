@@ -1,5 +1,5 @@
 """One open WebSocket as the hub sees it: its send queue, the task that drains it, and
-the process-wide backlog that gates intake (docs/protocol.md §15, docs/reliability.md).
+the process-wide backlog that gates intake (docs/protocol.md §9, docs/reliability.md).
 
 Each connection's frames wait in its own queue, drained by its own sender task, so a
 slow reader only ever fills its own queue. Who gets 1013 is decided by the client's own
@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
@@ -104,7 +103,9 @@ class Connection:
         self.batch = batch
         self.capacity = capacity
         self.backlog = Backlog() if backlog is None else backlog
-        self.queue: deque[QueueItem] = deque()
+        # A list, not a deque: an empty deque holds a 64-slot block (~700 bytes) for every
+        # idle connection; the sender takes the whole list at once (or its one item).
+        self.queue: list[QueueItem] = []
         self.skip_through = 0  # chat ids up to this one came with the history
         self.presence_mark = 0  # the room's presence changes up to this one are known to it (hub.py)
         self.close_code: int | None = None
@@ -231,7 +232,7 @@ class Connection:
                 await self._waiter
                 continue
             if len(self.queue) == 1:  # the usual case: one frame as it is
-                item = self.queue.popleft()
+                item = self.queue.pop()
                 self._leave_backlog(1)
                 if isinstance(item, StoredMessage):
                     if item.id > self.skip_through:
@@ -242,8 +243,7 @@ class Connection:
                     self.abort(item.code, item.reason)
                     return
                 continue
-            items = list(self.queue)
-            self.queue.clear()
+            items, self.queue = self.queue, []
             self._leave_backlog(len(items))
             for sent, frame in enumerate(self._frames(items), start=1):
                 if self.close_code is not None:

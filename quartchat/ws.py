@@ -181,12 +181,15 @@ async def _serve(rt: Runtime, connection: Connection) -> None:
 
 async def _read(rt: Runtime, connection: Connection) -> None:
     settings = rt.settings
-    refusals = SlidingWindow(flood_limit(settings.rate_limit))
+    refusals: SlidingWindow | None = None  # made at the first refusal: most never need one
     in_flight = asyncio.Semaphore(IN_FLIGHT_PER_CONNECTION)
 
     def refuse(code: ErrorCode, message: str, client_id: str | None) -> None:
+        nonlocal refusals
         connection.push(error_frame(code, message, client_id))
         rt.metrics.errors.labels(code=code.value).inc()
+        if refusals is None:
+            refusals = SlidingWindow(flood_limit(settings.rate_limit))
         if not refusals.allow():
             connection.abort(CloseCode.POLICY, "flooding: far past the rate limit")
 

@@ -1,4 +1,4 @@
-"""The server under overload (docs/protocol.md §15): more offered than it can fan out.
+"""The server under overload (docs/protocol.md §9): more offered than it can fan out.
 
 A real server, real sockets, one account per client (made in bulk: bench/accounts.py).
 Readers that read as fast as they can are never closed, and every one of them receives
