@@ -2,6 +2,7 @@
 
     python bench/memory.py [--connections 1000]              # RSS per connection
     python bench/memory.py [--connections 1000] --tracemalloc # and what holds it, by file and line
+    python bench/memory.py --code ../main                    # the server from another checkout (A/B)
 
 Starts a quartchat server (one process, SQLite in a temporary directory), makes
 `connections` accounts in bulk (bench/accounts.py: no thousand argon2 hashes), signs each
@@ -53,6 +54,11 @@ def free_port() -> int:
 
 def serve_traced(snapshot_path: str, argv: list[str]) -> None:
     """The server, traced: SIGUSR1 writes a tracemalloc snapshot (after a full collection)."""
+    code = os.environ.get("MEMORY_CODE")
+    if code:  # the server from another checkout, not this one
+        sys.path.insert(0, code)
+        for name in [m for m in sys.modules if m == "quartchat" or m.startswith("quartchat.")]:
+            del sys.modules[name]
     tracemalloc.start(int(os.environ.get("MEMORY_FRAMES", "1")))
 
     def dump(signum: int, frame: object) -> None:
@@ -67,13 +73,18 @@ def serve_traced(snapshot_path: str, argv: list[str]) -> None:
     main()
 
 
-async def snapshot(process: subprocess.Popen[bytes], path: Path) -> tracemalloc.Snapshot:
+def take_snapshot(process: subprocess.Popen[bytes], path: Path) -> tracemalloc.Snapshot:
+    """Ask the traced server for a snapshot and wait until it is written."""
     done = Path(str(path) + ".done")
     done.unlink(missing_ok=True)
     process.send_signal(signal.SIGUSR1)
     while not done.exists():
-        await asyncio.sleep(0.1)
+        time.sleep(0.1)
     return tracemalloc.Snapshot.load(str(path))
+
+
+async def snapshot(process: subprocess.Popen[bytes], path: Path) -> tracemalloc.Snapshot:
+    return await asyncio.to_thread(take_snapshot, process, path)
 
 
 async def open_idle(base: str, room: str, cookies: list[str], in_flight: int = 50) -> list[ClientConnection]:
@@ -118,11 +129,11 @@ def report(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, count: int
         print(f"  {stat.size_diff / count:8.0f} B  {stat.count_diff / count:6.1f} blocks  {where}")
 
 
-async def measure(count: int, traced: bool) -> None:
+def start_server(count: int, traced: bool, code: str | None) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """A migrated database with `count` + 20 accounts, and a server on it: (process, base URL, snapshot path)."""
     workdir = Path(tempfile.mkdtemp(prefix="quartchat-memory-"))
     database_url = f"sqlite+aiosqlite:///{workdir / 'chat.db'}"
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
         "QUARTCHAT_DATABASE_URL": database_url,
@@ -130,55 +141,59 @@ async def measure(count: int, traced: bool) -> None:
         "QUARTCHAT_RATE_LIMIT": "100000/1",
         "QUARTCHAT_MAX_CONNECTIONS_PER_ADDRESS": "100000",
     }
+    if code:
+        env["MEMORY_CODE"] = env["PYTHONPATH"] = str(Path(code).resolve())
     serve_args = ["serve", "--bind", f"127.0.0.1:{port}"]
     snapshot_path = workdir / "snapshot"
     command = [sys.executable, "-m", "quartchat", *serve_args]
     if traced:
         command = [sys.executable, __file__, "--serve-traced", str(snapshot_path), *serve_args]
-    subprocess.run([sys.executable, "-m", "quartchat", "db", "upgrade"], env=env, check=True, capture_output=True)
-    await bulk_accounts(database_url, count + 20, "idle", PASSWORD)
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=open(workdir / "server.log", "wb"))
-    try:
-        async with httpx.AsyncClient(base_url=base, trust_env=False) as http:
-            for _ in range(300):
-                try:
-                    if (await http.get("/healthz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
-        cookies = await sign_in_all(base, [f"idle{i}" for i in range(count + 20)])
-        # Warm up: every code path once, so that imports and caches are not counted.
-        warm = await open_idle(base, "warm", cookies[count:])
-        await asyncio.sleep(1)
-        for ws in warm:
-            await ws.close()
-        await asyncio.sleep(5)  # past the presence grace
-        before_snapshot = await snapshot(server, snapshot_path) if traced else None
-        rss_before = rss_kib(server.pid)
-        started = time.monotonic()
-        sockets = await open_idle(base, "idle", cookies[:count])
-        opened = time.monotonic() - started
-        await asyncio.sleep(8)  # the join storm settles; the clients read it all
-        rss_after = rss_kib(server.pid)
-        after_snapshot = await snapshot(server, snapshot_path) if traced else None
-        print(
-            f"{count} idle connections (one account each, one room, batch=1) opened in {opened:.1f} s: "
-            f"server RSS {rss_before / 1024:.1f} -> {rss_after / 1024:.1f} MiB, "
-            f"{(rss_after - rss_before) / count:.1f} KiB per connection" + (" (traced)" if traced else "")
-        )
-        if before_snapshot is not None and after_snapshot is not None:
-            report(before_snapshot, after_snapshot, count, "filename", 15)
-            report(before_snapshot, after_snapshot, count, "lineno", 25)
-            if os.environ.get("MEMORY_FRAMES"):  # where the largest come from, whole tracebacks
-                for stat in after_snapshot.compare_to(before_snapshot, "traceback")[:12]:
-                    print(f"\n{stat.size_diff / count:.0f} B per connection:")
-                    print("\n".join(stat.traceback.format()[-16:]))
-        for ws in sockets:
-            await ws.close()
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
+    migrate = [sys.executable, "-m", "quartchat", "db", "upgrade"]
+    subprocess.run(migrate, env=env, cwd=code or None, check=True, capture_output=True)
+    asyncio.run(bulk_accounts(database_url, count + 20, "idle", PASSWORD))
+    with open(workdir / "server.log", "wb") as log:
+        server = subprocess.Popen(command, env=env, cwd=code or None, stdout=subprocess.DEVNULL, stderr=log)
+    return server, f"http://127.0.0.1:{port}", snapshot_path
+
+
+async def measure(server: subprocess.Popen[bytes], base: str, snapshot_path: Path, count: int, traced: bool) -> None:
+    async with httpx.AsyncClient(base_url=base, trust_env=False) as http:
+        for _ in range(300):
+            try:
+                if (await http.get("/healthz")).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    cookies = await sign_in_all(base, [f"idle{i}" for i in range(count + 20)])
+    # Warm up: every code path once, so that imports and caches are not counted.
+    warm = await open_idle(base, "warm", cookies[count:])
+    await asyncio.sleep(1)
+    for ws in warm:
+        await ws.close()
+    await asyncio.sleep(5)  # past the presence grace
+    before_snapshot = await snapshot(server, snapshot_path) if traced else None
+    rss_before = rss_kib(server.pid)
+    started = time.monotonic()
+    sockets = await open_idle(base, "idle", cookies[:count])
+    opened = time.monotonic() - started
+    await asyncio.sleep(8)  # the join storm settles; the clients read it all
+    rss_after = rss_kib(server.pid)
+    after_snapshot = await snapshot(server, snapshot_path) if traced else None
+    print(
+        f"{count} idle connections (one account each, one room, batch=1) opened in {opened:.1f} s: "
+        f"server RSS {rss_before / 1024:.1f} -> {rss_after / 1024:.1f} MiB, "
+        f"{(rss_after - rss_before) / count:.1f} KiB per connection" + (" (traced)" if traced else "")
+    )
+    if before_snapshot is not None and after_snapshot is not None:
+        report(before_snapshot, after_snapshot, count, "filename", 15)
+        report(before_snapshot, after_snapshot, count, "lineno", 25)
+        if os.environ.get("MEMORY_FRAMES"):  # where the largest come from, whole tracebacks
+            for stat in after_snapshot.compare_to(before_snapshot, "traceback")[:12]:
+                print(f"\n{stat.size_diff / count:.0f} B per connection:")
+                print("\n".join(stat.traceback.format()[-16:]))
+    for ws in sockets:
+        await ws.close()
 
 
 def main() -> None:
@@ -188,8 +203,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--tracemalloc", action="store_true")
+    parser.add_argument("--code", help="serve the quartchat of this checkout instead (for an A/B)")
     args = parser.parse_args()
-    asyncio.run(measure(args.connections, args.tracemalloc))
+    server, base, snapshot_path = start_server(args.connections, args.tracemalloc, args.code)
+    try:
+        asyncio.run(measure(server, base, snapshot_path, args.connections, args.tracemalloc))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
 
 
 if __name__ == "__main__":
