@@ -92,7 +92,7 @@ async def open_idle(base: str, room: str, cookies: list[str], in_flight: int = 5
 
     async def one(cookie: str) -> ClientConnection:
         async with gate:
-            return await connect(
+            ws = await connect(
                 f"{base.replace('http', 'ws')}/ws/chat/{room}?batch=1",
                 origin=base,  # type: ignore[arg-type]
                 additional_headers={"Cookie": cookie},
@@ -101,6 +101,9 @@ async def open_idle(base: str, room: str, cookies: list[str], in_flight: int = 5
                 compression=None,
                 max_queue=None,
             )
+            for _ in range(2):  # history and list: the opening is over, not still reading the database
+                await asyncio.wait_for(ws.recv(), 120)
+            return ws
 
     return list(await asyncio.gather(*(one(c) for c in cookies)))
 
