@@ -175,8 +175,10 @@ class Connection:
         return self.close_code is not None
 
     def forget(self) -> None:
-        """The connection is gone (unregistered): its queue no longer counts."""
+        """The connection is gone (unregistered): its queue no longer counts, nor does
+        anything queued for it later (a stray push would otherwise hold the intake)."""
         self._drop_queue()
+        self.backlog = Backlog(self.backlog.limit)
 
     def _drop_queue(self) -> None:
         dropped = len(self.queue)

@@ -58,6 +58,8 @@ async def test_the_intake_closes_over_the_backlog_limit_and_reopens_at_half() ->
     assert backlog.queued == 12 and not backlog.open.is_set()
     connections[0].forget()  # unregistered: its 4 no longer count
     assert backlog.queued == 8 and not backlog.open.is_set(), "8 > 5: still closed"
+    connections[0].push(message(9))  # a stray push after it went
+    assert backlog.queued == 8
     connections[1].abort(CloseCode.NORMAL, "gone")
     assert backlog.queued == 4 and backlog.open.is_set()
 
