@@ -57,11 +57,16 @@ class Reader:
         self.ids: list[int] = []
         self.errors: list[dict[str, Any]] = []
         self.close_code: int | None = None
+        self.opened = asyncio.Event()  # its history came: it is registered for what follows
         self.task = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
         async for raw in self.ws:
             frame = json.loads(raw)
+            if frame["type"] == "history":  # what was committed before it opened comes here
+                self.ids.extend(m["id"] for m in frame["messages"])
+                self.opened.set()
+                continue
             for item in frame["messages"] if frame["type"] == "batch" else [frame]:
                 if item["type"] == "chat":
                     self.ids.append(item["id"])
@@ -82,7 +87,7 @@ async def open_reader(server: Server, room: str, cookie: str, batch: bool) -> Re
         compression=None,
     )
     reader = Reader(ws)
-    await until(lambda: reader.ws.state.name == "OPEN", "open")
+    await asyncio.wait_for(reader.opened.wait(), 60)
     return reader
 
 
