@@ -2,6 +2,7 @@
 
     python bench/chat.py --suite scale     # SQLite+memory, PostgreSQL+Redis, 2 workers
     python bench/chat.py --suite perf      # quartchat against the inmem and naive baselines
+    python bench/chat.py --suite issue25   # issue 25's table beside ../shared/anchors (bench/issue25.py)
     options: --seconds 10 --repeat 3 --json results.json
 
 Each server is started fresh (new database) pinned with `taskset -c 0`; the load
@@ -189,7 +190,8 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", choices=["scale", "perf"], default="perf")
+    parser.add_argument("--suite", choices=["scale", "perf", "issue25"], default="perf")
+    parser.add_argument("--peers", help="issue25: comma-separated anchors (default: all and quartchat)")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--scenarios", help="comma-separated subset")
@@ -202,6 +204,12 @@ def main() -> None:
         "target beside each quartchat row, in the same round-robin, for an A/B of a change",
     )
     args = parser.parse_args()
+    if args.suite == "issue25":
+        from issue25 import PEERS, run
+
+        wanted = args.scenarios.split(",") if args.scenarios else None
+        run(args.peers.split(",") if args.peers else PEERS, wanted, args.seconds, args.repeat, args.json)
+        return
     workdir = Path(tempfile.mkdtemp(prefix="quartchat-bench-"))
     redis_port = free_port()
     redis = (

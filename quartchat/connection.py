@@ -1,19 +1,34 @@
-"""One open WebSocket as the hub sees it: a bounded send queue and the task that drains it.
+"""One open WebSocket as the hub sees it: its send queue, the task that drains it, and
+the process-wide backlog that gates intake (docs/protocol.md §9, docs/reliability.md).
 
 Each connection's frames wait in its own queue, drained by its own sender task, so a
-slow reader only ever fills its own queue; when that is full the connection is closed
-with 1013 and the client resumes later with `after` (docs/protocol.md, "Closing codes").
+slow reader only ever fills its own queue. Who gets 1013 is decided by the client's own
+socket, never by the length of a queue: a queue is long either because the client does
+not read (its socket is backed up: the sender waits in Hypercorn's drain, the transport's
+write buffer above its high-water mark) or because the server is behind (the sender
+waits for the loop, the socket takes every byte it is given). The first is closed with
+1013 once its socket stays backed up for `stall_seconds`, or at once when its queue is
+past `capacity` and its socket is backed up; the second is never closed: the backlog
+closes the intake instead, so that senders' frames are read later and the stored rate
+follows the fan-out rate. Nothing stored is dropped for a connection that stays open.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections import deque
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from .protocol import CloseCode, StoredMessage, UserRef, batch_frame
+
+# A sender that spent at least this share of a watch interval waiting to write had its
+# socket backed up for that interval (a socket that takes the bytes never waits at all).
+BACKED_UP_SHARE = 0.9
+# A queue past capacity whose send has waited on the socket this long is the client's
+# own doing; a healthy reader's send waits at most a few turns of a busy loop.
+BLOCKED_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +48,52 @@ QueueItem = StoredMessage | str | CloseWhenSent
 _connection_ids = itertools.count(1)
 
 
+class Backlog:
+    """Frames queued in this process but not yet written, and the intake gate they drive.
+
+    `queued` counts every queued item; `excluded` the items of connections whose socket
+    is backed up (their queue is their own problem, and they get 1013 for it, not the
+    others a slower intake). Over `limit` the gate closes: readers stop reading senders'
+    frames (ws.py waits on `open` before each receive) until the rest is written down to
+    half the limit.
+    """
+
+    def __init__(self, limit: int = 20_000) -> None:
+        self.limit = limit
+        self.queued = 0
+        self.excluded = 0
+        self.open = asyncio.Event()
+        self.open.set()
+        self.pauses = 0  # how often the intake closed (for tests and the metrics)
+
+    @property
+    def pending(self) -> int:
+        return self.queued - self.excluded
+
+    def close_intake(self) -> None:
+        if self.open.is_set():
+            self.open.clear()
+            self.pauses += 1
+
+    def written(self, count: int) -> None:
+        """`count` items left a queue: reopen the intake once the backlog is down to half."""
+        self.queued -= count
+        if not self.open.is_set() and self.queued - self.excluded <= self.limit // 2:
+            self.open.set()
+
+
 class Connection:
     """One open WebSocket: who, which room, and what is waiting to be sent to it."""
 
     def __init__(
-        self, user: UserRef, room: str, address: str, batch: bool, capacity: int, session_id: str | None = None
+        self,
+        user: UserRef,
+        room: str,
+        address: str,
+        batch: bool,
+        capacity: int,
+        session_id: str | None = None,
+        backlog: Backlog | None = None,
     ) -> None:
         self.id = next(_connection_ids)
         self.user = user
@@ -46,15 +102,29 @@ class Connection:
         self.address = address
         self.batch = batch
         self.capacity = capacity
-        self.queue: deque[QueueItem] = deque()
+        self.backlog = Backlog() if backlog is None else backlog
+        # A list, not a deque: an empty deque holds a 64-slot block (~700 bytes) for every
+        # idle connection; the sender takes the whole list at once (or its one item).
+        self.queue: list[QueueItem] = []
         self.skip_through = 0  # chat ids up to this one came with the history
         # False: a public room the user is no member of yet; its first stored message
         # here makes it one (docs/protocol.md §11), once.
         self.member = True
+        self.presence_mark = 0  # the room's presence changes up to this one are known to it (hub.py)
         self.close_code: int | None = None
         self.close_reason = ""
-        self.closed = asyncio.Event()
+        # Called once when the connection is closed (ws.py: it stops the reader); a plain
+        # callback, not an Event and a task waiting on it: memory per idle connection.
+        self.on_close: Callable[[], None] | None = None
         self._waiter: asyncio.Future[None] | None = None  # the idle sender waits on it
+        # The socket's state, as the sender sees it: since when the send under way has
+        # been waiting (None: no send under way), how long finished sends waited since
+        # the last watch, and for how long every watch found the socket backed up.
+        self.writing_since: float | None = None
+        self.write_started: float | None = None  # the same, never moved by the watch
+        self.waited = 0.0
+        self.backed_up_for = 0.0
+        self.backed_up = False  # for at least one whole watch interval; its queue is excluded
 
     def push(self, item: QueueItem) -> None:
         """Queue `item` and wake the sender."""
@@ -63,14 +133,31 @@ class Connection:
 
     def enqueue(self, item: QueueItem) -> bool:
         """Queue `item` without waking the sender; False if the connection is closed
-        (or has just been closed for a full queue)."""
+        (or has just been closed: its queue is past capacity and its socket backed up).
+
+        Past capacity with a socket that takes what it is given, the server is what is
+        behind: the item is queued all the same and the intake closes.
+        """
         if self.close_code is not None:
             return False
+        backlog = self.backlog
         if len(self.queue) >= self.capacity:
-            self.abort(CloseCode.TRY_AGAIN, "send queue full: reconnect with after")
-            return False
+            if self._socket_backed_up():
+                self.abort(CloseCode.TRY_AGAIN, "not reading: reconnect with after")
+                return False
+            if self.write_started is None:  # its socket takes what it is given: we are behind
+                backlog.close_intake()
         self.queue.append(item)
+        backlog.queued += 1
+        if self.backed_up:
+            backlog.excluded += 1
+        elif backlog.queued - backlog.excluded > backlog.limit:
+            backlog.close_intake()
         return True
+
+    def _socket_backed_up(self) -> bool:
+        started = self.write_started
+        return self.backed_up or (started is not None and time.monotonic() - started >= BLOCKED_SECONDS)
 
     def wake(self) -> None:
         waiter = self._waiter
@@ -81,14 +168,63 @@ class Connection:
         """Close now, dropping whatever is queued."""
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
-            self.queue.clear()
-            self.closed.set()
+            self._drop_queue()
+            self.wake()
+            if self.on_close is not None:
+                self.on_close()
+
+    @property
+    def closed(self) -> bool:
+        return self.close_code is not None
+
+    def forget(self) -> None:
+        """The connection is gone (unregistered): its queue no longer counts, nor does
+        anything queued for it later (a stray push would otherwise hold the intake)."""
+        self._drop_queue()
+        self.backlog = Backlog(self.backlog.limit)
+
+    def _drop_queue(self) -> None:
+        dropped = len(self.queue)
+        self.queue.clear()
+        self._leave_backlog(dropped)
 
     def finish(self, code: int, reason: str) -> None:
         """Close once everything already queued has been sent."""
         if self.close_code is None:
-            self.queue.append(CloseWhenSent(code, reason))
+            self.queue.append(CloseWhenSent(code, reason))  # past capacity too: it ends the queue
+            self.backlog.queued += 1
+            if self.backed_up:
+                self.backlog.excluded += 1
             self.wake()
+
+    def watch(self, now: float, interval: float) -> float:
+        """Called every `interval` seconds by the hub: how long this connection's socket
+        has been backed up (its sender waited to write for most of every interval).
+
+        A backed-up connection's queue leaves the backlog (it slows no one's intake);
+        one that drains again counts again.
+        """
+        waited = self.waited
+        if self.writing_since is not None:
+            waited += now - self.writing_since
+            self.writing_since = now
+        self.waited = 0.0
+        self.backed_up_for = self.backed_up_for + interval if waited >= BACKED_UP_SHARE * interval else 0.0
+        if self.backed_up != (self.backed_up_for > 0):
+            self.backed_up = not self.backed_up
+            self.backlog.excluded += len(self.queue) if self.backed_up else -len(self.queue)
+            self.backlog.written(0)  # fewer pending: perhaps the intake may reopen
+        return self.backed_up_for
+
+    async def _write(self, send: Callable[[str], Awaitable[None]], frame: str) -> None:
+        """One frame to the socket, timing how long the socket kept the sender waiting."""
+        self.writing_since = self.write_started = time.monotonic()
+        try:
+            await send(frame)
+        finally:
+            if self.writing_since is not None:  # moved on by each watch while it waits
+                self.waited += time.monotonic() - self.writing_since
+            self.writing_since = self.write_started = None
 
     async def run_sender(self, send: Callable[[str], Awaitable[None]]) -> None:
         """Drain the queue into `send`, coalescing queued chat messages when asked to."""
@@ -101,28 +237,34 @@ class Connection:
                 await self._waiter
                 continue
             if len(self.queue) == 1:  # the usual case: one frame as it is
-                item = self.queue.popleft()
+                item = self.queue.pop()
+                self._leave_backlog(1)
                 if isinstance(item, StoredMessage):
                     if item.id > self.skip_through:
-                        await send(item.json)
+                        await self._write(send, item.json)
                 elif isinstance(item, str):
-                    await send(item)
+                    await self._write(send, item)
                 else:
                     self.abort(item.code, item.reason)
                     return
                 continue
-            items = list(self.queue)
-            self.queue.clear()
+            items, self.queue = self.queue, []
+            self._leave_backlog(len(items))
             for sent, frame in enumerate(self._frames(items), start=1):
                 if self.close_code is not None:
                     return
-                await send(frame)
+                await self._write(send, frame)
                 if sent % 64 == 0:
                     await asyncio.sleep(0)
             if self.queue:
                 # A send need not yield (a socket with room takes the bytes at once):
                 # before the next round, let other senders and the readers have a turn.
                 await asyncio.sleep(0)
+
+    def _leave_backlog(self, count: int) -> None:
+        if self.backed_up:
+            self.backlog.excluded -= count
+        self.backlog.written(count)
 
     def _frames(self, items: list[QueueItem]) -> Iterator[str]:
         chats: list[str] = []

@@ -29,16 +29,40 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .broker import Broker, Committed, Event, Presence, Resync, Revoked
-from .connection import Connection
+from .connection import Backlog, Connection
 from .metrics import Metrics
 from .outbox import Outbox
 from .presence import PresenceRegistry
-from .protocol import JOIN, LEFT, CloseCode, StoredMessage, UserRef, now_ms, presence_frame
+from .protocol import (
+    JOIN,
+    LEFT,
+    CloseCode,
+    StoredMessage,
+    UserRef,
+    batch_frame,
+    list_frame,
+    now_ms,
+    presence_frame,
+)
 from .store import Store
 
 log = logging.getLogger(__name__)
 
 WAKE_CHUNK = 128
+
+# Presence is coalesced per room (docs/protocol.md §4): changes wait a window that grows
+# with the room — each flush costs a frame per connection (tens of µs each), so a room of
+# 2,000 waits 0.4 s and a storm of joins costs a few frames per client, not thousands.
+PRESENCE_WINDOW_MIN = 0.025
+PRESENCE_WINDOW_PER_CONNECTION = 0.0002
+PRESENCE_WINDOW_MAX = 0.5
+# A connection without batch=1 gets one `list` instead of a window's changes when they
+# outnumber both this and the room's users: the list is then the smaller message.
+PRESENCE_AS_LIST_MIN = 16
+
+
+def _one_frame(frames: list[str]) -> str:
+    return frames[0] if len(frames) == 1 else batch_frame(frames)
 
 
 def _wake_from(connections: list[Connection], start: int) -> None:
@@ -60,11 +84,16 @@ class RoomState:
     # A Resync came while a repair was pending or reading: whatever that repair reads
     # (or read) may predate what was lost, so it must read the database (again).
     read_again: bool = False
+    # Presence changes waiting for the room's window to close, as (sequence, frame).
+    presence_seq: int = 0
+    presence_pending: list[tuple[int, str]] = field(default_factory=list)
+    presence_flush: asyncio.TimerHandle | None = None
 
 
 GAP_WAIT_SECONDS = 0.5
 REPAIR_PAGE = 500
 REVOKED_MEMORY_SECONDS = 60.0  # far longer than an opening takes
+WATCH_SECONDS = 1.0  # how often each connection's socket is looked at (connection.py)
 
 
 class Hub:
@@ -75,12 +104,18 @@ class Hub:
         store: Store,
         metrics: Metrics,
         origin: str | None = None,
+        stall_seconds: float = 10.0,
+        backlog_limit: int = 20_000,
     ) -> None:
         self.broker = broker
         self.presence = presence
         self.store = store
         self.metrics = metrics
         self.origin = origin or uuid.uuid4().hex  # names this process to the others
+        self.stall_seconds = stall_seconds  # a socket backed up this long earns 1013
+        self.backlog = Backlog(backlog_limit)  # what is queued here: it gates the intake
+        metrics.fanout_backlog.set_function(lambda: self.backlog.pending)
+        metrics.intake_pauses.set_function(lambda: self.backlog.pauses)
         self.outbox = Outbox(broker)
         self.rooms: dict[str, RoomState] = {}
         self.connections: set[Connection] = set()
@@ -106,6 +141,7 @@ class Hub:
         await self.presence.start(self._announce_left)
         self.outbox.start()
         self._spawn(self._receive_forever(), "hub-receive")
+        self._spawn(self._watch_sockets(), "hub-watch-sockets")
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -142,6 +178,8 @@ class Hub:
         state = self.rooms.setdefault(connection.room, RoomState())
         state.connections.add(connection)
         self.connections.add(connection)
+        # Changes announced before now are in the list this connection will be sent.
+        connection.presence_mark = state.presence_seq
         self._all_closed.clear()
         if connection.session_id in self._revoked_sessions:
             connection.abort(CloseCode.INVALID_USER, "Invalid user")
@@ -151,8 +189,9 @@ class Hub:
     async def join(self, connection: Connection) -> None:
         """On the user's first connection in the room anywhere, a join to the room.
 
-        The connection hears its own join too, queued behind history and list, which
-        it is sent before its sender starts.
+        The connection hears its own join at once, queued behind history and list,
+        which it is sent before its sender starts; the rest of the room in the room's
+        next presence window.
         """
         room, user = connection.room, connection.user
         state = self.rooms.get(room)
@@ -160,7 +199,11 @@ class Hub:
             return
         self._present.add((room, user.id))
         if await self.presence.add(room, user):
-            self._announce(Presence(JOIN, room, user, now_ms(), self.origin))
+            event = Presence(JOIN, room, user, now_ms(), self.origin)
+            connection.push(presence_frame(event.kind, room, user, event.ts_ms))
+            self._announce(event)
+            # Its own join is sent; whatever came before it is in its list.
+            connection.presence_mark = state.presence_seq
 
     def unregister(self, connection: Connection) -> None:
         state = self.rooms.get(connection.room)
@@ -168,6 +211,7 @@ class Hub:
             return
         state.connections.discard(connection)
         self.connections.discard(connection)
+        connection.forget()
         user = connection.user
         state.local_users[user.id] -= 1
         if state.local_users[user.id] <= 0:
@@ -179,6 +223,8 @@ class Hub:
             del self.rooms[connection.room]
             if state.priming is not None:
                 state.priming.cancel()
+            if state.presence_flush is not None:
+                state.presence_flush.cancel()
         if not self.connections:
             self._all_closed.set()
         self.metrics.connections.set(len(self.connections))
@@ -204,11 +250,57 @@ class Hub:
         self.outbox.post(event)
 
     def _tell_room(self, event: Presence) -> None:
+        """Queue the change for the room's next presence flush (opening its window)."""
         state = self.rooms.get(event.room)
         if state is None:
             return
-        frame = presence_frame(event.kind, event.room, event.user, event.ts_ms)
+        state.presence_seq += 1
+        state.presence_pending.append(
+            (state.presence_seq, presence_frame(event.kind, event.room, event.user, event.ts_ms))
+        )
+        if state.presence_flush is None:
+            window = len(state.connections) * PRESENCE_WINDOW_PER_CONNECTION
+            window = min(PRESENCE_WINDOW_MAX, max(PRESENCE_WINDOW_MIN, window))
+            state.presence_flush = asyncio.get_running_loop().call_later(
+                window, self._flush_presence, event.room, state
+            )
+
+    def _flush_presence(self, room: str, state: RoomState) -> None:
+        """The window closed: each connection gets the changes it has not seen — one
+        frame (a `batch` of them) with batch=1; else each as its frame, or the room's
+        `list` when that is the smaller message."""
+        state.presence_flush = None
+        pending, state.presence_pending = state.presence_pending, []
+        if not pending or self.rooms.get(room) is not state:
+            return
+        first, last = pending[0][0], pending[-1][0]
+        everything = [frame for _, frame in pending]
+        as_one = everything[0] if len(everything) == 1 else batch_frame(everything)
+        as_list = len(everything) > max(PRESENCE_AS_LIST_MIN, len(state.local_users))
+        wants_list: list[Connection] = []
         for connection in state.connections:
+            mark = connection.presence_mark
+            if mark >= last:
+                continue
+            frames = everything if mark < first else [frame for seq, frame in pending if seq > mark]
+            if connection.batch:
+                connection.push(as_one if frames is everything else _one_frame(frames))
+            elif as_list and frames is everything:
+                wants_list.append(connection)
+            else:
+                for frame in frames:
+                    connection.enqueue(frame)
+                connection.wake()
+        if wants_list:
+            self._spawn(self._send_list(room, wants_list), "presence-list")
+
+    async def _send_list(self, room: str, connections: list[Connection]) -> None:
+        try:
+            frame = list_frame(room, await self.presence.online(room))
+        except Exception:
+            log.exception("presence: reading the users of %s failed", room)
+            return
+        for connection in connections:
             connection.push(frame)
 
     def revoke(self, event: Revoked) -> None:
@@ -374,6 +466,19 @@ class Hub:
                 self.receive(event)
             except Exception:
                 log.exception("delivering a %s event failed", type(event).__name__)
+
+    async def _watch_sockets(self) -> None:
+        """Every WATCH_SECONDS: close with 1013 the connections whose own socket has stayed
+        backed up for `stall_seconds` (docs/protocol.md §9). A server that is behind
+        closes no one: its senders wait for the loop, not for their sockets."""
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            now = time.monotonic()
+            interval, last = now - last, now
+            for connection in list(self.connections):
+                if connection.watch(now, interval) >= self.stall_seconds:
+                    connection.abort(CloseCode.TRY_AGAIN, "not reading: reconnect with after")
 
     # Shutdown -----------------------------------------------------------------
 

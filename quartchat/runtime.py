@@ -35,7 +35,15 @@ class Runtime:
         self.broker = create_broker(settings.broker_url, settings.resolved_redis_namespace())
         origin = uuid.uuid4().hex  # names this process to the others
         presence = create_presence(settings, self.broker, origin)
-        self.hub = Hub(self.broker, presence, self.store, self.metrics, origin)
+        self.hub = Hub(
+            self.broker,
+            presence,
+            self.store,
+            self.metrics,
+            origin,
+            stall_seconds=settings.send_stall_seconds,
+            backlog_limit=settings.fanout_backlog,
+        )
         self.writer = MessageWriter(
             self.writes,
             self.hub.on_commit,  # the hand-off: the writer calls the hub back, never imports it

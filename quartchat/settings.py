@@ -227,7 +227,22 @@ class Settings:
         200, whole(1, 1_000_000), "open WebSockets one client address may hold; more are refused with 429"
     )
     send_queue_size: int = setting(
-        1000, whole(16, 1_000_000), "frames waiting for one slow client before it is closed with 1013"
+        1000,
+        whole(16, 1_000_000),
+        "frames queued for one client beyond which it is closed with 1013 if its socket is backed up (it is "
+        "not reading); if its socket takes what it is given, the server is behind and slows its intake instead",
+    )
+    send_stall_seconds: float = setting(
+        10.0,
+        seconds(1, 3600),
+        "seconds a client's own socket may stay backed up (the server waiting to write to it all along) "
+        "before it is closed with 1013",
+    )
+    fanout_backlog: int = setting(
+        20_000,
+        whole(100, 10_000_000),
+        "frames queued for delivery in one process (clients whose socket is backed up not counted) beyond "
+        "which it stops reading senders' frames until half of them are written",
     )
     write_batch_size: int = setting(
         256, whole(1, 10_000), "most messages committed in one transaction (1 = one commit per message)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from quartchat.connection import Connection
+from quartchat.connection import Backlog, Connection
 from quartchat.protocol import CloseCode, StoredMessage, UserRef
 
 ALICE = UserRef("a", "alice")
@@ -26,12 +26,66 @@ async def sent_frames(connection: Connection, finish: bool = True) -> list[str]:
     return frames
 
 
-async def test_a_full_queue_closes_the_connection_with_1013() -> None:
-    connection = Connection(ALICE, "r", "127.0.0.1", batch=False, capacity=3)
+async def test_a_full_queue_of_a_backed_up_socket_closes_the_connection_with_1013() -> None:
+    backlog = Backlog(limit=1000)
+    connection = Connection(ALICE, "r", "127.0.0.1", batch=False, capacity=3, backlog=backlog)
+    connection.writing_since = 0.0  # a send has waited on the socket since then
+    assert connection.watch(1.0, 1.0) == 1.0 and connection.backed_up
     for i in range(4):
         connection.push(message(i + 1))
-    assert connection.close_code == CloseCode.TRY_AGAIN and connection.closed.is_set()
+    assert connection.close_code == CloseCode.TRY_AGAIN and connection.closed
     assert not connection.queue
+    assert (backlog.queued, backlog.excluded) == (0, 0)
+
+
+async def test_a_full_queue_of_a_socket_that_takes_everything_closes_the_intake_not_the_connection() -> None:
+    backlog = Backlog(limit=1000)
+    connection = Connection(ALICE, "r", "127.0.0.1", batch=False, capacity=3, backlog=backlog)
+    for i in range(5):
+        connection.push(message(i + 1))
+    assert connection.close_code is None and len(connection.queue) == 5, "nothing dropped"
+    assert not backlog.open.is_set() and backlog.pauses == 1
+    assert [json.loads(f)["id"] for f in await sent_frames(connection)] == [1, 2, 3, 4, 5]
+    assert backlog.open.is_set() and backlog.queued == 0
+
+
+async def test_the_intake_closes_over_the_backlog_limit_and_reopens_at_half() -> None:
+    backlog = Backlog(limit=10)
+    connections = [Connection(ALICE, "r", "127.0.0.1", batch=True, capacity=100, backlog=backlog) for _ in range(3)]
+    for i in range(4):
+        for connection in connections:
+            connection.push(message(i + 1))
+    assert backlog.queued == 12 and not backlog.open.is_set()
+    connections[0].forget()  # unregistered: its 4 no longer count
+    assert backlog.queued == 8 and not backlog.open.is_set(), "8 > 5: still closed"
+    connections[0].push(message(9))  # a stray push after it went
+    assert backlog.queued == 8
+    connections[1].abort(CloseCode.NORMAL, "gone")
+    assert backlog.queued == 4 and backlog.open.is_set()
+
+
+async def test_a_backed_up_socket_leaves_the_backlog_and_a_stall_is_timed_by_the_watch() -> None:
+    backlog = Backlog(limit=5)
+    connection = Connection(ALICE, "r", "127.0.0.1", batch=True, capacity=100, backlog=backlog)
+    connection.writing_since = 0.0
+    for i in range(8):
+        connection.push(message(i + 1))
+    assert not backlog.open.is_set()
+    for second in range(1, 11):
+        assert connection.watch(float(second), 1.0) == second
+    assert backlog.pending == 0 and backlog.open.is_set(), "a stalled client slows no one"
+    connection.writing_since = None  # the socket took the bytes
+    connection.waited = 0.05
+    assert connection.watch(11.0, 1.0) == 0.0 and not connection.backed_up
+    assert backlog.pending == 8
+
+
+async def test_a_sender_that_never_waits_on_its_socket_is_never_backed_up() -> None:
+    connection = Connection(ALICE, "r", "127.0.0.1", batch=False, capacity=100)
+    for i in range(50):
+        connection.push(message(i + 1))
+    assert len(await sent_frames(connection)) == 50
+    assert connection.watch(1.0, 1.0) == 0.0 and connection.waited == 0.0
 
 
 async def test_queued_chats_coalesce_into_one_batch_frame_with_batch_on() -> None:
@@ -77,4 +131,4 @@ async def test_finish_sends_everything_queued_before_it_then_closes() -> None:
     frames = [json.loads(f) for f in await sent_frames(connection, finish=False)]
     assert frames == [{"type": "batch", "messages": [json.loads(message(i).json) for i in (1, 2)]}]
     assert (connection.close_code, connection.close_reason) == (CloseCode.GOING_AWAY, "server shutting down")
-    assert connection.closed.is_set()
+    assert connection.closed

@@ -100,8 +100,8 @@ export class ChatSocket {
         this.resend();
         this.pingTimer = setInterval(() => this.check(), PING_EVERY_MS);
         break;
-      case "batch":
-        for (const message of frame.messages) this.chat(message);
+      case "batch": // chat messages, and with them join/left coalesced (docs/protocol.md §7)
+        for (const item of frame.messages) this.receive(item);
         break;
       case "chat":
         this.chat(frame);

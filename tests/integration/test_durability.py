@@ -108,7 +108,9 @@ async def test_kill_9_mid_stream_loses_nothing_any_client_saw(start_server: Star
 
 
 async def test_stalled_reader_never_delays_the_others_and_is_closed_1013(start_server: StartServer) -> None:
-    server = start_server(rate_limit="100000/1", send_queue_size="32", max_message_chars="16000")
+    server = start_server(
+        rate_limit="100000/1", send_queue_size="32", max_message_chars="16000", send_stall_seconds="3"
+    )
     chat = Chat(server)
     try:
         room = unique("stall-")
@@ -118,6 +120,10 @@ async def test_stalled_reader_never_delays_the_others_and_is_closed_1013(start_s
         stalled_user = await chat.user()
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        # A network's MSS, not loopback's 64 KiB: the server's kernel sizes its send buffer
+        # from it, and on loopback takes all 9 MB before its socket backs up (only a
+        # backed-up socket earns 1013: docs/protocol.md §9).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
         sock.connect(("127.0.0.1", server.port))
         stalled_ws = await connect(
             f"{server.ws_url}/ws/chat/{room}",
@@ -161,15 +167,16 @@ async def test_stalled_reader_never_delays_the_others_and_is_closed_1013(start_s
         await sending
         echoes.cancel()
         assert [int(m["data"].split()[0]) for m in received] == list(range(count))
-        # The close frame waits behind everything the stalled reader never read: it gets
-        # 1013 if it reads again within the server's close timeout (5 s), else the
-        # server drops the connection. On a slow day the healthy reader's 600 messages
-        # can outlast that; either way the server closed it, and for a full queue.
-        code = await stalled.close_code(timeout=30)
-        for _ in range(50):
+        # Still not reading, it is closed with 1013: at once if its queue passed 32 while
+        # its socket was backed up, else once its socket has stayed backed up for the
+        # stall seconds (3 here; docs/protocol.md §9). The close frame waits behind
+        # everything it never read: it gets 1013 if it reads again within the server's
+        # close timeout (5 s), else the server drops the connection.
+        for _ in range(300):
             if f"user={stalled_user.id} room={room}" in server.log():
                 break
             await asyncio.sleep(0.1)
+        code = await stalled.close_code(timeout=30)
         closed_line = re.search(
             rf"websocket closed address=\S+ user={stalled_user.id} room={room} .*code=(\d+)", server.log()
         )
