@@ -36,11 +36,32 @@ class CloseWhenSent:
     reason: str
 
 
+class PresenceDue:
+    """The room's presence changes waiting for one connection, as ONE queue item.
+
+    The hub (hub.py) adds each presence window's frames to the item until the sender
+    takes it, so a connection that is behind holds one growing item rather than a frame
+    per change; past a bound the hub puts the room's `list` in their place (`listing`),
+    and later changes follow that list.
+    """
+
+    __slots__ = ("frames", "listing", "taken")
+
+    def __init__(self) -> None:
+        self.frames: list[str] = []
+        self.listing: str | None = None
+        self.taken = False
+
+    def take(self) -> list[str]:
+        self.taken = True
+        return self.frames if self.listing is None else [self.listing, *self.frames]
+
+
 # What a send queue holds: a room's committed message (skipped if the history held it
-# already, coalesced with its neighbours on a `batch=1` connection), any other frame as
-# its text (presence, an error, a pong, a retried message for its sender alone), or the
-# close that ends the queue.
-QueueItem = StoredMessage | str | CloseWhenSent
+# already, coalesced with its neighbours on a `batch=1` connection), presence changes
+# (coalesced alike), any other frame as its text (an error, a pong, a retried message for
+# its sender alone), or the close that ends the queue.
+QueueItem = StoredMessage | PresenceDue | str | CloseWhenSent
 
 _connection_ids = itertools.count(1)
 
@@ -103,6 +124,7 @@ class Connection:
         self.queue: deque[QueueItem] = deque()
         self.skip_through = 0  # chat ids up to this one came with the history
         self.presence_mark = 0  # the room's presence changes up to this one are known to it (hub.py)
+        self.presence_due: PresenceDue | None = None  # queued, still open to more changes
         self.close_code: int | None = None
         self.close_reason = ""
         self.closed = asyncio.Event()
@@ -220,6 +242,9 @@ class Connection:
                         await self._write(send, item.json, loop)
                 elif isinstance(item, str):
                     await self._write(send, item, loop)
+                elif isinstance(item, PresenceDue):
+                    for frame in self._frames([item]):
+                        await self._write(send, frame, loop)
                 else:
                     self.abort(item.code, item.reason)
                     return
@@ -252,6 +277,12 @@ class Connection:
                         chats.append(item.json)
                     else:
                         yield item.json
+                continue
+            if isinstance(item, PresenceDue):  # packed with the chats around it, or frame by frame
+                if self.batch:
+                    chats.extend(item.take())
+                else:
+                    yield from item.take()
                 continue
             if chats:
                 yield chats[0] if len(chats) == 1 else batch_frame(chats)
