@@ -40,21 +40,36 @@ class PresenceDue:
     """The room's presence changes waiting for one connection, as ONE queue item.
 
     The hub (hub.py) adds each presence window's frames to the item until the sender
-    takes it, so a connection that is behind holds one growing item rather than a frame
-    per change; past a bound the hub puts the room's `list` in their place (`listing`),
-    and later changes follow that list.
+    has sent them all, so a connection that is behind holds one growing item rather than
+    a frame per change; past a bound the hub puts the room's `list` in place of the
+    frames not yet sent (`listing`), and later changes follow that list. A batch=1
+    sender takes everything at once (into one `batch` frame); any other sends frame by
+    frame, and the item stays open to the hub until it is empty.
     """
 
     __slots__ = ("frames", "listing", "taken")
 
     def __init__(self) -> None:
-        self.frames: list[str] = []
+        self.frames: deque[str] = deque()
         self.listing: str | None = None
         self.taken = False
 
     def take(self) -> list[str]:
         self.taken = True
-        return self.frames if self.listing is None else [self.listing, *self.frames]
+        frames = list(self.frames) if self.listing is None else [self.listing, *self.frames]
+        self.frames.clear()
+        self.listing = None
+        return frames
+
+    def next_frame(self) -> str | None:
+        """The next frame to send; None (and closed to the hub) once none is left."""
+        if self.listing is not None:
+            frame, self.listing = self.listing, None
+            return frame
+        if self.frames:
+            return self.frames.popleft()
+        self.taken = True
+        return None
 
 
 # What a send queue holds: a room's committed message (skipped if the history held it
@@ -243,8 +258,7 @@ class Connection:
                 elif isinstance(item, str):
                     await self._write(send, item, loop)
                 elif isinstance(item, PresenceDue):
-                    for frame in self._frames([item]):
-                        await self._write(send, frame, loop)
+                    await self._send_presence(item, send, loop)
                 else:
                     self.abort(item.code, item.reason)
                     return
@@ -262,6 +276,12 @@ class Connection:
                 # A send need not yield (a socket with room takes the bytes at once):
                 # before the next round, let other senders and the readers have a turn.
                 await asyncio.sleep(0)
+
+    async def _send_presence(
+        self, due: PresenceDue, send: Callable[[str], Awaitable[None]], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        for frame in self._frames([due]):
+            await self._write(send, frame, loop)
 
     def _leave_backlog(self, count: int) -> None:
         if self.backed_up:
@@ -281,8 +301,9 @@ class Connection:
             if isinstance(item, PresenceDue):  # packed with the chats around it, or frame by frame
                 if self.batch:
                     chats.extend(item.take())
-                else:
-                    yield from item.take()
+                    continue
+                while (frame := item.next_frame()) is not None:
+                    yield frame  # the hub may add to the item (or list) between two sends
                 continue
             if chats:
                 yield chats[0] if len(chats) == 1 else batch_frame(chats)

@@ -55,8 +55,8 @@ WAKE_CHUNK = 128
 PRESENCE_WINDOW_MIN = 0.025
 PRESENCE_WINDOW_PER_CONNECTION = 0.0002
 PRESENCE_WINDOW_MAX = 0.5
-# When more changes than this (or an eighth of the room's users) wait for one
-# connection, the room's `list` replaces them: one frame instead of many.
+# When more changes than this (or a 32nd of the room's users) wait for one connection,
+# the room's `list` replaces them: one frame instead of many.
 PRESENCE_AS_LIST_MIN = 64
 
 
@@ -268,7 +268,7 @@ class Hub:
             return
         first, last = pending[0][0], pending[-1][0]
         everything = [frame for _, frame in pending]
-        bound = max(PRESENCE_AS_LIST_MIN, len(state.local_users) // 8)
+        bound = max(PRESENCE_AS_LIST_MIN, len(state.local_users) // 32)
         over: list[Connection] = []
         for connection in state.connections:
             mark = connection.presence_mark
@@ -297,7 +297,8 @@ class Hub:
         for connection in connections:
             due = connection.presence_due
             if due is not None and not due.taken:
-                due.listing, due.frames = frame, []
+                due.listing = frame
+                due.frames.clear()
             else:  # sent meanwhile: the list follows it
                 due = connection.presence_due = PresenceDue()
                 due.listing = frame

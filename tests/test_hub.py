@@ -39,7 +39,7 @@ def presence_queued(connection: Connection) -> list[dict[str, Any]]:
         if isinstance(item, str):
             texts.append(item)
         elif isinstance(item, PresenceDue):
-            texts += ([item.listing] if item.listing else []) + item.frames
+            texts += ([item.listing] if item.listing else []) + list(item.frames)
     return [json.loads(text) for text in texts]
 
 
