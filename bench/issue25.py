@@ -210,11 +210,11 @@ def sign_in_rate(work: Path, count: int = 1000) -> float:
 def summary(scenario: str, r: dict[str, Any]) -> str:
     if "error" in r:
         return f"error: {r['error']}"[:60]
-    closes = sum(r.get("closes", {}).values())
     if r.get("mode") == "storm-views":
         seen = r["everyone_sees_everyone_s"]
         done = f"everyone sees everyone at {seen} s" if seen else f"{r['complete_clients']} complete"
         return f"{done}, {r['presence_frames_per_client']} presence frames each, closes {r['closes']}"
+    closes = sum(r.get("closes", {}).values())
     text = f"{r['deliveries_per_s'] / 1000:.1f}k/s, p99 {r['latency_ms']['p99']} ms, lost {r['lost']}"
     if closes:
         text += f", closes {r['closes']}"
