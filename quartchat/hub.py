@@ -55,8 +55,9 @@ WAKE_CHUNK = 128
 PRESENCE_WINDOW_MIN = 0.025
 PRESENCE_WINDOW_PER_CONNECTION = 0.0002
 PRESENCE_WINDOW_MAX = 0.5
-# When more changes than this (or a 32nd of the room's users) wait for one connection,
-# the room's `list` replaces them: one frame instead of many.
+# When more changes than this wait for one connection — and more than a 32nd of the
+# room's users without batch=1, more than its users with it — the room's `list`
+# replaces them (hub._flush_presence).
 PRESENCE_AS_LIST_MIN = 64
 
 
@@ -268,7 +269,11 @@ class Hub:
             return
         first, last = pending[0][0], pending[-1][0]
         everything = [frame for _, frame in pending]
-        bound = max(PRESENCE_AS_LIST_MIN, len(state.local_users) // 32)
+        # A batch=1 connection gets its changes in one frame however many: the list
+        # replaces them only when it is the smaller message. Any other pays a frame per
+        # change, so a far shorter backlog is worth a list.
+        users = len(state.local_users)
+        bounds = (max(PRESENCE_AS_LIST_MIN, users // 32), max(PRESENCE_AS_LIST_MIN, users))
         over: list[Connection] = []
         for connection in state.connections:
             mark = connection.presence_mark
@@ -281,7 +286,7 @@ class Hub:
                     continue
                 connection.wake()
             due.frames.extend(everything if mark < first else [frame for seq, frame in pending if seq > mark])
-            if len(due.frames) > bound:
+            if len(due.frames) > bounds[connection.batch]:
                 over.append(connection)
         if over:
             self._spawn(self._list_instead(room, over), "presence-list")
