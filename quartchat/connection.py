@@ -1,5 +1,5 @@
 """One open WebSocket as the hub sees it: its send queue, the task that drains it, and
-the process-wide backlog that gates intake (docs/protocol.md §15, docs/reliability.md).
+the process-wide backlog that gates intake (docs/protocol.md §9, docs/reliability.md).
 
 Each connection's frames wait in its own queue, drained by its own sender task, so a
 slow reader only ever fills its own queue. Who gets 1013 is decided by the client's own
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ from .protocol import CloseCode, StoredMessage, UserRef, batch_frame
 # A sender that spent at least this share of a watch interval waiting to write had its
 # socket backed up for that interval (a socket that takes the bytes never waits at all).
 BACKED_UP_SHARE = 0.9
+# A queue past capacity whose send has waited on the socket this long is the client's
+# own doing; a healthy reader's send waits at most a few turns of a busy loop.
+BLOCKED_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,18 +140,23 @@ class Connection:
         self.batch = batch
         self.capacity = capacity
         self.backlog = Backlog() if backlog is None else backlog
-        self.queue: deque[QueueItem] = deque()
+        # A list, not a deque: an empty deque holds a 64-slot block (~700 bytes) for every
+        # idle connection; the sender takes the whole list at once (or its one item).
+        self.queue: list[QueueItem] = []
         self.skip_through = 0  # chat ids up to this one came with the history
         self.presence_mark = 0  # the room's presence changes up to this one are known to it (hub.py)
         self.presence_due: PresenceDue | None = None  # queued, still open to more changes
         self.close_code: int | None = None
         self.close_reason = ""
-        self.closed = asyncio.Event()
+        # Called once when the connection is closed (ws.py: it stops the reader); a plain
+        # callback, not an Event and a task waiting on it: memory per idle connection.
+        self.on_close: Callable[[], None] | None = None
         self._waiter: asyncio.Future[None] | None = None  # the idle sender waits on it
         # The socket's state, as the sender sees it: since when the send under way has
         # been waiting (None: no send under way), how long finished sends waited since
         # the last watch, and for how long every watch found the socket backed up.
         self.writing_since: float | None = None
+        self.write_started: float | None = None  # the same, never moved by the watch
         self.waited = 0.0
         self.backed_up_for = 0.0
         self.backed_up = False  # for at least one whole watch interval; its queue is excluded
@@ -168,10 +177,11 @@ class Connection:
             return False
         backlog = self.backlog
         if len(self.queue) >= self.capacity:
-            if self.backed_up:
+            if self._socket_backed_up():
                 self.abort(CloseCode.TRY_AGAIN, "not reading: reconnect with after")
                 return False
-            backlog.close_intake()
+            if self.write_started is None:  # its socket takes what it is given: we are behind
+                backlog.close_intake()
         self.queue.append(item)
         backlog.queued += 1
         if self.backed_up:
@@ -179,6 +189,10 @@ class Connection:
         elif backlog.queued - backlog.excluded > backlog.limit:
             backlog.close_intake()
         return True
+
+    def _socket_backed_up(self) -> bool:
+        started = self.write_started
+        return self.backed_up or (started is not None and time.monotonic() - started >= BLOCKED_SECONDS)
 
     def wake(self) -> None:
         waiter = self._waiter
@@ -190,7 +204,13 @@ class Connection:
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
             self._drop_queue()
-            self.closed.set()
+            self.wake()
+            if self.on_close is not None:
+                self.on_close()
+
+    @property
+    def closed(self) -> bool:
+        return self.close_code is not None
 
     def forget(self) -> None:
         """The connection is gone (unregistered): its queue no longer counts."""
@@ -229,15 +249,15 @@ class Connection:
             self.backlog.written(0)  # fewer pending: perhaps the intake may reopen
         return self.backed_up_for
 
-    async def _write(self, send: Callable[[str], Awaitable[None]], frame: str, loop: asyncio.AbstractEventLoop) -> None:
+    async def _write(self, send: Callable[[str], Awaitable[None]], frame: str) -> None:
         """One frame to the socket, timing how long the socket kept the sender waiting."""
-        self.writing_since = loop.time()
+        self.writing_since = self.write_started = time.monotonic()
         try:
             await send(frame)
         finally:
             if self.writing_since is not None:  # moved on by each watch while it waits
-                self.waited += loop.time() - self.writing_since
-            self.writing_since = None
+                self.waited += time.monotonic() - self.writing_since
+            self.writing_since = self.write_started = None
 
     async def run_sender(self, send: Callable[[str], Awaitable[None]]) -> None:
         """Drain the queue into `send`, coalescing queued chat messages when asked to."""
@@ -250,26 +270,25 @@ class Connection:
                 await self._waiter
                 continue
             if len(self.queue) == 1:  # the usual case: one frame as it is
-                item = self.queue.popleft()
+                item = self.queue.pop()
                 self._leave_backlog(1)
                 if isinstance(item, StoredMessage):
                     if item.id > self.skip_through:
-                        await self._write(send, item.json, loop)
+                        await self._write(send, item.json)
                 elif isinstance(item, str):
-                    await self._write(send, item, loop)
+                    await self._write(send, item)
                 elif isinstance(item, PresenceDue):
-                    await self._send_presence(item, send, loop)
+                    await self._send_presence(item, send)
                 else:
                     self.abort(item.code, item.reason)
                     return
                 continue
-            items = list(self.queue)
-            self.queue.clear()
+            items, self.queue = self.queue, []
             self._leave_backlog(len(items))
             for sent, frame in enumerate(self._frames(items), start=1):
                 if self.close_code is not None:
                     return
-                await self._write(send, frame, loop)
+                await self._write(send, frame)
                 if sent % 64 == 0:
                     await asyncio.sleep(0)
             if self.queue:
@@ -277,11 +296,9 @@ class Connection:
                 # before the next round, let other senders and the readers have a turn.
                 await asyncio.sleep(0)
 
-    async def _send_presence(
-        self, due: PresenceDue, send: Callable[[str], Awaitable[None]], loop: asyncio.AbstractEventLoop
-    ) -> None:
+    async def _send_presence(self, due: PresenceDue, send: Callable[[str], Awaitable[None]]) -> None:
         for frame in self._frames([due]):
-            await self._write(send, frame, loop)
+            await self._write(send, frame)
 
     def _leave_backlog(self, count: int) -> None:
         if self.backed_up:

@@ -110,6 +110,8 @@ class Hub:
         self.origin = origin or uuid.uuid4().hex  # names this process to the others
         self.stall_seconds = stall_seconds  # a socket backed up this long earns 1013
         self.backlog = Backlog(backlog_limit)  # what is queued here: it gates the intake
+        metrics.fanout_backlog.set_function(lambda: self.backlog.pending)
+        metrics.intake_pauses.set_function(lambda: self.backlog.pauses)
         self.outbox = Outbox(broker)
         self.rooms: dict[str, RoomState] = {}
         self.connections: set[Connection] = set()
@@ -471,13 +473,12 @@ class Hub:
 
     async def _watch_sockets(self) -> None:
         """Every WATCH_SECONDS: close with 1013 the connections whose own socket has stayed
-        backed up for `stall_seconds` (docs/protocol.md §15). A server that is behind
+        backed up for `stall_seconds` (docs/protocol.md §9). A server that is behind
         closes no one: its senders wait for the loop, not for their sockets."""
-        loop = asyncio.get_running_loop()
-        last = loop.time()
+        last = time.monotonic()
         while True:
             await asyncio.sleep(WATCH_SECONDS)
-            now = loop.time()
+            now = time.monotonic()
             interval, last = now - last, now
             for connection in list(self.connections):
                 if connection.watch(now, interval) >= self.stall_seconds:

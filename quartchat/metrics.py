@@ -27,12 +27,22 @@ class Metrics:
         self.messages_stored = Counter(
             "quartchat_messages_stored", "Chat messages committed by this process", registry=self.registry
         )
+        self.fanout_backlog = Gauge(
+            "quartchat_fanout_backlog",
+            "Frames queued for delivery here and not yet written (backed-up sockets not counted)",
+            registry=self.registry,
+        )
+        self.intake_pauses = Gauge(
+            "quartchat_intake_pauses",
+            "Times the fan-out backlog passed its bound and senders' frames were left unread (since start)",
+            registry=self.registry,
+        )
         self.broadcasts = Counter(
             "quartchat_broadcasts", "Chat messages queued for delivery to a connection", registry=self.registry
         )
         self.send_queue_drops = Counter(
             "quartchat_send_queue_drops",
-            "Connections closed with 1013 because their send queue filled",
+            "Connections closed with 1013: their own socket stayed backed up (or the database was down at opening)",
             registry=self.registry,
         )
         self.commit_seconds = Histogram(

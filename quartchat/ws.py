@@ -137,29 +137,59 @@ async def _open(rt: Runtime, connection: Connection, after: int | None) -> None:
 
 
 async def _serve(rt: Runtime, connection: Connection) -> None:
+    """Read in this task (the handler's), send in a task of its own, until either ends.
+
+    Two tasks a connection, not four: the reader is this task, and the close stops it
+    through a callback (Connection.on_close) instead of a task waiting on an Event —
+    memory per idle connection (docs/performance.md, issue 25).
+    """
+    me = asyncio.current_task()
+    assert me is not None
+    reading = True
+    interrupted = False
+
+    def stop(_: object = None) -> None:
+        """The connection closed, or the sender ended: stop reading. Not when the reader
+        closed it itself: it sees the close code and returns."""
+        nonlocal interrupted
+        if reading and not interrupted and asyncio.current_task() is not me:
+            interrupted = True
+            me.cancel()
+
     sender = asyncio.create_task(connection.run_sender(frame_sender()))
-    reader = asyncio.create_task(_read(rt, connection))
-    closed = asyncio.create_task(connection.closed.wait())
-    tasks = {sender, reader, closed}
+    sender.add_done_callback(stop)
+    connection.on_close = stop
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await _read(rt, connection)
+    except asyncio.CancelledError:
+        # Our own stop is swallowed; a cancellation from outside (the client went, the
+        # server stops) is not.
+        if not interrupted or me.uncancel() > 0:
+            raise
+    except Exception:
+        reading = False
+        log.exception("websocket reader failed")
+        connection.abort(CloseCode.SERVER_ERROR, "server error")
     finally:
-        for task in tasks:
-            task.cancel()
-    for task in done & {sender, reader}:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("websocket task failed", exc_info=task.exception())
-            connection.abort(CloseCode.SERVER_ERROR, "server error")
+        reading = False
+        connection.on_close = None
+        sender.cancel()
+    if sender.done() and not sender.cancelled() and sender.exception() is not None:
+        log.error("websocket sender failed", exc_info=sender.exception())
+        connection.abort(CloseCode.SERVER_ERROR, "server error")
 
 
 async def _read(rt: Runtime, connection: Connection) -> None:
     settings = rt.settings
-    refusals = SlidingWindow(flood_limit(settings.rate_limit))
+    refusals: SlidingWindow | None = None  # made at the first refusal: most never need one
     in_flight = asyncio.Semaphore(IN_FLIGHT_PER_CONNECTION)
 
     def refuse(code: ErrorCode, message: str, client_id: str | None) -> None:
+        nonlocal refusals
         connection.push(error_frame(code, message, client_id))
         rt.metrics.errors.labels(code=code.value).inc()
+        if refusals is None:
+            refusals = SlidingWindow(flood_limit(settings.rate_limit))
         if not refusals.allow():
             connection.abort(CloseCode.POLICY, "flooding: far past the rate limit")
 

@@ -33,7 +33,7 @@ async def test_a_full_queue_of_a_backed_up_socket_closes_the_connection_with_101
     assert connection.watch(1.0, 1.0) == 1.0 and connection.backed_up
     for i in range(4):
         connection.push(message(i + 1))
-    assert connection.close_code == CloseCode.TRY_AGAIN and connection.closed.is_set()
+    assert connection.close_code == CloseCode.TRY_AGAIN and connection.closed
     assert not connection.queue
     assert (backlog.queued, backlog.excluded) == (0, 0)
 
@@ -129,7 +129,7 @@ async def test_finish_sends_everything_queued_before_it_then_closes() -> None:
     frames = [json.loads(f) for f in await sent_frames(connection, finish=False)]
     assert frames == [{"type": "batch", "messages": [json.loads(message(i).json) for i in (1, 2)]}]
     assert (connection.close_code, connection.close_reason) == (CloseCode.GOING_AWAY, "server shutting down")
-    assert connection.closed.is_set()
+    assert connection.closed
 
 
 async def test_a_presence_item_stays_open_to_the_hub_while_a_connection_without_batch_sends_it() -> None:

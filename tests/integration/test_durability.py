@@ -118,6 +118,10 @@ async def test_stalled_reader_never_delays_the_others_and_is_closed_1013(start_s
         stalled_user = await chat.user()
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        # A network's MSS, not loopback's 64 KiB: the server's kernel sizes its send buffer
+        # from it, and on loopback takes all 9 MB before its socket backs up (only a
+        # backed-up socket earns 1013: docs/protocol.md §9).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
         sock.connect(("127.0.0.1", server.port))
         stalled_ws = await connect(
             f"{server.ws_url}/ws/chat/{room}",
