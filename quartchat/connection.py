@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
@@ -39,11 +40,47 @@ class CloseWhenSent:
     reason: str
 
 
+class PresenceDue:
+    """The room's presence changes waiting for one connection, as ONE queue item.
+
+    The hub (hub.py) adds each presence window's frames to the item until the sender
+    has sent them all, so a connection that is behind holds one growing item rather than
+    a frame per change; past a bound the hub puts the room's `list` in place of the
+    frames not yet sent (`listing`), and later changes follow that list. A batch=1
+    sender takes everything at once (into one `batch` frame); any other sends frame by
+    frame, and the item stays open to the hub until it is empty.
+    """
+
+    __slots__ = ("frames", "listing", "taken")
+
+    def __init__(self) -> None:
+        self.frames: deque[str] = deque()
+        self.listing: str | None = None
+        self.taken = False
+
+    def take(self) -> list[str]:
+        self.taken = True
+        frames = list(self.frames) if self.listing is None else [self.listing, *self.frames]
+        self.frames.clear()
+        self.listing = None
+        return frames
+
+    def next_frame(self) -> str | None:
+        """The next frame to send; None (and closed to the hub) once none is left."""
+        if self.listing is not None:
+            frame, self.listing = self.listing, None
+            return frame
+        if self.frames:
+            return self.frames.popleft()
+        self.taken = True
+        return None
+
+
 # What a send queue holds: a room's committed message (skipped if the history held it
-# already, coalesced with its neighbours on a `batch=1` connection), any other frame as
-# its text (presence, an error, a pong, a retried message for its sender alone), or the
-# close that ends the queue.
-QueueItem = StoredMessage | str | CloseWhenSent
+# already, coalesced with its neighbours on a `batch=1` connection), presence changes
+# (coalesced alike), any other frame as its text (an error, a pong, a retried message for
+# its sender alone), or the close that ends the queue.
+QueueItem = StoredMessage | PresenceDue | str | CloseWhenSent
 
 _connection_ids = itertools.count(1)
 
@@ -111,6 +148,7 @@ class Connection:
         # here makes it one (docs/protocol.md §11), once.
         self.member = True
         self.presence_mark = 0  # the room's presence changes up to this one are known to it (hub.py)
+        self.presence_due: PresenceDue | None = None  # queued, still open to more changes
         self.close_code: int | None = None
         self.close_reason = ""
         # Called once when the connection is closed (ws.py: it stops the reader); a plain
@@ -244,6 +282,8 @@ class Connection:
                         await self._write(send, item.json)
                 elif isinstance(item, str):
                     await self._write(send, item)
+                elif isinstance(item, PresenceDue):
+                    await self._send_presence(item, send)
                 else:
                     self.abort(item.code, item.reason)
                     return
@@ -261,6 +301,10 @@ class Connection:
                 # before the next round, let other senders and the readers have a turn.
                 await asyncio.sleep(0)
 
+    async def _send_presence(self, due: PresenceDue, send: Callable[[str], Awaitable[None]]) -> None:
+        for frame in self._frames([due]):
+            await self._write(send, frame)
+
     def _leave_backlog(self, count: int) -> None:
         if self.backed_up:
             self.backlog.excluded -= count
@@ -275,6 +319,13 @@ class Connection:
                         chats.append(item.json)
                     else:
                         yield item.json
+                continue
+            if isinstance(item, PresenceDue):  # packed with the chats around it, or frame by frame
+                if self.batch:
+                    chats.extend(item.take())
+                    continue
+                while (frame := item.next_frame()) is not None:
+                    yield frame  # the hub may add to the item (or list) between two sends
                 continue
             if chats:
                 yield chats[0] if len(chats) == 1 else batch_frame(chats)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .broker import Broker, Committed, Event, Presence, Resync, Revoked
-from .connection import Backlog, Connection
+from .connection import Backlog, Connection, PresenceDue
 from .metrics import Metrics
 from .outbox import Outbox
 from .presence import PresenceRegistry
@@ -39,7 +39,6 @@ from .protocol import (
     CloseCode,
     StoredMessage,
     UserRef,
-    batch_frame,
     list_frame,
     now_ms,
     presence_frame,
@@ -56,13 +55,10 @@ WAKE_CHUNK = 128
 PRESENCE_WINDOW_MIN = 0.025
 PRESENCE_WINDOW_PER_CONNECTION = 0.0002
 PRESENCE_WINDOW_MAX = 0.5
-# A connection without batch=1 gets one `list` instead of a window's changes when they
-# outnumber both this and the room's users: the list is then the smaller message.
-PRESENCE_AS_LIST_MIN = 16
-
-
-def _one_frame(frames: list[str]) -> str:
-    return frames[0] if len(frames) == 1 else batch_frame(frames)
+# When more changes than this wait for one connection — and more than a 32nd of the
+# room's users without batch=1, more than its users with it — the room's `list`
+# replaces them (hub._flush_presence).
+PRESENCE_AS_LIST_MIN = 64
 
 
 def _wake_from(connections: list[Connection], start: int) -> None:
@@ -266,42 +262,54 @@ class Hub:
             )
 
     def _flush_presence(self, room: str, state: RoomState) -> None:
-        """The window closed: each connection gets the changes it has not seen — one
-        frame (a `batch` of them) with batch=1; else each as its frame, or the room's
-        `list` when that is the smaller message."""
+        """The window closed: each connection's waiting presence item (one per
+        connection, see PresenceDue) gets the changes it has not seen; one that holds
+        more than the bound gets the room's `list` in their place instead."""
         state.presence_flush = None
         pending, state.presence_pending = state.presence_pending, []
         if not pending or self.rooms.get(room) is not state:
             return
         first, last = pending[0][0], pending[-1][0]
         everything = [frame for _, frame in pending]
-        as_one = everything[0] if len(everything) == 1 else batch_frame(everything)
-        as_list = len(everything) > max(PRESENCE_AS_LIST_MIN, len(state.local_users))
-        wants_list: list[Connection] = []
+        # A batch=1 connection gets its changes in one frame however many: the list
+        # replaces them only when it is the smaller message. Any other pays a frame per
+        # change, so a far shorter backlog is worth a list.
+        users = len(state.local_users)
+        bounds = (max(PRESENCE_AS_LIST_MIN, users // 32), max(PRESENCE_AS_LIST_MIN, users))
+        over: list[Connection] = []
         for connection in state.connections:
             mark = connection.presence_mark
             if mark >= last:
                 continue
-            frames = everything if mark < first else [frame for seq, frame in pending if seq > mark]
-            if connection.batch:
-                connection.push(as_one if frames is everything else _one_frame(frames))
-            elif as_list and frames is everything:
-                wants_list.append(connection)
-            else:
-                for frame in frames:
-                    connection.enqueue(frame)
+            due = connection.presence_due
+            if due is None or due.taken:
+                due = connection.presence_due = PresenceDue()
+                if not connection.enqueue(due):
+                    continue
                 connection.wake()
-        if wants_list:
-            self._spawn(self._send_list(room, wants_list), "presence-list")
+            due.frames.extend(everything if mark < first else [frame for seq, frame in pending if seq > mark])
+            if len(due.frames) > bounds[connection.batch]:
+                over.append(connection)
+        if over:
+            self._spawn(self._list_instead(room, over), "presence-list")
 
-    async def _send_list(self, room: str, connections: list[Connection]) -> None:
+    async def _list_instead(self, room: str, connections: list[Connection]) -> None:
+        """The room's list replaces the changes still waiting for `connections`: read
+        at once (the registry holds every change announced so far)."""
         try:
             frame = list_frame(room, await self.presence.online(room))
         except Exception:
             log.exception("presence: reading the users of %s failed", room)
             return
         for connection in connections:
-            connection.push(frame)
+            due = connection.presence_due
+            if due is not None and not due.taken:
+                due.listing = frame
+                due.frames.clear()
+            else:  # sent meanwhile: the list follows it
+                due = connection.presence_due = PresenceDue()
+                due.listing = frame
+                connection.push(due)
 
     def revoke(self, event: Revoked) -> None:
         """Access ended: close the affected sockets here now, then in every process."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from quartchat.connection import Backlog, Connection
+from quartchat.connection import Backlog, Connection, PresenceDue
 from quartchat.protocol import CloseCode, StoredMessage, UserRef
 
 ALICE = UserRef("a", "alice")
@@ -132,3 +132,32 @@ async def test_finish_sends_everything_queued_before_it_then_closes() -> None:
     assert frames == [{"type": "batch", "messages": [json.loads(message(i).json) for i in (1, 2)]}]
     assert (connection.close_code, connection.close_reason) == (CloseCode.GOING_AWAY, "server shutting down")
     assert connection.closed
+
+
+async def test_a_presence_item_stays_open_to_the_hub_while_a_connection_without_batch_sends_it() -> None:
+    connection = Connection(ALICE, "r", "127.0.0.1", batch=False, capacity=10)
+    due = PresenceDue()
+    due.frames.extend(["join-1", "join-2"])
+    connection.push(due)
+    sent: list[str] = []
+
+    async def send(frame: str) -> None:
+        sent.append(frame)
+        if frame == "join-1":
+            due.frames.append("join-3")  # the hub adds a window's change while it sends
+
+    connection.finish(CloseCode.NORMAL, "done")
+    await connection.run_sender(send)
+    assert sent == ["join-1", "join-2", "join-3"], "one frame each, the late one too"
+    assert due.taken, "empty: closed to the hub, which starts a new item"
+
+
+async def test_a_batch_connection_packs_waiting_presence_with_the_chats_beside_it() -> None:
+    connection = Connection(ALICE, "r", "127.0.0.1", batch=True, capacity=10)
+    due = PresenceDue()
+    due.frames.extend(['{"type":"join"}', '{"type":"left"}'])
+    connection.push(StoredMessage(1, "r", ALICE, "a", 0))
+    connection.push(due)
+    frames = await sent_frames(connection)
+    assert len(frames) == 1 and frames[0].startswith('{"type":"batch"')
+    assert [item["type"] for item in json.loads(frames[0])["messages"]] == ["chat", "join", "left"]

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 from quartchat.broker import Committed, Event, Presence, Resync, Revoked
 from quartchat.broker.memory import MemoryBroker
-from quartchat.connection import Connection
-from quartchat.hub import Hub
+from quartchat.connection import Connection, PresenceDue
+from quartchat.hub import PRESENCE_AS_LIST_MIN, Hub
 from quartchat.metrics import Metrics
 from quartchat.presence import MemoryPresence
 from quartchat.protocol import JOIN, CloseCode, StoredMessage, UserRef
@@ -30,10 +31,21 @@ def queued_ids(connection: Connection) -> list[int]:
     return [item.id for item in connection.queue if isinstance(item, StoredMessage)]
 
 
+def presence_queued(connection: Connection) -> list[dict[str, Any]]:
+    """The presence frames queued for `connection`: its own join (a frame of its own),
+    then what the room's presence windows added to its waiting PresenceDue."""
+    texts: list[str] = []
+    for item in connection.queue:
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, PresenceDue):
+            texts += ([item.listing] if item.listing else []) + list(item.frames)
+    return [json.loads(text) for text in texts]
+
+
 def joined(connection: Connection) -> list[str]:
     """The ids of the users whose joins are queued for `connection`."""
-    frames = [json.loads(item) for item in connection.queue if isinstance(item, str)]
-    return [frame["user"]["id"] for frame in frames if frame["type"] == "join"]
+    return [frame["user"]["id"] for frame in presence_queued(connection) if frame["type"] == "join"]
 
 
 class NoStore:
@@ -333,3 +345,34 @@ async def test_a_socket_registering_just_after_its_session_was_revoked_is_closed
     other = Connection(ALICE, "r", "x", False, 100, session_id="s-b")
     hub.register(other)
     assert other.close_code is None
+
+
+async def test_a_storm_waits_as_one_item_per_connection_and_a_list_replaces_too_many_changes() -> None:
+    hub = new_hub()
+    watcher = await open_connection(hub, ALICE)
+    users = [UserRef(f"u{i}", f"user{i:03}") for i in range(PRESENCE_AS_LIST_MIN + 20)]
+    for user in users[:10]:
+        await open_connection(hub, user)
+    await until(lambda: len(joined(watcher)) == 11, "her own join, then ten in the window")
+    assert sum(isinstance(item, PresenceDue) for item in watcher.queue) == 1, "one item holds the ten"
+    for user in users[10:]:
+        await open_connection(hub, user)
+    await until(lambda: any(isinstance(item, PresenceDue) and item.listing for item in watcher.queue), "a list instead")
+    dues = [item for item in watcher.queue if isinstance(item, PresenceDue)]
+    assert len(dues) == 1, "still one item"
+    assert dues[0].listing is not None
+    listed = [user["id"] for user in json.loads(dues[0].listing)["data"]]
+    assert sorted(listed) == sorted([ALICE.id, *(u.id for u in users)]), "the list has everyone"
+
+
+async def test_a_batch_connection_gets_its_waiting_presence_in_one_batch_frame() -> None:
+    hub = new_hub()
+    watcher = Connection(ALICE, "r", "x", True, 100)
+    hub.register(watcher)
+    await hub.join(watcher)
+    for index in range(5):
+        await open_connection(hub, UserRef(f"u{index}", f"user{index}"))
+    await until(lambda: len(joined(watcher)) == 6, "five joins in the window")
+    frames = [json.loads(frame) for frame in await sent_frames(watcher)]
+    assert [frame["type"] for frame in frames] == ["join", "batch"], "her own join (§3), then one frame for five"
+    assert [item["user"]["id"] for item in frames[1]["messages"]] == [f"u{i}" for i in range(5)]

@@ -80,6 +80,18 @@ function newsworthy(frame) {
   return true;
 }
 
+// A `batch` frame may carry hundreds of joins (a storm, docs/protocol.md §4): the list
+// is drawn once per animation frame, not once per join.
+let drawQueued = false;
+function showOnline() {
+  if (drawQueued) return;
+  drawQueued = true;
+  requestAnimationFrame(() => {
+    drawQueued = false;
+    users.set(online);
+  });
+}
+
 const socket = new ChatSocket(wsPath, {
   history(frame) {
     if (jumpedTo !== null) {
@@ -109,7 +121,7 @@ const socket = new ChatSocket(wsPath, {
   presence(frame) {
     if (frame.type === "join" && !online.some((u) => u.id === frame.user.id)) online = [...online, frame.user].sort(byName);
     if (frame.type === "left") online = online.filter((u) => u.id !== frame.user.id);
-    users.set(online);
+    showOnline();
     if (newsworthy(frame)) view.presence(frame.type, frame.user, frame.ts);
     else if (frame.type === "join") onlineBeforeDrop.delete(frame.user.id);
   },
