@@ -1,6 +1,8 @@
 // The load generator (Node + ws), same options and JSON output as loadgen.py:
 //   node bench/loadgen.mjs --url http://127.0.0.1:8000 --clients 100 --senders 10 \
 //        --mode closed|steady [--rate 200] [--seconds 10] [--batch] [--deflate] [--rooms 1]
+//        [--private]  (the rooms are private rooms of the first account, every other
+//                      account invited: what the members-only check costs a message)
 import { performance } from "node:perf_hooks";
 import { cpuUsage } from "node:process";
 import WebSocket from "ws";
@@ -21,9 +23,11 @@ const seconds = Number(opt("seconds", 10));
 const warmup = Number(opt("warmup", 2));
 const batch = flag("batch");
 const deflate = flag("deflate");
+const privateRooms = flag("private");
 const padding = "x".repeat(60);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+const names = [];
 async function signIn() {
   const name = `b${Math.random().toString(16).slice(2, 14)}`;
   const response = await fetch(`${url}/api/session`, {
@@ -32,22 +36,41 @@ async function signIn() {
     body: JSON.stringify({ name, password: "benchmark password" }),
   });
   if (!response.ok) throw new Error(`sign-in failed: ${response.status}`);
+  names.push(name);
   return response.headers.getSetCookie().map((c) => c.split(";")[0]).join("; ");
+}
+
+async function post(path, cookie, body) {
+  const response = await fetch(`${url}${path}`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Cookie: cookie },
+    body: JSON.stringify(body),
+  });
+  if (!response.ok) throw new Error(`POST ${path} failed: ${response.status} ${await response.text()}`);
 }
 
 const cookies = [];
 for (let i = 0; i < Math.min(clientsWanted, 50); i++) cookies.push(await signIn());
+const roomSuffix = privateRooms ? `-${Math.random().toString(16).slice(2, 8)}` : "";
+if (privateRooms) {
+  for (let r = 0; r < rooms; r++) {
+    const room = `bench-${r}${roomSuffix}`;
+    await post("/api/rooms", cookies[0], { name: room, private: true });
+    for (const name of names.slice(1)) await post(`/api/rooms/${room}/members`, cookies[0], { name });
+  }
+}
 
 let measuring = false;
 const clients = [];
 for (let index = 0; index < clientsWanted; index++) {
-  const room = `bench-${index % rooms}`;
+  const room = `bench-${index % rooms}${roomSuffix}`;
   const wsUrl = `${url.replace("http://", "ws://")}/ws/chat/${room}${batch ? "?batch=1" : ""}`;
   const ws = new WebSocket(wsUrl, { headers: { Cookie: cookies[index % cookies.length] }, perMessageDeflate: deflate });
   const client = { index, ws, deliveries: 0, latencies: [], waiting: null };
   ws.on("message", (raw) => {
     const frame = JSON.parse(raw);
-    const messages = frame.type === "batch" ? frame.messages : frame.type === "chat" ? [frame] : [];
+    // A batch may carry join, left and list frames too (presence is coalesced into it).
+    const messages = (frame.type === "batch" ? frame.messages : [frame]).filter((m) => m.type === "chat");
     const now = performance.now();
     for (const message of messages) {
       const [sender, sentAt] = message.data.split(" ", 2);

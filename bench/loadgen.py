@@ -43,7 +43,9 @@ class Client:
     async def read(self) -> None:
         async for raw in self.ws:
             frame = json.loads(raw)
-            messages = frame["messages"] if frame["type"] == "batch" else [frame] if frame["type"] == "chat" else []
+            # A batch may carry join, left and list frames too (presence is coalesced into it).
+            items = frame["messages"] if frame["type"] == "batch" else [frame]
+            messages = [m for m in items if m["type"] == "chat"]
             now = time.perf_counter()
             for message in messages:
                 sender, sent_at = message["data"].split(" ", 2)[:2]
@@ -66,7 +68,10 @@ async def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--batch", action="store_true")
     parser.add_argument("--deflate", action="store_true")
+    parser.add_argument("--private", action="store_true", help="only bench/loadgen.mjs makes private rooms")
     args = parser.parse_args()
+    if args.private:
+        parser.error("--private needs the Node load generator (cd bench && npm install)")
 
     ws_base = args.url.replace("http://", "ws://")
     async with httpx.AsyncClient(base_url=args.url, timeout=60) as http:
