@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import uuid
 
@@ -18,6 +19,7 @@ from .metrics import Metrics
 from .presence import MemoryPresence, PresenceGrace, PresenceRegistry, RedisPresence
 from .protocol import CloseCode
 from .rate_limits import RateLimiter, SignInThrottle, SignUpLimit
+from .search import SEARCH_SLOTS
 from .session_watch import SessionWatch
 from .settings import Settings
 from .store import Store
@@ -56,6 +58,9 @@ class Runtime:
         self.signups = SignUpLimit(settings.signup_limit)
         self.rate_limiter = RateLimiter(settings.rate_limit)
         self.search_limiter = RateLimiter(settings.search_limit)
+        # Searches at once in this process (quartchat/search_api.py): the reader pool stays
+        # free for everything else.
+        self.search_slots = asyncio.Semaphore(SEARCH_SLOTS)
         self.session_watch = SessionWatch(self.hub, self.store, self.writes)
         self.downloads = Downloads()
         self.checkpoints = WalCheckpoints(self.database) if settings.is_sqlite else None

@@ -45,6 +45,11 @@ from .store import AnySelect, message_select
 MAX_QUERY_CHARS = 200
 TRIGRAM = 3  # the shortest term the index can find
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+# Terms of 1-2 characters have no trigram: each is checked with instr() per case
+# spelling on every candidate row, so a query may hold only a few (docs/security.md).
+MAX_SHORT_TERMS = 3
+SEARCH_SLOTS = 2  # searches at once in a process
+TOO_BROAD = "the search is too broad: add a longer word or a room"
 
 # The FTS5 table of migration 0006; its hidden column of the table's own name takes MATCH.
 MESSAGES_FTS = table("messages_fts", column("rowid", Integer), column("messages_fts"))
@@ -78,6 +83,12 @@ def parse(q: str) -> tuple[str, ...]:
     if not terms:
         raise BadQuery('q needs something to find: words, or "a phrase"')
     return tuple(terms)
+
+
+def check_breadth(terms: tuple[str, ...]) -> None:
+    """BadQuery for more than MAX_SHORT_TERMS terms of 1-2 characters."""
+    if sum(len(term) < TRIGRAM for term in terms) > MAX_SHORT_TERMS:
+        raise BadQuery(f"q may hold at most {MAX_SHORT_TERMS} terms of 1 or 2 characters: {TOO_BROAD}")
 
 
 def fts_match(terms: Iterable[str]) -> str:

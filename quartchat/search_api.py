@@ -3,17 +3,19 @@ may read, newest first, `before` paging back."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import unicodedata
 
 from quart import Blueprint, Response, jsonify, request
 
-from .access import readable_rooms
+from .access import NotAllowed, NotVisible, check_room, readable_rooms
 from .accounts import name_key
 from .api import ApiError, api_error, message_page, signed_in_as
 from .rooms import valid_room
 from .runtime import runtime
-from .search import DEFAULT_LIMIT, MAX_LIMIT, BadQuery, parse, search_query
+from .search import DEFAULT_LIMIT, MAX_LIMIT, TOO_BROAD, BadQuery, check_breadth, parse, search_query
+from .store import Page, TooBroad
 
 bp = Blueprint("search", __name__)
 bp.register_error_handler(ApiError, api_error)
@@ -21,6 +23,11 @@ bp.register_error_handler(ApiError, api_error)
 _ID = re.compile(r"\d{1,18}")
 _LIMIT = re.compile(r"\d{1,3}")
 MAX_NAME_CHARS = 64
+# Searches share the small reader pool (5 connections on SQLite) with every ordinary
+# request: at most SEARCH_SLOTS (quartchat/search.py) run at once in a process, a search
+# that cannot start within SEARCH_WAIT_S answers 503, and each stops at
+# QUARTCHAT_SEARCH_BUDGET_MS.
+SEARCH_WAIT_S = 0.5
 
 
 @bp.get("/api/search")
@@ -30,6 +37,7 @@ async def search() -> Response:
     args = request.args
     try:
         terms = parse(args.get("q", ""))
+        check_breadth(terms)
     except BadQuery as bad:
         raise ApiError(422, str(bad)) from None
     room, user = args.get("room"), args.get("user")
@@ -47,6 +55,16 @@ async def search() -> Response:
         response.status_code = 429
         response.headers["Retry-After"] = str(max(1, round(chat.settings.search_limit.seconds)))
         return response
+    nothing = jsonify(message_page(Page([], has_more=False)))
+    if room is not None:
+        # A room it may not read answers at once, as a readable room without a hit does:
+        # its messages are never visited, so neither the answer nor its time tells of them.
+        try:
+            view = await check_room(chat.store, who, room)
+        except (NotVisible, NotAllowed):
+            return nothing
+        if not view.exists:
+            return nothing
     query = search_query(
         terms,
         lambda column: readable_rooms(who, column),
@@ -56,7 +74,21 @@ async def search() -> Response:
         before=before,
         limit=limit,
     )
-    return jsonify(message_page(await chat.store.search(query, limit)))
+    slots = chat.search_slots
+    try:
+        await asyncio.wait_for(slots.acquire(), SEARCH_WAIT_S)
+    except TimeoutError:
+        response = jsonify(error="the server is busy with other searches: try again in a moment")
+        response.status_code = 503
+        response.headers["Retry-After"] = "1"
+        return response
+    try:
+        page = await chat.store.search(query, limit, chat.settings.search_budget_ms / 1000)
+    except TooBroad:
+        raise ApiError(422, TOO_BROAD) from None
+    finally:
+        slots.release()
+    return jsonify(message_page(page))
 
 
 def _name_keys(name: str) -> set[str]:

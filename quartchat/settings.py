@@ -202,6 +202,11 @@ class Settings:
         "`Retry-After`. Counted per process",
         shown="`10/5`",
     )
+    search_budget_ms: int = setting(
+        300,
+        whole(10, 60000),
+        "longest a search statement may run, in milliseconds; past it 422 (the search is too broad)",
+    )
     allowed_origins: tuple[str, ...] = setting(
         (),
         parse_origins,

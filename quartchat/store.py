@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from sqlalchemy import ColumnElement, Row, Select, and_, select
+from sqlalchemy.exc import DBAPIError
 
 from .models import ApiToken, Membership, Message, Room, Session, User
 from .protocol import RESUME_LIMIT, StoredMessage, UserRef, now_ms
@@ -72,6 +74,10 @@ class Page:
     messages: list[StoredMessage]
     has_more: bool
     reset: bool = False
+
+
+class TooBroad(Exception):
+    """A search that ran past its time budget (docs/protocol.md §16): HTTP 422."""
 
 
 @dataclass(frozen=True)
@@ -190,10 +196,33 @@ class Store:
         messages = [to_message(r) for r in [*reversed(older[:side]), *newer[: side + 1]]]
         return Around(messages, has_more_before=len(older) > side, has_more_after=len(newer) > side + 1)
 
-    async def search(self, query: AnySelect, limit: int) -> Page:
+    async def search(self, query: AnySelect, limit: int, budget_s: float | None = None) -> Page:
         """A search's page, newest first: `query` asks for limit + 1 rows
-        (quartchat/search.py builds it)."""
-        rows = await self._rows(query)
+        (quartchat/search.py builds it). TooBroad if the statement runs past `budget_s`:
+        on SQLite a progress handler interrupts it, on PostgreSQL statement_timeout."""
+        if budget_s is None:  # the operator's command line: no budget
+            rows = await self._rows(query)
+            return Page([to_message(r) for r in rows[:limit]], len(rows) > limit)
+        async with self.database.reader.connect() as connection:
+            try:
+                if self.database.is_sqlite:
+                    driver = (await connection.get_raw_connection()).driver_connection
+                    assert driver is not None  # aiosqlite's connection
+                    deadline = time.monotonic() + budget_s
+                    # Called every 1,000 VM steps in aiosqlite's thread; true interrupts.
+                    await driver.set_progress_handler(lambda: time.monotonic() > deadline, 1000)
+                    try:
+                        rows = (await connection.execute(query)).all()
+                    finally:
+                        await driver.set_progress_handler(None, 0)
+                else:
+                    async with connection.begin():
+                        await connection.exec_driver_sql(f"SET LOCAL statement_timeout = {round(budget_s * 1000)}")
+                        rows = (await connection.execute(query)).all()
+            except DBAPIError as error:
+                if "interrupted" in str(error) or "statement timeout" in str(error):
+                    raise TooBroad from None
+                raise
         return Page([to_message(r) for r in rows[:limit]], len(rows) > limit)
 
     async def resume(self, room: str, after_id: int, history_limit: int) -> Page:

@@ -8,7 +8,10 @@ import json
 import os
 import secrets
 import sqlite3
+import statistics
+import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -305,6 +308,8 @@ async def test_a_changed_or_deleted_row_is_found_by_its_current_text_only(chat: 
         ({"q": "ok", "before": "-1"}, "before"),
         ({"q": "ok", "room": "Not A Room"}, "room"),
         ({"q": "ok", "user": "x" * 65}, "user"),
+        ({"q": "ab cd ef gh"}, "at most 3 terms of 1 or 2 characters"),
+        ({"q": "hello " + " ".join(f"{c}z" for c in "abcdefgh")}, "too broad"),
     ],
 )
 async def test_bad_queries_answer_422_with_the_reason(chat: Chat, params: dict[str, str], complaint: str) -> None:
@@ -453,3 +458,163 @@ async def test_db_copy_to_the_other_database_kind_keeps_search_right(
     ]
     short = run_cli(on_target, tmp_path, "search", f"你好 {word}", "--room", room)
     assert [line.split("> ", 1)[1] for line in short.stdout.splitlines()] == [f"{word} 你好 one"]
+
+
+async def test_a_room_it_may_not_read_answers_the_empty_page_of_a_readable_room_byte_for_byte(chat: Chat) -> None:
+    member, outsider = await chat.user(), await chat.user()
+    private, public, word = unique("p"), unique("r"), unique("hidden")
+    made = await member.http.post("/api/rooms", json={"name": private, "private": True})
+    assert made.status_code == 201, made.text
+    await post(chat, member, private, [f"{word} {i}" for i in range(30)])
+    await post(chat, member, public, ["nothing to see"])
+    readable = await outsider.http.get("/api/search", params={"q": word, "room": public})
+    assert readable.status_code == 200 and readable.json() == {"messages": [], "has_more": False}
+    for room in (private, unique("never"), unique("dm-"), public):
+        answer = await outsider.http.get("/api/search", params={"q": word, "room": room})
+        assert answer.status_code == readable.status_code
+        assert answer.content == readable.content
+        assert answer.headers["content-type"] == readable.headers["content-type"]
+    assert len((await search(member, word, room=private))["messages"]) == 20
+
+
+# Issue 23's review (docs/security.md): a search's cost is bounded, and an outsider's
+# search takes no longer for hits it cannot see. One SQLite server with a private room
+# of many messages written straight into the database.
+CROWD = 40_000  # messages in the private room; every other one holds "launch"
+BUDGET_MS = 15  # the default is 300: these queries take ~35 ms here, 0.3 s at 300k messages
+
+
+@dataclass
+class Crowded:
+    server: Server
+    owner: str  # the name of the private room's owner
+    private: str
+    public: str
+
+
+@pytest.fixture(scope="module")
+def crowded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crowded]:
+    """The private room holds CROWD messages, half with "launch", all with common pairs
+    of letters; the public room a thousand."""
+    if os.environ.get("QUARTCHAT_TEST_DATABASE_URL"):
+        pytest.skip("SQLite only: the PostgreSQL pass of tests/run")
+    server = Server(
+        tmp_path_factory.mktemp("crowded"),
+        rate_limit="100000/1",
+        search_limit="100000/1",
+        search_budget_ms=str(BUDGET_MS),
+    ).start()
+    owner, private, public = unique("u"), unique("p"), unique("r")
+
+    async def make_rooms() -> str:
+        driver = Chat(server)
+        try:
+            user = await driver.user(owner)
+            for name, is_private in ((private, True), (public, False)):
+                made = await user.http.post("/api/rooms", json={"name": name, "private": is_private})
+                assert made.status_code == 201, made.text
+            return user.id
+        finally:
+            await driver.aclose()
+
+    owner_id = asyncio.run(make_rooms())
+    filler = "the quick brown fox jumps over the lazy dog, and then some more words to read: "
+    rows = [
+        (private, owner_id, f"{'launch ' if i % 2 else ''}{filler}{i}", 1_700_000_000_000 + i, "") for i in range(CROWD)
+    ]
+    rows += [(public, owner_id, f"{filler}{i}", 1_700_000_000_000 + i, "") for i in range(1000)]
+    with sqlite3.connect(server.database_url.split("///", 1)[1]) as connection:
+        connection.executemany("INSERT INTO messages (room, user_id, text, ts_ms, ts) VALUES (?, ?, ?, ?, ?)", rows)
+    yield Crowded(server, owner, private, public)
+    server.stop()
+
+
+async def _timed(who: User, q: str, **params: str) -> tuple[float, int]:
+    started = time.perf_counter()
+    response = await who.http.get("/api/search", params={"q": q, **params})
+    assert response.status_code in (200, 422, 503), response.text
+    return time.perf_counter() - started, response.status_code
+
+
+PATHOLOGICAL = "the ab cd zq"  # every row has "the", "ab" and "cd"; none "zq"
+
+
+async def test_a_search_too_broad_for_its_budget_answers_422_at_once(crowded: Crowded) -> None:
+    driver = Chat(crowded.server)
+    try:
+        owner = await driver.user(crowded.owner)
+        for room in ({}, {"room": crowded.private}):
+            response = await owner.http.get("/api/search", params={"q": PATHOLOGICAL, **room})
+            assert response.status_code == 422, response.text
+            assert response.json() == {"error": "the search is too broad: add a longer word or a room"}
+            took = [(await _timed(owner, PATHOLOGICAL, **room))[0] for _ in range(3)]
+            print(f"too broad {room}: {[round(t * 1000) for t in took]} ms")
+            assert statistics.median(took) < BUDGET_MS / 1000 + 0.4
+        # An ordinary search of the same room is answered, right, within the budget.
+        page = await search(owner, f"launch {CROWD - 1}", room=crowded.private)
+        assert [m["data"] for m in page["messages"]] == [
+            f"launch the quick brown fox jumps over the lazy dog, and then some more words to read: {CROWD - 1}"
+        ]
+        assert len((await search(owner, "launch", limit=100))["messages"]) == 100
+    finally:
+        await driver.aclose()
+
+
+async def test_ten_broad_searches_at_once_leave_history_reads_prompt(crowded: Crowded) -> None:
+    driver = Chat(crowded.server)
+    try:
+        owner, reader = await driver.user(crowded.owner), await driver.user()
+
+        async def read_history() -> float:
+            await asyncio.sleep(0.05)  # the searches first
+            started = time.perf_counter()
+            await driver.messages(reader, crowded.public, limit=1)
+            return time.perf_counter() - started
+
+        *answers, took = await asyncio.gather(*(_timed(owner, PATHOLOGICAL) for _ in range(10)), read_history())
+        statuses = sorted(status for _, status in answers)
+        print(f"history read {took * 1000:.0f} ms beside searches answering {statuses}")
+        assert set(statuses) <= {422, 503} and took < 1.0
+    finally:
+        await driver.aclose()
+
+
+async def _median(who: User, q: str, **params: str) -> float:
+    return statistics.median([(await _timed(who, q, **params))[0] for _ in range(7)])
+
+
+async def test_an_outsiders_search_of_a_room_it_cannot_read_takes_no_longer_for_its_hits(crowded: Crowded) -> None:
+    driver = Chat(crowded.server)
+    try:
+        outsider = await driver.user()
+        for room in (crowded.private, unique("never")):
+            assert (await search(outsider, "launch", room=room))["messages"] == []
+            hidden, nowhere = (
+                await _median(outsider, "launch", room=room),
+                await _median(outsider, unique("zz"), room=room),
+            )
+            print(f"outsider, room={room}: launch {hidden * 1000:.1f} ms, nowhere {nowhere * 1000:.1f} ms")
+            assert hidden < 3 * nowhere + 0.02
+    finally:
+        await driver.aclose()
+
+
+@pytest.mark.xfail(
+    reason="known (docs/security.md): on SQLite the FTS index is global, so a search of the rooms it may read "
+    "still steps over other rooms' hits (~0.5 us each; 20,000 hits: 13 ms against 4 ms)",
+    strict=False,
+)
+async def test_an_outsiders_search_of_readable_rooms_takes_no_longer_for_hits_elsewhere(crowded: Crowded) -> None:
+    driver = Chat(crowded.server)
+    try:
+        outsider = await driver.user()
+        for params in ({}, {"room": crowded.public}):
+            assert (await search(outsider, "launch", **params))["messages"] == []
+            hidden, nowhere = (
+                await _median(outsider, "launch", **params),
+                await _median(outsider, unique("zz"), **params),
+            )
+            print(f"outsider {params}: launch {hidden * 1000:.1f} ms, nowhere {nowhere * 1000:.1f} ms")
+            assert hidden < 2 * nowhere + 0.002
+    finally:
+        await driver.aclose()
