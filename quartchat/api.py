@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import json
 import logging
 import re
 import shutil
@@ -93,12 +94,18 @@ async def check_json_post() -> None:
 
 
 async def json_object() -> dict[str, Any] | None:
-    """The request's JSON object, or None for anything else. orjson, not the json module:
-    it refuses nesting past 1,024 levels, where json's recursion would fail with a 500."""
+    """The request's JSON object, or None for anything else. orjson first: it refuses
+    nesting past 1,024 levels, where the json module's recursion would end in a 500.
+    What orjson refuses that json takes (an escaped lone surrogate: JavaScript's
+    JSON.stringify writes one) is read by json, so it gets the answer its field would."""
+    raw = await request.get_data()
     try:
-        body = orjson.loads(await request.get_data())
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return None
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):
+            return None
     return body if isinstance(body, dict) else None
 
 

@@ -50,6 +50,7 @@ ROUTES = {
     "rooms_api.members": ("GET", "/api/rooms/{room}/members"),
     "rooms_api.add_member": ("POST", "/api/rooms/{room}/members"),
     "rooms_api.remove_member": ("DELETE", "/api/rooms/{room}/members/nobody"),
+    "search.search": ("GET", "/api/search?q=hello"),
     "api.metrics": ("GET", "/metrics"),
     "api.healthz": ("GET", "/healthz"),
 }
