@@ -1,4 +1,4 @@
-"""Settings, read from the environment once and checked loudly (README.md, "Configuration")."""
+"""Settings, read from the environment once and checked loudly (docs/configuration.md)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def setting(default: T, parse: Callable[[str], T], help: str, shown: str | None 
     """Declare a setting: a field of Settings whose variable is QUARTCHAT_<FIELD NAME>.
 
     `parse` turns a set, non-blank value into the field's type or raises InvalidValue;
-    `help` is its line in the README's configuration table, where the default shows as
+    `help` is its line in the configuration table (docs/configuration.md), where the default shows as
     `shown` (else the default itself).
     """
     return field(default=default, metadata={"parse": parse, "help": help, "shown": shown})
@@ -165,7 +165,7 @@ def _is_ipv6(text: str) -> bool:
 class Settings:
     """Every setting, declared once: its variable, type, default, accepted values and help.
 
-    The README's configuration table is made from these declarations (markdown_table);
+    The configuration table (docs/configuration.md) is made from these declarations (markdown_table);
     tests/test_docs.py fails when the two differ.
     """
 
@@ -386,7 +386,7 @@ def variable_name(declared: Field[Any]) -> str:
 
 
 def markdown_table() -> str:
-    """The README's configuration table, made from the declarations above."""
+    """The configuration table (docs/configuration.md), made from the declarations above."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for declared in fields(Settings):
         shown = declared.metadata["shown"]
@@ -404,5 +404,5 @@ def _shown_default(default: object) -> str:
     return str(default)
 
 
-if __name__ == "__main__":  # python -m quartchat.settings: the table, to paste into the README
+if __name__ == "__main__":  # python -m quartchat.settings: the table, to paste into docs/configuration.md
     print(markdown_table(), end="")

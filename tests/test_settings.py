@@ -1,4 +1,4 @@
-"""The README's configuration table: settings from the environment; a bad value stops start-up naming the variable."""
+"""The configuration table (docs/configuration.md): settings from the environment; a bad value stops start-up naming the variable."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from websockets.asyncio.client import connect
 from tests.conftest import StartServer
 from tests.support import PASSWORD, Chat, Conn, Server, run_cli, unique
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+BOTS_DOC = Path(__file__).resolve().parents[2] / "docs" / "bots.md"
 
 
 @pytest.fixture(scope="module")
@@ -471,11 +471,11 @@ async def test_disabling_a_user_ends_its_sessions_tokens_and_sockets(server: Ser
     assert (await chat.http().get(f"/api/rooms/{room}/messages", headers=bearer(token))).status_code == 401
 
 
-# README ------------------------------------------------------------------------------
+# docs/bots.md ------------------------------------------------------------------------------
 
 
-async def test_the_readme_python_example_posts_and_reads(server: Server, chat: Chat, tmp_path: Path) -> None:
-    section = README.read_text(encoding="utf-8").split("\n## Post from a script\n", 1)[1].split("\n## ", 1)[0]
+async def test_the_bots_doc_python_example_posts_and_reads(server: Server, chat: Chat, tmp_path: Path) -> None:
+    section = BOTS_DOC.read_text(encoding="utf-8").split("\n## Post from a script\n", 1)[1].split("\n## ", 1)[0]
     example = section.split("```python\n", 1)[1].split("```", 1)[0]
     script = tmp_path / "bot.py"
     script.write_text(example, encoding="utf-8")
