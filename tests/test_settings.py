@@ -1,4 +1,4 @@
-"""The configuration table (docs/configuration.md): settings from the environment; a bad value stops start-up naming the variable."""
+"""The configuration table (docs/configuration.md): settings from the environment; a bad value stops start-up."""
 
 from __future__ import annotations
 
