@@ -1,9 +1,9 @@
 """Tables: users, their sessions and bot tokens, rooms (a counter row per room), who
-belongs to which room, and chat messages."""
+belongs to which room, chat messages with their edit and delete events, and leases."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, MetaData, String, Text, false
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, MetaData, String, Text, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -77,6 +77,18 @@ class Room(Base):
     # "public", "private" or "dm" (docs/protocol.md §11).
     kind: Mapped[str] = mapped_column(String(8), server_default="public")
     created_ms: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    # Days its messages are kept (docs/protocol.md §12); None: QUARTCHAT_RETENTION_DAYS.
+    retention_days: Mapped[int | None] = mapped_column(Integer)
+
+
+class Lease(Base):
+    """A task that must run once across processes and hosts holds its row until expires_ms."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    expires_ms: Mapped[int] = mapped_column(BigInteger)
 
 
 class Membership(Base):
@@ -103,6 +115,13 @@ class Message(Base):
         # never meets another room's message.
         Index("uq_messages_user_id_room_client_id", "user_id", "room", "client_id", unique=True),
         Index("ix_messages_ts_ms", "ts_ms"),
+        # A message's edit and delete events; chat rows (target NULL) never enter it.
+        Index(
+            "ix_messages_target",
+            "target",
+            sqlite_where=text("target IS NOT NULL"),
+            postgresql_where=text("target IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(MessageId, primary_key=True, autoincrement=True)
@@ -114,3 +133,13 @@ class Message(Base):
     # export need not format every date again: on SQLite that was a third of its cost.
     ts: Mapped[str] = mapped_column(String(32), server_default="")
     client_id: Mapped[str | None] = mapped_column(String(64))
+    # "chat", or an event in the room's id sequence: "edit" or "delete" (docs/protocol.md §12).
+    kind: Mapped[str] = mapped_column(String(8), server_default="chat")
+    # An event's chat message; None on a chat row.
+    target: Mapped[int | None] = mapped_column(BigInteger)
+    # On a chat row, its current state: when it was last edited, and whether it is deleted
+    # (then its text, and every edit event's text, is "").
+    edited_ms: Mapped[int | None] = mapped_column(BigInteger)
+    deleted: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    # JSON list of the user ids a chat or edit text mentions (docs/protocol.md §14); None: nobody.
+    mentions: Mapped[str | None] = mapped_column(Text)
