@@ -282,3 +282,65 @@ async def test_migration_0006_on_postgresql(postgres_url: str) -> None:
         assert gone == 0
     finally:
         await engine.dispose()
+
+
+def _state_after_0007(connection: Connection) -> dict[str, Any]:
+    """The history of 0005 as 0007 leaves it: chat rows, nothing edited or deleted."""
+    rows = connection.execute(
+        text("SELECT id, kind, target, edited_ms, deleted, mentions FROM messages ORDER BY id")
+    ).all()
+    return {"rows": [tuple(row) for row in rows], "found": _found_after_0006(connection)}
+
+
+STATE_AFTER_0007 = {
+    "rows": [
+        (1, "chat", None, None, False, None),
+        (2, "chat", None, None, False, None),
+        (3, "chat", None, None, False, None),
+    ],
+    "found": FOUND_AFTER_0006,
+}
+
+
+def _normalized(state: dict[str, Any]) -> dict[str, Any]:
+    # SQLite gives a boolean column back as 0 or 1 through text().
+    rows = [
+        (i, kind, target, edited, bool(deleted), mentions)
+        for i, kind, target, edited, deleted, mentions in state["rows"]
+    ]
+    return {**state, "rows": rows}
+
+
+def test_migration_0007_keeps_the_history_as_chat_and_indexes_only_chat_rows(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/old.db"
+    engine = create_engine(f"sqlite:///{tmp_path}/old.db")
+    migrate.upgrade(url, "0005")
+    with engine.begin() as connection:
+        _fill_texts_at_0005(connection)
+    migrate.upgrade(url)
+    with engine.begin() as connection:
+        assert _normalized(_state_after_0007(connection)) == STATE_AFTER_0007
+        # An edit event's text never enters the search index; the chat row's new text does.
+        connection.execute(
+            text(
+                "INSERT INTO messages (id, room, user_id, text, ts_ms, ts, kind, target) "
+                "VALUES (4, 'lobby', 'u', 'brand new words', 0, '', 'edit', 1)"
+            )
+        )
+        connection.execute(text("UPDATE messages SET text = 'brand new words', edited_ms = 1 WHERE id = 1"))
+        indexed = connection.execute(
+            text("SELECT rowid FROM messages_fts WHERE messages_fts MATCH '\"new words\"' ORDER BY rowid")
+        ).scalars()
+        assert list(indexed) == [1]
+        connection.execute(text("INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')"))
+    migrate.downgrade(url, "0006")
+    with engine.connect() as connection:
+        columns = {column["name"] for column in inspect(connection).get_columns("messages")}
+    assert "kind" not in columns and "leases" not in inspect(engine).get_table_names()
+
+
+async def test_migration_0007_on_postgresql(postgres_url: str) -> None:
+    state = await upgrade_postgresql(postgres_url, "0005", _fill_texts_at_0005, _state_after_0007)
+    assert _normalized(state) == STATE_AFTER_0007
+    await asyncio.to_thread(migrate.downgrade, postgres_url, "0006")
+    await asyncio.to_thread(migrate.upgrade, postgres_url)
