@@ -292,6 +292,75 @@ async def test_a_changed_or_deleted_row_is_found_by_its_current_text_only(chat: 
     assert await found(user, "text", room) == [f"{new} text"]
 
 
+async def edit_and_delete(chat: Chat, user: User, room: str, edits: dict[int, list[str]], deletes: list[int]) -> None:
+    """Edit messages (each to its texts in turn) and delete some, through the WebSocket."""
+    conn = await chat.open(user, room)
+    for target, texts in edits.items():
+        for text in texts:
+            await conn.send_json({"type": "edit", "id": target, "data": text})
+            assert (await conn.expect("edit"))["data"] == text
+    for target in deletes:
+        await conn.send_json({"type": "delete", "id": target})
+        assert (await conn.expect("delete"))["target"] == target
+
+
+async def test_an_edited_message_is_found_by_its_new_text_and_a_deleted_one_never(chat: Chat) -> None:
+    user, room = await chat.user(), unique("r")
+    old, new, gone, short = unique("old"), unique("new"), unique("gone"), "éz"
+    # Rooms of hundreds of messages: the two changed ones among 300.
+    filler = await post(chat, user, room, [f"filler {i}" for i in range(300)])
+    edited, deleted, edited_then_deleted = await post(
+        chat, user, room, [f"{old} text", f"{gone} text {short}", f"{old} {gone} both"]
+    )
+    await edit_and_delete(
+        chat,
+        user,
+        room,
+        {edited["id"]: [f"{unique('mid')} text", f"{new} text"], edited_then_deleted["id"]: [f"{new} {gone} later"]},
+        [deleted["id"], edited_then_deleted["id"]],
+    )
+    assert await found(user, new, room) == [f"{new} text"]
+    assert await found(user, old, room) == []
+    assert await found(user, gone, room) == []
+    assert await found(user, short, room) == []  # the short-term path reads rows, not the index
+    assert await found(user, f"{gone} later", room) == []
+    assert len(await found(user, "filler", room)) == 100 and filler
+
+
+async def test_a_delete_leaves_no_text_of_the_message_or_its_edits_in_any_row(chat: Chat, server: Server) -> None:
+    """Delete means gone (docs/protocol.md §17): a raw read of every row of messages."""
+    user, room = await chat.user(), unique("r")
+    secret = unique("secret")
+    kept = await post(chat, user, room, [f"{secret} kept"])
+    first, second = await post(chat, user, room, [f"{secret} original", f"{secret} other"])
+    await edit_and_delete(
+        chat,
+        user,
+        room,
+        {first["id"]: [f"{secret} edit one", f"{secret} edit two"], second["id"]: [f"{secret} second edit"]},
+        [first["id"], second["id"]],
+    )
+    engine = create_async_engine(server.database_url)
+    try:
+        async with engine.connect() as connection:
+            rows = (
+                await connection.exec_driver_sql("SELECT id, kind, target, text, deleted, mentions FROM messages")
+            ).all()
+    finally:
+        await engine.dispose()
+    holding = [row for row in rows if secret in row.text]
+    assert [row.id for row in holding] == [kept[0]["id"]], holding
+    mine = {
+        row.id: row
+        for row in rows
+        if row.id in (first["id"], second["id"]) or row.target in (first["id"], second["id"])
+    }
+    assert len(mine) == 2 + 3 + 2  # two chat rows, three edits, two deletes
+    assert all(row.text == "" for row in mine.values())
+    assert [bool(mine[m["id"]].deleted) for m in (first, second)] == [True, True]
+    assert all(mine[m["id"]].mentions is None for m in (first, second))
+
+
 @pytest.mark.parametrize(
     ("params", "complaint"),
     [
