@@ -29,7 +29,7 @@ from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 
 from .models import Message, User
 from .plaintext import one_line, text_lines
-from .protocol import CHAT, EDIT, StoredMessage, dumps, format_ts, now_ms
+from .protocol import CHAT, DELETE, EDIT, StoredMessage, dumps, format_ts, now_ms
 from .settings import SQLITE_BUSY_TIMEOUT_MS
 from .store import message_select, to_message
 
@@ -59,9 +59,7 @@ class ExportQuery:
     with_edits: bool = False  # the edit events too, with their texts
 
     def where(self) -> list[ColumnElement[bool]]:
-        conditions: list[ColumnElement[bool]] = [
-            Message.kind.in_((CHAT, EDIT)) if self.with_edits else Message.kind == CHAT
-        ]
+        conditions: list[ColumnElement[bool]] = [Message.kind != DELETE if self.with_edits else Message.kind == CHAT]
         if self.room is not None:
             conditions.append(Message.room == self.room)
         if self.since_ms is not None:
