@@ -666,3 +666,34 @@ async def test_an_outsiders_search_of_a_room_it_cannot_read_takes_no_longer_for_
             assert hidden < 3 * nowhere + 0.02
     finally:
         await driver.aclose()
+
+
+async def test_db_copy_keeps_edits_and_deletes_and_the_target_finds_current_texts_only(
+    chat: Chat, server: Server, postgres_url: str, tmp_path: Path
+) -> None:
+    user, room, word = await chat.user(), unique("r"), unique("copied")
+    first, second, third = await post(chat, user, room, [f"{word} old", f"{word} gone", "plain"])
+    await edit_and_delete(
+        chat, user, room, {first["id"]: [f"{word} new"], second["id"]: ["edited first"]}, [second["id"]]
+    )
+    to_postgres = "postgresql" not in server.database_url
+    target = postgres_url if to_postgres else f"sqlite+aiosqlite:///{tmp_path}/copy.db"
+    copied = run_cli(quartchat_env(server.database_url), server.workdir, "db", "copy", "--to", target)
+    assert copied.returncode == 0, copied.stderr
+    columns = "id, room, kind, target, text, ts_ms, edited_ms, deleted, mentions"
+    tables = []
+    for url in (server.database_url, target):
+        engine = create_async_engine(url)
+        try:
+            async with engine.connect() as connection:
+                rows = await connection.exec_driver_sql(
+                    f"SELECT {columns} FROM messages WHERE room = '{room}' ORDER BY id"
+                )
+                tables.append([(*row[:7], bool(row[7]), row[8]) for row in rows])
+        finally:
+            await engine.dispose()
+    assert tables[0] == tables[1]
+    assert [row[2] for row in tables[1]] == ["chat", "chat", "chat", "edit", "edit", "delete"]
+    assert tables[1][0][6] is not None and tables[1][1][7] is True and third["id"] == tables[1][2][0]
+    result = run_cli(quartchat_env(target), tmp_path, "search", word, "--room", room)
+    assert [line.split("> ", 1)[1] for line in result.stdout.splitlines()] == [f"{word} new"]
