@@ -24,7 +24,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Insert, delete, or_, select, update
+from sqlalchemy import Insert, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -139,11 +139,11 @@ class Retention:
                 await asyncio.sleep(self.pause * (time.monotonic() - started))
                 if time.monotonic() - renewed > self.interval:  # a long purge keeps its lease
                     if not await self.take_lease():
-                        log.warning("retention: the lease went to another process mid-purge")
+                        log.warning("the retention lease went to another process mid-purge")
                         return total
                     renewed = time.monotonic()
         if total:
-            log.info("retention: deleted %d messages and events", total)
+            log.info("deleted %d messages and events", total)
             if self.scrubber is not None:
                 self.scrubber.request()
         return total
@@ -151,6 +151,8 @@ class Retention:
     async def _purge_now_and_then(self) -> None:
         failing = False
         while True:
+            # The first pass one interval after start-up: a restart storm purges nothing.
+            await asyncio.sleep(self.interval)
             try:
                 await self.run_once()
             except Exception as exc:  # the database away or busy: next pass
@@ -159,7 +161,6 @@ class Retention:
                 failing = True
             else:
                 failing = False
-            await asyncio.sleep(self.interval)
 
 
 async def purge_batch(connection: AsyncConnection, room: str, cutoff_ms: int) -> tuple[int, bool]:
@@ -172,13 +173,37 @@ async def purge_batch(connection: AsyncConnection, room: str, cutoff_ms: int) ->
         return 0, False
     ids = [row.id for row in expired]
     chat_ids = [row.id for row in expired if row.kind == "chat"]
+    kept = -1  # no row
+    if connection.dialect.name == "sqlite":
+        # SQLite gives a new row the highest id + 1: were the table's newest row deleted
+        # (a whole server idle past its limit), ids would be given again, and a client
+        # resuming `after=N` would never see the new messages. That one row stays,
+        # erased as a deleted message is; PostgreSQL's sequence never goes back.
+        kept = await connection.scalar(select(func.max(Message.id))) or -1
     # The room's row first, as the writer takes it: the same lock order on PostgreSQL.
-    await connection.execute(
-        update(Room).where(Room.name == room).values(message_count=Room.message_count - len(chat_ids))
-    )
+    counted = len(chat_ids) - (kept in chat_ids)
+    await connection.execute(update(Room).where(Room.name == room).values(message_count=Room.message_count - counted))
     events = 0
     if chat_ids:
-        gone = await connection.execute(delete(Message).where(Message.target.in_(chat_ids), Message.room == room))
-        events = gone.rowcount
-    rows = await connection.execute(delete(Message).where(Message.id.in_(ids)))
-    return rows.rowcount + events, len(expired) == len(oldest) == BATCH
+        events_of = delete(Message).where(Message.target.in_(chat_ids), Message.room == room, Message.id != kept)
+        events = (await connection.execute(events_of)).rowcount
+    rows = (await connection.execute(delete(Message).where(Message.id.in_(ids), Message.id != kept))).rowcount
+    if kept != -1:
+        await connection.execute(ERASE_KEPT, {"kept_id": kept, "ids": ids, "chat_ids": chat_ids})
+    return rows + events, len(expired) == len(oldest) == BATCH
+
+
+# The newest row kept on SQLite, when it is one of the batch's or an event of one of its
+# chat messages: no text, no mentions; a chat message shows as deleted.
+ERASE_KEPT = (
+    update(Message)
+    .where(
+        Message.id == bindparam("kept_id"),
+        or_(
+            Message.id.in_(bindparam("ids", expanding=True)),
+            Message.target.in_(bindparam("chat_ids", expanding=True)),
+        ),
+        or_(Message.text != "", Message.mentions.is_not(None)),
+    )
+    .values(text="", mentions=None, deleted=case((Message.kind == "chat", True), else_=Message.deleted))
+)

@@ -49,7 +49,8 @@ def setting(default: T, parse: Callable[[str], T], help: str, shown: str | None 
 
 def whole(low: int, high: int) -> Callable[[str], int]:
     def parse(value: str) -> int:
-        if not re.fullmatch(r"\d+", value) or not low <= int(value) <= high:
+        # At most 18 ASCII digits: int() refuses longer strings with a traceback of its own.
+        if not re.fullmatch(r"[0-9]{1,18}", value) or not low <= int(value) <= high:
             raise InvalidValue(f"expected a whole number from {low} to {high}, got {value!r}")
         return int(value)
 
