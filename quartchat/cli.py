@@ -1,4 +1,4 @@
-"""The command line: `quartchat serve | db … | export | import | static DIR | user … | token …`."""
+"""The command line: `quartchat serve | db … | export | import | static DIR | user … | room … | token …`."""
 
 # Each command is a handler that checks its arguments, calls the library and prints the
 # outcome; a refusal is one line on standard error and exit status 2.
@@ -100,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     enable = user.add_parser("enable", help="let a disabled user sign in again")
     enable.add_argument("name")
     enable.set_defaults(handler=user_disable, disabled=False)
+
+    room = commands.add_parser("room", help="rooms").add_subparsers(dest="room_command", required=True)
+    retention = room.add_parser(
+        "retention", help="keep a room's messages DAYS days (0: forever), or the server's default again"
+    )
+    retention.add_argument("room")
+    retention.add_argument("days", metavar="DAYS|default")
+    retention.set_defaults(handler=room_retention)
 
     token = commands.add_parser("token", help="bot tokens (Authorization: Bearer)").add_subparsers(
         dest="token_command", required=True
@@ -374,6 +382,30 @@ def user_disable(settings: Settings, args: argparse.Namespace) -> int:
         )
     else:
         print(f"enabled {account.name}: they may sign in again (their old tokens stay revoked)")
+    return 0
+
+
+def room_retention(settings: Settings, args: argparse.Namespace) -> int:
+    from .retention import set_room_retention
+    from .settings import whole
+
+    if not valid_room(args.room):
+        raise UsageError(f"{args.room!r} is not a room name (1-64 of a-z, 0-9, '-')")
+    days: int | None = None
+    if args.days != "default":
+        try:
+            days = whole(0, 36500)(args.days)
+        except InvalidValue as bad:
+            raise UsageError(f"DAYS: {bad}, or 'default'") from None
+    if not asyncio.run(_using_database(settings, lambda database: set_room_retention(database, args.room, days))):
+        raise UsageError(f"no room {args.room!r}")
+    if days is None:
+        default = settings.retention_days
+        print(f"#{args.room} keeps the server's default: {f'{default} days' if default else 'forever'}")
+    elif days == 0:
+        print(f"#{args.room} keeps its messages forever, whatever the server's default")
+    else:
+        print(f"#{args.room} keeps its messages {days} days; older ones go within the hour")
     return 0
 
 

@@ -14,11 +14,13 @@ from .broker.memory import MemoryBroker
 from .checkpoints import WalCheckpoints
 from .database import create_database
 from .downloads import Downloads
+from .erasure import Scrubber
 from .hub import Hub
 from .metrics import Metrics
 from .presence import MemoryPresence, PresenceGrace, PresenceRegistry, RedisPresence
 from .protocol import CloseCode
 from .rate_limits import RateLimiter, SignInThrottle, SignUpLimit
+from .retention import Retention
 from .search import SEARCH_SLOTS
 from .session_watch import SessionWatch
 from .settings import Settings
@@ -64,6 +66,16 @@ class Runtime:
         self.session_watch = SessionWatch(self.hub, self.store, self.writes)
         self.downloads = Downloads()
         self.checkpoints = WalCheckpoints(self.database) if settings.is_sqlite else None
+        # After a delete or a purge, SQLite's files forget the texts (quartchat/erasure.py):
+        # whoever commits a delete calls `scrubber.request()`.
+        self.scrubber = Scrubber(settings.sqlite_path) if settings.sqlite_path is not None else None
+        self.retention = Retention(
+            self.database,
+            origin,
+            settings.retention_days,
+            settings.retention_interval_seconds,
+            self.scrubber,
+        )
         self._drained = False
 
     async def start(self) -> None:
@@ -79,6 +91,9 @@ class Runtime:
         self.session_watch.start()
         if self.checkpoints is not None:
             self.checkpoints.start()
+        if self.scrubber is not None:
+            self.scrubber.start()
+        self.retention.start()
 
     async def drain(self, grace: float = 10.0) -> None:
         """Graceful shutdown, before the listener closes: commit what was taken, let
@@ -95,6 +110,9 @@ class Runtime:
     async def stop(self) -> None:
         """Quart's after_serving."""
         await self.drain()
+        await self.retention.stop()
+        if self.scrubber is not None:
+            await self.scrubber.stop()
         if self.checkpoints is not None:
             await self.checkpoints.stop()
         await self.session_watch.stop()

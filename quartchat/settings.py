@@ -49,7 +49,8 @@ def setting(default: T, parse: Callable[[str], T], help: str, shown: str | None 
 
 def whole(low: int, high: int) -> Callable[[str], int]:
     def parse(value: str) -> int:
-        if not re.fullmatch(r"\d+", value) or not low <= int(value) <= high:
+        # At most 18 ASCII digits: int() refuses longer strings with a traceback of its own.
+        if not re.fullmatch(r"[0-9]{1,18}", value) or not low <= int(value) <= high:
             raise InvalidValue(f"expected a whole number from {low} to {high}, got {value!r}")
         return int(value)
 
@@ -284,6 +285,19 @@ class Settings:
         "minutes, without its small bursts: a team behind one NAT can all sign up at once); past it a sign-up "
         "answers 429 with `Retry-After`. Counted per process",
         shown="`300/3600`",
+    )
+    retention_days: int = setting(
+        0,
+        whole(0, 36500),
+        "days a message is kept (docs/protocol.md §19): older messages and their edit and delete events are "
+        "deleted for good by a background task, at most an hour late. 0 keeps them forever. A room's own "
+        "limit (`quartchat room retention ROOM DAYS`) overrides it, 0 included",
+    )
+    retention_interval_seconds: int = setting(
+        600,
+        whole(1, 900),
+        "seconds between two passes of the retention task; one process holds its lease, which outlives a dead "
+        "holder by at most 3 intervals, so a message goes at most 4 intervals late (40 minutes by default)",
     )
     redis_namespace: str | None = setting(
         None,

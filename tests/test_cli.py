@@ -38,6 +38,7 @@ def test_version_is_the_installed_packages(tmp_path: Path) -> None:
         ["token", "create", "alice", "--room", "ci"],
         ["token", "list"],
         ["token", "revoke", "0b1c"],
+        ["room", "retention", "lobby", "30"],
     ],
 )
 def test_every_command_has_a_handler(argv: list[str]) -> None:
