@@ -274,36 +274,46 @@ class Connection:
                 self._waiter = loop.create_future()
                 await self._waiter
                 continue
-            if len(self.queue) == 1:  # the usual case: one frame as it is
-                item = self.queue.pop()
-                self._leave_backlog(1)
-                if isinstance(item, StoredMessage):
-                    if item.id > self.skip_through:
-                        await self._write(send, item.json)
-                elif isinstance(item, str):
-                    await self._write(send, item)
-                elif isinstance(item, PresenceDue):
-                    await self._send_presence(item, send)
-                else:
-                    self.abort(item.code, item.reason)
-                    return
-                continue
-            items, self.queue = self.queue, []
-            self._leave_backlog(len(items))
-            for sent, frame in enumerate(self._frames(items), start=1):
-                if self.close_code is not None:
-                    return
-                await self._write(send, frame)
-                if sent % 64 == 0:
-                    await asyncio.sleep(0)
-            if self.queue:
-                # A send need not yield (a socket with room takes the bytes at once):
-                # before the next round, let other senders and the readers have a turn.
+            # A round in a call of its own: what it sent is not kept alive by this
+            # frame while the connection waits idle (memory per idle connection).
+            await self._send_round(send)
+
+    async def _send_round(self, send: Callable[[str], Awaitable[None]]) -> None:
+        if len(self.queue) == 1:  # the usual case: one frame as it is
+            item = self.queue.pop()
+            self._leave_backlog(1)
+            if isinstance(item, StoredMessage):
+                if item.id > self.skip_through:
+                    await self._write(send, item.json)
+            elif isinstance(item, str):
+                await self._write(send, item)
+            elif isinstance(item, PresenceDue):
+                await self._send_presence(item, send)
+            else:
+                self.abort(item.code, item.reason)
+            return
+        items, self.queue = self.queue, []
+        self._leave_backlog(len(items))
+        for sent, frame in enumerate(self._frames(items), start=1):
+            if self.close_code is not None:
+                return
+            await self._write(send, frame)
+            if sent % 64 == 0:
                 await asyncio.sleep(0)
+        if self.queue:
+            # A send need not yield (a socket with room takes the bytes at once):
+            # before the next round, let other senders and the readers have a turn.
+            await asyncio.sleep(0)
 
     async def _send_presence(self, due: PresenceDue, send: Callable[[str], Awaitable[None]]) -> None:
         for frame in self._frames([due]):
             await self._write(send, frame)
+
+    def _sent(self, due: PresenceDue) -> None:
+        """`due` is taken and closed to the hub: the connection lets it go (the next
+        change makes a new one) rather than keep its emptied deque while idle."""
+        if self.presence_due is due:
+            self.presence_due = None
 
     def _leave_backlog(self, count: int) -> None:
         if self.backed_up:
@@ -323,9 +333,11 @@ class Connection:
             if isinstance(item, PresenceDue):  # packed with the chats around it, or frame by frame
                 if self.batch:
                     chats.extend(item.take())
+                    self._sent(item)
                     continue
                 while (frame := item.next_frame()) is not None:
                     yield frame  # the hub may add to the item (or list) between two sends
+                self._sent(item)
                 continue
             if chats:
                 yield chats[0] if len(chats) == 1 else batch_frame(chats)
