@@ -51,6 +51,8 @@ def scenarios(seconds: float) -> dict[str, list[str]]:
         # bench/storm.mjs, not the harness: the harness's "quiet" is the first 0.5 s without
         # a frame, which a server still reading its sessions and histories reaches early.
         "storm-2000": ["--clients", "2000", "--timeout", "120"],
+        # The same without `batch=1` (Part I's clients): a frame per change, or the list.
+        "storm-2000-nobatch": ["--clients", "2000", "--timeout", "120"],
     }
 
 
@@ -91,14 +93,15 @@ class Peer:
         else:
             env, cwd = dict(os.environ), self.work
             command = [str(self.work / "peers" / self.name / "run.sh"), str(port), str(self.folder)]
-        self.process = subprocess.Popen(
-            ["taskset", "-c", "0", *command],
-            env=env,
-            cwd=cwd,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        with open(self.folder / "server.log", "wb") as log:  # kept with the run's folder
+            self.process = subprocess.Popen(
+                ["taskset", "-c", "0", *command],
+                env=env,
+                cwd=cwd,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+            )
         self._wait_open(port)
         pid = self.process.pid
         if self.quartchat:  # Hypercorn serves from a child process (FACTS.md)
@@ -124,11 +127,11 @@ class Peer:
     def quartchat(self) -> bool:
         return self.name.partition("@")[0] == "quartchat"
 
-    def harness_args(self, port: int, chat: bool = True) -> list[str]:
+    def harness_args(self, port: int, chat: bool = True, batch: bool = True) -> list[str]:
         if self.quartchat:
             return [
                 "--url",
-                f"ws://127.0.0.1:{port}/ws/chat?batch=1",
+                f"ws://127.0.0.1:{port}/ws/chat" + ("?batch=1" if batch else ""),
                 *(["--json"] if chat else []),
                 "--login-url",
                 f"http://127.0.0.1:{port}/api/session",
@@ -171,7 +174,8 @@ def measure(peer: Peer, scenario: str, args: list[str], seconds: float) -> dict[
             command = ["taskset", "-c", "1", "node", str(BENCH / "storm.mjs")]
         else:
             command = ["taskset", "-c", "1", "node", str(peer.work / "harness" / "load.js"), "--pid", str(pid)]
-        command += [*peer.harness_args(port, not scenario.startswith("storm")), *args]
+        storm = scenario.startswith("storm")
+        command += [*peer.harness_args(port, not storm, not scenario.endswith("-nobatch")), *args]
         output = subprocess.run(command, capture_output=True, text=True, timeout=400)
         lines = output.stdout.strip().splitlines()
         result: dict[str, Any] = json.loads(lines[-1]) if lines else {"error": output.stderr[-500:]}

@@ -17,6 +17,7 @@ from .runtime import Runtime
 from .settings import Settings
 from .static import register_static
 from .web_session import configure_sessions
+from .ws_asgi import DirectWebsocket
 
 MAX_REQUEST_BYTES = 64 * 1024
 access_log = logging.getLogger("quartchat.access")
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> Quart:
     """The Quart app; `settings` default to the environment (README.md, "Configuration")."""
     settings = settings or Settings.from_env()
     app = Quart(__name__, template_folder=str(resource("templates")), static_folder=None)
+    app.asgi_websocket_class = DirectWebsocket  # no receiver task, no frame queue (ws_asgi.py)
     register_static(app, resource("static"))
     configure_sessions(app, settings.resolved_secret_key(), timedelta(seconds=settings.session_lifetime))
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES

@@ -7,7 +7,8 @@ socket, never by the length of a queue: a queue is long either because the clien
 not read (its socket is backed up: the sender waits in Hypercorn's drain, the transport's
 write buffer above its high-water mark) or because the server is behind (the sender
 waits for the loop, the socket takes every byte it is given). The first is closed with
-1013 once its socket stays backed up for `stall_seconds`, or at once when its queue is
+1013 once its socket stays backed up, without one write finishing, for `stall_seconds`
+(a slow reader's writes do finish: it is never closed for being slow), or at once when its queue is
 past `capacity` and its socket is backed up; the second is never closed: the backlog
 closes the intake instead, so that senders' frames are read later and the stored rate
 follows the fan-out rate. Nothing stored is dropped for a connection that stays open.
@@ -163,6 +164,10 @@ class Connection:
         self.waited = 0.0
         self.backed_up_for = 0.0
         self.backed_up = False  # for at least one whole watch interval; its queue is excluded
+        # A write finished since the last watch (the socket took bytes), and for how long
+        # every watch found it backed up with no write finished: a stall, not a slow reader.
+        self.progressed = False
+        self.stalled_for = 0.0
 
     def push(self, item: QueueItem) -> None:
         """Queue `item` and wake the sender."""
@@ -237,7 +242,10 @@ class Connection:
 
     def watch(self, now: float, interval: float) -> float:
         """Called every `interval` seconds by the hub: how long this connection's socket
-        has been backed up (its sender waited to write for most of every interval).
+        has been stalled — backed up (its sender waited to write for most of every
+        interval) with not one write finished. A slow reader's socket is backed up too,
+        but the kernel keeps taking its bytes: its writes finish, and it is never closed
+        for it (docs/protocol.md §9).
 
         A backed-up connection's queue leaves the backlog (it slows no one's intake);
         one that drains again counts again.
@@ -247,18 +255,23 @@ class Connection:
             waited += now - self.writing_since
             self.writing_since = now
         self.waited = 0.0
-        self.backed_up_for = self.backed_up_for + interval if waited >= BACKED_UP_SHARE * interval else 0.0
+        progressed, self.progressed = self.progressed, False
+        backed_up = waited >= BACKED_UP_SHARE * interval
+        self.backed_up_for = self.backed_up_for + interval if backed_up else 0.0
+        stalled = backed_up and not progressed and self.writing_since is not None
+        self.stalled_for = self.stalled_for + interval if stalled else 0.0
         if self.backed_up != (self.backed_up_for > 0):
             self.backed_up = not self.backed_up
             self.backlog.excluded += len(self.queue) if self.backed_up else -len(self.queue)
             self.backlog.written(0)  # fewer pending: perhaps the intake may reopen
-        return self.backed_up_for
+        return self.stalled_for
 
     async def _write(self, send: Callable[[str], Awaitable[None]], frame: str) -> None:
         """One frame to the socket, timing how long the socket kept the sender waiting."""
         self.writing_since = self.write_started = time.monotonic()
         try:
             await send(frame)
+            self.progressed = True
         finally:
             if self.writing_since is not None:  # moved on by each watch while it waits
                 self.waited += time.monotonic() - self.writing_since
@@ -274,36 +287,46 @@ class Connection:
                 self._waiter = loop.create_future()
                 await self._waiter
                 continue
-            if len(self.queue) == 1:  # the usual case: one frame as it is
-                item = self.queue.pop()
-                self._leave_backlog(1)
-                if isinstance(item, StoredMessage):
-                    if item.id > self.skip_through:
-                        await self._write(send, item.json)
-                elif isinstance(item, str):
-                    await self._write(send, item)
-                elif isinstance(item, PresenceDue):
-                    await self._send_presence(item, send)
-                else:
-                    self.abort(item.code, item.reason)
-                    return
-                continue
-            items, self.queue = self.queue, []
-            self._leave_backlog(len(items))
-            for sent, frame in enumerate(self._frames(items), start=1):
-                if self.close_code is not None:
-                    return
-                await self._write(send, frame)
-                if sent % 64 == 0:
-                    await asyncio.sleep(0)
-            if self.queue:
-                # A send need not yield (a socket with room takes the bytes at once):
-                # before the next round, let other senders and the readers have a turn.
+            # A round in a call of its own: what it sent is not kept alive by this
+            # frame while the connection waits idle (memory per idle connection).
+            await self._send_round(send)
+
+    async def _send_round(self, send: Callable[[str], Awaitable[None]]) -> None:
+        if len(self.queue) == 1:  # the usual case: one frame as it is
+            item = self.queue.pop()
+            self._leave_backlog(1)
+            if isinstance(item, StoredMessage):
+                if item.id > self.skip_through:
+                    await self._write(send, item.json)
+            elif isinstance(item, str):
+                await self._write(send, item)
+            elif isinstance(item, PresenceDue):
+                await self._send_presence(item, send)
+            else:
+                self.abort(item.code, item.reason)
+            return
+        items, self.queue = self.queue, []
+        self._leave_backlog(len(items))
+        for sent, frame in enumerate(self._frames(items), start=1):
+            if self.close_code is not None:
+                return
+            await self._write(send, frame)
+            if sent % 64 == 0:
                 await asyncio.sleep(0)
+        if self.queue:
+            # A send need not yield (a socket with room takes the bytes at once):
+            # before the next round, let other senders and the readers have a turn.
+            await asyncio.sleep(0)
 
     async def _send_presence(self, due: PresenceDue, send: Callable[[str], Awaitable[None]]) -> None:
         for frame in self._frames([due]):
             await self._write(send, frame)
+
+    def _sent(self, due: PresenceDue) -> None:
+        """`due` is taken and closed to the hub: the connection lets it go (the next
+        change makes a new one) rather than keep its emptied deque while idle."""
+        if self.presence_due is due:
+            self.presence_due = None
 
     def _leave_backlog(self, count: int) -> None:
         if self.backed_up:
@@ -323,9 +346,11 @@ class Connection:
             if isinstance(item, PresenceDue):  # packed with the chats around it, or frame by frame
                 if self.batch:
                     chats.extend(item.take())
+                    self._sent(item)
                     continue
                 while (frame := item.next_frame()) is not None:
                     yield frame  # the hub may add to the item (or list) between two sends
+                self._sent(item)
                 continue
             if chats:
                 yield chats[0] if len(chats) == 1 else batch_frame(chats)

@@ -477,8 +477,9 @@ class Hub:
 
     async def _watch_sockets(self) -> None:
         """Every WATCH_SECONDS: close with 1013 the connections whose own socket has stayed
-        backed up for `stall_seconds` (docs/protocol.md §9). A server that is behind
-        closes no one: its senders wait for the loop, not for their sockets."""
+        backed up, not one write finishing, for `stall_seconds` (docs/protocol.md §9). A
+        slow reader's writes finish, and a server that is behind closes no one: its
+        senders wait for the loop, not for their sockets."""
         last = time.monotonic()
         while True:
             await asyncio.sleep(WATCH_SECONDS)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+
+import pytest
 
 from quartchat.connection import Backlog, Connection, PresenceDue
 from quartchat.protocol import CloseCode, StoredMessage, UserRef
@@ -161,3 +165,30 @@ async def test_a_batch_connection_packs_waiting_presence_with_the_chats_beside_i
     frames = await sent_frames(connection)
     assert len(frames) == 1 and frames[0].startswith('{"type":"batch"')
     assert [item["type"] for item in json.loads(frames[0])["messages"]] == ["chat", "join", "left"]
+
+
+async def test_a_slow_reader_whose_writes_finish_is_backed_up_but_never_stalled() -> None:
+    backlog = Backlog(limit=1000)
+    connection = Connection(ALICE, "r", "127.0.0.1", batch=False, capacity=1000, backlog=backlog)
+    release = asyncio.Event()
+
+    async def slow(frame: str) -> None:  # the kernel takes each frame, a while later
+        await asyncio.sleep(0.02)
+        await release.wait()
+
+    for i in range(200):
+        connection.push(message(i + 1))
+    sender = asyncio.create_task(connection.run_sender(slow))
+    release.set()
+    stalls = []
+    for _ in range(10):
+        await asyncio.sleep(0.1)
+        stalls.append(connection.watch(time.monotonic(), 0.1))
+    assert connection.backed_up, "its sender waited on the socket all the time"
+    assert stalls == [0.0] * 10, "a reader that reads, however slowly, is never stalled"
+    release.clear()  # now the kernel takes nothing more
+    await asyncio.sleep(0.05)
+    for tick in range(1, 6):
+        await asyncio.sleep(0.1)
+        assert connection.watch(time.monotonic(), 0.1) == pytest.approx(tick * 0.1)
+    sender.cancel()
