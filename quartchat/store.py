@@ -12,7 +12,7 @@ from sqlalchemy import ColumnElement, Row, Select, and_, select
 from sqlalchemy.exc import DBAPIError
 
 from .models import ApiToken, Membership, Message, Room, Session, User
-from .protocol import RESUME_LIMIT, StoredMessage, UserRef, now_ms
+from .protocol import CHAT, RESUME_LIMIT, StoredMessage, UserRef, now_ms
 
 if TYPE_CHECKING:
     from .database import Database
@@ -51,7 +51,14 @@ MESSAGE_COLUMNS = (
     Message.text,
     Message.ts_ms,
     Message.client_id,
+    Message.kind,
+    Message.target,
+    Message.edited_ms,
+    Message.deleted,
 )
+# History without `after` shows chat messages only, in their current state (edits and
+# deletes are in their rows); `after` brings the events too (docs/protocol.md §17).
+IS_CHAT = Message.kind == CHAT
 
 
 def message_select() -> AnySelect:
@@ -66,6 +73,10 @@ def to_message(row: Row[Any]) -> StoredMessage:
         text=row.text,
         ts_ms=row.ts_ms,
         client_id=row.client_id,
+        kind=row.kind,
+        target=row.target,
+        edited_ms=row.edited_ms,
+        deleted=bool(row.deleted),
     )
 
 
@@ -156,15 +167,15 @@ class Store:
     # History -----------------------------------------------------------------
 
     async def newest(self, room: str, limit: int) -> Page:
-        """The newest `limit` messages, oldest first; has_more = older ones exist."""
-        query = message_select().where(Message.room == room).order_by(Message.id.desc()).limit(limit + 1)
+        """The newest `limit` chat messages, oldest first; has_more = older ones exist."""
+        query = message_select().where(Message.room == room, IS_CHAT).order_by(Message.id.desc()).limit(limit + 1)
         rows = await self._rows(query)
         return Page([to_message(r) for r in reversed(rows[:limit])], len(rows) > limit)
 
     async def before(self, room: str, before_id: int, limit: int) -> Page:
         query = (
             message_select()
-            .where(Message.room == room, Message.id < before_id)
+            .where(Message.room == room, Message.id < before_id, IS_CHAT)
             .order_by(Message.id.desc())
             .limit(limit + 1)
         )
@@ -172,6 +183,7 @@ class Store:
         return Page([to_message(r) for r in reversed(rows[:limit])], len(rows) > limit)
 
     async def after(self, room: str, after_id: int, limit: int) -> Page:
+        """Every row after `after_id`: chat messages (in their current state) and events."""
         query = (
             message_select().where(Message.room == room, Message.id > after_id).order_by(Message.id).limit(limit + 1)
         )
@@ -184,12 +196,15 @@ class Store:
         side = limit // 2
         older = await self._rows(
             message_select()
-            .where(Message.room == room, Message.id < message_id)
+            .where(Message.room == room, Message.id < message_id, IS_CHAT)
             .order_by(Message.id.desc())
             .limit(side + 1)
         )
         newer = await self._rows(
-            message_select().where(Message.room == room, Message.id >= message_id).order_by(Message.id).limit(side + 2)
+            message_select()
+            .where(Message.room == room, Message.id >= message_id, IS_CHAT)
+            .order_by(Message.id)
+            .limit(side + 2)
         )
         if not newer or newer[0].id != message_id:
             return None
