@@ -115,6 +115,7 @@ const socket = new ChatSocket(wsPath, {
     } else {
       unread.arrived(view.addMessages(frame.messages)); // a resume: exactly what was missed
     }
+    edits.resend();
   },
   list(frame) {
     online = frame;

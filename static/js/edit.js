@@ -30,7 +30,7 @@ export class MessageEdits {
     this.problem = root.querySelector("#edit-problem");
     this.openFor = null; // {item, toggle} while the menu is open
     this.editing = null; // the id of the message in the box
-    this.saving = new Map(); // client_id -> {id, body, classes}: an edit not yet confirmed
+    this.saving = new Map(); // client_id -> {id, text, body, classes}: an edit not yet confirmed
     this.deleting = new Map(); // client_id -> id: a delete not yet confirmed, in send order
     this.nextClientId = 1;
     this.clientPrefix = `e-${Math.random().toString(36).slice(2, 10)}-`;
@@ -188,7 +188,7 @@ export class MessageEdits {
       this.say("Not connected: the edit is not saved yet. Try again once connected.");
       return; // the text stays in the box
     }
-    this.saving.set(clientId, { id, body: item.querySelector(".body").cloneNode(true), classes: item.className });
+    this.saving.set(clientId, { id, text, body: item.querySelector(".body").cloneNode(true), classes: item.className });
     this.cancel(id);
     // Shown at once, muted, until the server's edit event confirms it.
     showEdited(item, text, new Date().toISOString(), this.view.mention);
@@ -205,6 +205,13 @@ export class MessageEdits {
     this.deleting.set(clientId, id);
     item.classList.add("saving");
     this.compose.focus();
+  }
+
+  // A new connection's history has been applied (a resume brings the events made
+  // meanwhile): what is still unconfirmed never reached the server; send it again.
+  resend() {
+    for (const [clientId, { id, text }] of this.saving) this.send({ type: "edit", id, data: text, client_id: clientId });
+    for (const [clientId, id] of this.deleting) this.send({ type: "delete", id, client_id: clientId });
   }
 
   // view.js changed a message shown: an edit or delete event arrived (from anyone).
