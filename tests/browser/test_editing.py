@@ -297,10 +297,11 @@ async def test_at_phone_width_the_menu_fits_and_an_edit_saves(browser: Browser, 
     await page.get_by_role("menuitem", name="Edit").tap()
     await expect(page.locator("#edit-bar")).to_be_visible()
     assert await page.evaluate("document.documentElement.scrollHeight <= window.innerHeight")
-    await page.fill("#text", "fixed on a phone")
+    await page.fill("#text", "fixed on a phone <img src=x onerror=alert(1)>")
     await page.get_by_role("button", name="Send").tap()
-    await expect(by_id(page, mine).locator(".text")).to_have_text("fixed on a phone")
+    await expect(by_id(page, mine).locator(".text")).to_have_text("fixed on a phone <img src=x onerror=alert(1)>")
     await expect(by_id(page, mine).locator(".edited")).to_be_visible()
+    await expect(page.locator("#messages img")).to_have_count(0)  # an edit's text is text too
 
 
 async def test_an_edit_and_a_delete_the_network_lost_are_sent_again_after_the_reconnect(
