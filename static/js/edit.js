@@ -97,7 +97,8 @@ export class MessageEdits {
     this.menuItems()[0]?.focus();
   }
 
-  // Below the message's button, right-aligned with it; closed once its message is gone.
+  // Below the message's button, right-aligned with it (above it when the list has no
+  // room below, so the menu never covers the message box); closed once its message is gone.
   placeMenu() {
     if (!this.openFor) return;
     if (!this.openFor.toggle.isConnected) {
@@ -105,10 +106,11 @@ export class MessageEdits {
       return;
     }
     const panel = this.panel.getBoundingClientRect();
+    const list = this.view.list.getBoundingClientRect();
     const at = this.openFor.toggle.getBoundingClientRect();
-    const below = at.bottom - panel.top;
-    const room = panel.height - below - this.menu.offsetHeight;
-    this.menu.style.top = `${room >= 0 ? below : Math.max(0, at.top - panel.top - this.menu.offsetHeight)}px`;
+    const fits = at.bottom + this.menu.offsetHeight <= list.bottom;
+    const top = fits ? at.bottom : Math.max(list.top, at.top - this.menu.offsetHeight);
+    this.menu.style.top = `${top - panel.top}px`;
     this.menu.style.right = `${Math.max(0, panel.right - at.right)}px`;
   }
 
