@@ -65,6 +65,21 @@ def message_select() -> AnySelect:
     return select(*MESSAGE_COLUMNS).join(User, User.id == Message.user_id)
 
 
+def newest_query(room: str, limit: int) -> AnySelect:
+    """The room's newest `limit + 1` chat messages, newest first: a backward range scan of
+    ix_messages_room_id that skips the events it meets (tests/test_store.py checks the plan)."""
+    return message_select().where(Message.room == room, IS_CHAT).order_by(Message.id.desc()).limit(limit + 1)
+
+
+def before_query(room: str, before_id: int, limit: int) -> AnySelect:
+    return (
+        message_select()
+        .where(Message.room == room, Message.id < before_id, IS_CHAT)
+        .order_by(Message.id.desc())
+        .limit(limit + 1)
+    )
+
+
 def to_message(row: Row[Any]) -> StoredMessage:
     return StoredMessage(
         id=row.id,
@@ -168,18 +183,11 @@ class Store:
 
     async def newest(self, room: str, limit: int) -> Page:
         """The newest `limit` chat messages, oldest first; has_more = older ones exist."""
-        query = message_select().where(Message.room == room, IS_CHAT).order_by(Message.id.desc()).limit(limit + 1)
-        rows = await self._rows(query)
+        rows = await self._rows(newest_query(room, limit))
         return Page([to_message(r) for r in reversed(rows[:limit])], len(rows) > limit)
 
     async def before(self, room: str, before_id: int, limit: int) -> Page:
-        query = (
-            message_select()
-            .where(Message.room == room, Message.id < before_id, IS_CHAT)
-            .order_by(Message.id.desc())
-            .limit(limit + 1)
-        )
-        rows = await self._rows(query)
+        rows = await self._rows(before_query(room, before_id, limit))
         return Page([to_message(r) for r in reversed(rows[:limit])], len(rows) > limit)
 
     async def after(self, room: str, after_id: int, limit: int) -> Page:

@@ -9,6 +9,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from orjson import loads as orjson_loads
 
 from ..support import Chat, Conn, Server, User, set_role, unique
 
@@ -139,6 +140,8 @@ async def private_room_with(chat: Chat) -> tuple[str, dict[str, User]]:
     assert (await owner.http.post("/api/rooms", json={"name": room, "private": True})).status_code == 201
     for user in (author, other):
         assert (await owner.http.post(f"/api/rooms/{room}/members", json={"name": user.name})).status_code == 201
+    for user in (owner, author, other):  # whichever is the server's first account
+        await set_role(chat.server, user.id, "member")
     await set_role(chat.server, admin.id, "admin")
     people = {
         "author": author,
@@ -298,3 +301,43 @@ async def test_a_repeated_client_id_gives_the_stored_event_back_and_stores_nothi
     assert [m["type"] for m in resumed] == ["chat", "edit", "delete", "chat", "edit"]
     with pytest.raises(TimeoutError):
         await watcher.recv(timeout=0.5)
+
+
+# Exports ----------------------------------------------------------------------------------
+
+
+async def test_exports_show_the_current_state_and_only_admins_add_the_edits(chat: Chat) -> None:
+    room = unique("export-")
+    alice, admin = await chat.user(), await chat.user()
+    await set_role(chat.server, admin.id, "admin")
+    await set_role(chat.server, alice.id, "member")  # the module's first account is an admin
+    conn = await chat.open(alice, room, query="batch=1")
+    messages = await fill(conn, 200)
+    await send_edit(conn, messages[0]["id"], "the first, edited")
+    await send_edit(conn, messages[1]["id"], "erased with the message")
+    await send_delete(conn, messages[1]["id"])
+    edit, _, delete = [await conn.expect(kind) for kind in ("edit", "edit", "delete")]
+
+    plain = await alice.http.get(f"/api/rooms/{room}/export", params={"format": "ndjson"})
+    assert plain.status_code == 200
+    lines = [orjson_loads(line) for line in plain.text.splitlines()]
+    assert len(lines) == 200 and all(m["type"] == "chat" for m in lines)
+    assert (lines[0]["data"], lines[0]["edited"]) == ("the first, edited", edit["ts"])
+    assert (lines[1]["data"], lines[1]["deleted"]) == ("", True)
+    assert "erased with the message" not in plain.text
+    text = (await alice.http.get(f"/api/rooms/{room}/export", params={"format": "txt"})).text
+    assert "the first, edited (edited)\n" in text and ": (deleted)\n" in text
+
+    for who, path in ((alice, f"/api/rooms/{room}/export"), (alice, "/api/export")):
+        refused = await who.http.get(path, params={"include_edits": "1"})
+        assert refused.status_code == 403, refused.text
+    bot = await chat.bot(admin, room)  # an admin's token limited to rooms is no admin's export
+    assert (await bot.http.get(f"/api/rooms/{room}/export", params={"include_edits": "1"})).status_code == 403
+    full = await admin.http.get(f"/api/rooms/{room}/export", params={"include_edits": "1"})
+    assert full.status_code == 200
+    rows = [orjson_loads(line) for line in full.text.splitlines()]
+    assert [m["type"] for m in rows] == ["chat"] * 200 + ["edit", "edit"]
+    assert rows[-2] == edit
+    assert rows[-1]["data"] == "" and delete["id"] not in [m["id"] for m in rows]
+    everything = await admin.http.get("/api/export", params={"include_edits": "1", "format": "csv"})
+    assert everything.status_code == 200 and "(edit of " in everything.text
