@@ -1,4 +1,4 @@
-// Editing and deleting messages (docs/protocol.md §12): the menu on a message (Edit on
+// Editing and deleting messages (docs/protocol.md §17): the menu on a message (Edit on
 // your own, Delete on your own or, for the room's owner or an admin, on any), ↑ in the
 // empty message box to edit your last one, a confirmation before a delete, and a short
 // line when the server refuses. The server decides; the menu only offers what it allows.

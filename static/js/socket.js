@@ -107,7 +107,7 @@ export class ChatSocket {
         this.chat(frame);
         break;
       case "edit":
-      case "delete": // events in the id sequence (docs/protocol.md §12): they move `after` too
+      case "delete": // events in the id sequence (docs/protocol.md §17): they move `after` too
         if (this.lastId !== null && frame.id <= this.lastId) break;
         this.seen(frame);
         this.handlers.event(frame);
@@ -169,7 +169,7 @@ export class ChatSocket {
     for (const [clientId, text] of this.pending) this.sendFrame({ type: "chat", data: text, client_id: clientId });
   }
 
-  // An edit or a delete (docs/protocol.md §12); false when there is no connection to
+  // An edit or a delete (docs/protocol.md §17); false when there is no connection to
   // send it on (the page says so: it is not queued like a new message).
   sendChange(frame) {
     if (!this.sendFrame(frame)) return false;
