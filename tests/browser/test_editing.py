@@ -15,6 +15,7 @@ from ..conftest import StartServer
 from ..support import Chat, Server, unique
 from .driver import PHONE, fill_room, messages, send, signed_in_page
 
+JUMP_ROOM_SIZE = 200
 ROOM_SIZE = 300  # a room of hundreds of messages: only the newest 50 are on the page
 
 
@@ -354,3 +355,49 @@ async def test_an_edit_and_a_delete_the_network_lost_are_sent_again_after_the_re
     await expect(by_id(bob, deleted).locator(".text")).to_have_text("message deleted")
     await expect(bob.locator("#edit-problem")).to_be_hidden()
     await expect(alice.locator("#messages .edited")).to_have_count(1)
+
+
+async def test_a_page_opened_at_an_old_message_applies_the_events_it_pages_through(
+    browser: Browser, start_server: StartServer
+) -> None:
+    server = start_server(rate_limit="1000/1")
+    room = unique("jump-")
+    chat = Chat(server)
+    try:
+        conn = await chat.open(await chat.user(), room)  # the first account: the admin
+        half = JUMP_ROOM_SIZE * 3 // 4
+        for i in range(JUMP_ROOM_SIZE):
+            if i == half:  # events between chat messages, far after the ones they change
+                chats = await conn.chats(half, timeout=30)
+                await conn.send_json({"type": "edit", "id": chats[40]["id"], "data": "message 040, reworded"})
+                assert (await conn.expect("edit"))["target"] == chats[40]["id"]
+                await conn.send_json({"type": "delete", "id": chats[41]["id"]})
+                assert (await conn.expect("delete"))["target"] == chats[41]["id"]
+            await conn.send_json({"type": "chat", "data": f"message {i:03d}"})
+        chats += await conn.chats(JUMP_ROOM_SIZE - half, timeout=30)
+        page = await signed_in_page(browser, server, unique("reader"))
+        await page.goto(f"{server.base_url}/r/{room}?at={chats[40]['id']}")
+        await expect(page.locator("#messages li.hit")).to_have_attribute("data-id", str(chats[40]["id"]))
+        hit = by_id(page, str(chats[40]["id"]))
+        await expect(hit.locator(".text")).to_have_text("message 040, reworded")  # around: the current state
+        await expect(hit.locator(".edited")).to_have_text("(edited)")
+        await expect(by_id(page, str(chats[41]["id"])).locator(".text")).to_have_text("message deleted")
+
+        # Meanwhile, live: an edit of a message not shown yet waits with the socket's news.
+        await conn.send_json({"type": "edit", "id": chats[-1]["id"], "data": "the newest, edited live"})
+        assert (await conn.expect("edit"))["target"] == chats[-1]["id"]
+        newest = by_id(page, str(chats[-1]["id"]))
+        for _ in range(30):
+            await page.locator("#messages").evaluate("list => { list.scrollTop = list.scrollHeight; }")
+            if await newest.count():
+                break
+            await page.wait_for_timeout(150)
+        await expect(newest.locator(".text")).to_have_text("the newest, edited live")
+        shown = page.locator("#messages li[data-id]")
+        ids = [int(i) for i in await shown.evaluate_all("items => items.map(i => i.dataset.id)")]
+        assert ids == [m["id"] for m in chats[15:]], "every chat message once, in order, and no line for an event"
+        await expect(hit.locator(".text")).to_have_text("message 040, reworded")
+        await expect(page.locator("#messages .edited")).to_have_count(2)
+        await expect(page.locator("#messages .deleted")).to_have_count(1)
+    finally:
+        await chat.aclose()
