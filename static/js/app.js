@@ -159,6 +159,7 @@ const socket = new ChatSocket(wsPath, {
 function ended(label, text) {
   status.ended(label, text);
   users.stale(true);
+  edits.cancel(edits.editing);
   compose.disable(text);
   members.show(false);
   rooms.refresh();

@@ -71,11 +71,12 @@ export class Compose {
 
   send() {
     const value = this.box.value;
-    if (!value.trim() || this.length() > this.limit) return;
+    if (this.length() > this.limit) return;
     if (this.editing) {
       this.edits.save(this.editing.id, value);
       return;
     }
+    if (!value.trim()) return;
     this.submit(value);
     this.box.value = "";
     this.changed();

@@ -175,6 +175,10 @@ export class MessageEdits {
   }
 
   save(id, text) {
+    if (!text.trim()) {
+      this.say("An edit needs some text: to remove the message, choose Delete in its menu.");
+      return;
+    }
     const item = this.view.byId.get(id);
     if (!item || item.classList.contains("deleted")) {
       this.say(REFUSED.get("not_found"));

@@ -98,6 +98,15 @@ async def test_up_arrow_edits_your_last_message_seen_live_by_another_user_and_af
     now = await stored(bob, server, room, typo)
     assert now["data"] == "hello world" and "edited" in now, now
 
+    # An edit to nothing is no delete: the page says how to delete, the box stays in edit.
+    await alice.press("#text", "ArrowUp")
+    await alice.fill("#text", "   ")
+    await alice.press("#text", "Enter")
+    await expect(alice.locator("#edit-problem")).to_contain_text("choose Delete in its menu")
+    await expect(alice.locator("#edit-bar")).to_be_visible()
+    await alice.press("#text", "Escape")
+    await expect(by_id(alice, typo).locator(".text")).to_have_text("hello world")
+
     # From the menu, with a draft in the box: Esc cancels and the draft comes back.
     await alice.fill("#text", "a draft")
     await open_menu(alice, by_id(alice, first))
