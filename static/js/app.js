@@ -12,6 +12,7 @@ import { MembersPanel } from "./members.js";
 import { wireDmForm, wireUserMenu } from "./dm.js";
 import { lockIcon } from "./icons.js";
 import { SearchBox, jumpTarget } from "./search.js";
+import { MessageEdits } from "./edit.js";
 
 // After our own reconnect (a server restart), the others reconnect too: their joins
 // within this long are not news if they were online before we lost the connection.
@@ -57,6 +58,7 @@ function byName(a, b) {
 const view = new ChatView(root, me, {
   retry: (clientId, value) => socket.retry(clientId, value),
   discard: () => compose.focus(),
+  applied: (item, event) => edits.applied(item, event),
 });
 const users = new UserList(root, me);
 const unread = new UnreadTitle();
@@ -113,6 +115,7 @@ const socket = new ChatSocket(wsPath, {
     } else {
       unread.arrived(view.addMessages(frame.messages)); // a resume: exactly what was missed
     }
+    edits.resend();
   },
   list(frame) {
     online = frame;
@@ -133,8 +136,12 @@ const socket = new ChatSocket(wsPath, {
     if (oldestId === null) oldestId = message.id;
     unread.arrived(view.addMessages([message]));
   },
+  event(frame) {
+    if (jumpedTo !== null) held.push(frame); // applied with what is held, in id order
+    else view.applyEvent(frame);
+  },
   error(frame, final) {
-    view.showError(frame, final);
+    if (!edits.refused(frame)) view.showError(frame, final);
   },
   status(state) {
     showStatus(state);
@@ -152,6 +159,7 @@ const socket = new ChatSocket(wsPath, {
 function ended(label, text) {
   status.ended(label, text);
   users.stale(true);
+  edits.cancel(edits.editing);
   compose.disable(text);
   members.show(false);
   rooms.refresh();
@@ -170,10 +178,20 @@ function showRoom(entry) {
   members.show(entry.kind === "private" && !leaving && status.state !== "ended");
 }
 
-const compose = new Compose(root.querySelector("#compose"), room, (value) => {
-  const clientId = socket.send(value);
-  view.addPending(clientId, value);
-});
+const compose = new Compose(
+  root.querySelector("#compose"),
+  room,
+  (value) => {
+    const clientId = socket.send(value);
+    view.addPending(clientId, value);
+  },
+  {
+    last: () => edits.last(),
+    save: (id, text) => edits.save(id, text),
+    cancel: (id) => edits.cancel(id),
+  },
+);
+const edits = new MessageEdits(root, room, me, view, compose, (frame) => socket.sendChange(frame));
 
 const members = new MembersPanel(root, room, me, {
   leaving: (yes) => {

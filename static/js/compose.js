@@ -1,19 +1,24 @@
 // The message box: Enter sends, it grows with its text up to a limit, a counter
 // appears near the length limit (the server refuses longer texts: nothing is cut),
-// and what is typed is kept per room across reloads until it is sent.
+// and what is typed is kept per room across reloads until it is sent. While a message
+// is being edited the box holds its text: Enter saves, Escape cancels, and the draft
+// that was there comes back afterwards.
 
 const COUNTER_FROM = 0.9; // of the limit: the counter shows from here on
 const MAX_ROWS_PX = 200; // the box grows up to this height, then scrolls
 
 export class Compose {
   // submit(text) sends; it is called only with text that is not blank or too long.
-  constructor(form, room, submit) {
+  // edits: {last() (↑ in an empty box), save(id, text), cancel(id)}.
+  constructor(form, room, submit, edits) {
     this.form = form;
     this.box = form.querySelector("#text");
     this.counter = form.querySelector("#text-counter");
     this.limit = Number(this.box.dataset.maxChars);
     this.draftKey = `quartchat:draft:${room}`;
     this.submit = submit;
+    this.edits = edits;
+    this.editing = null; // {id, draft} while a message is being edited
     this.box.value = this.loadDraft();
     form.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -23,6 +28,11 @@ export class Compose {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
         event.preventDefault();
         this.send();
+      } else if (event.key === "ArrowUp" && !this.box.value && !this.editing && !event.isComposing) {
+        if (this.edits.last()) event.preventDefault();
+      } else if (event.key === "Escape" && this.editing) {
+        event.preventDefault();
+        this.edits.cancel(this.editing.id);
       }
     });
     this.box.addEventListener("input", () => this.changed());
@@ -41,9 +51,32 @@ export class Compose {
     if (!this.box.disabled) this.box.placeholder = `Message ${label} (Enter sends, Shift+Enter for a new line)`;
   }
 
+  // The box edits message `id`: it holds `text`; what was typed waits until endEdit().
+  startEdit(id, text) {
+    const draft = this.editing ? this.editing.draft : this.box.value;
+    this.editing = { id, draft };
+    this.box.value = text;
+    this.changed();
+    this.box.focus();
+    this.box.setSelectionRange(text.length, text.length);
+  }
+
+  endEdit() {
+    if (!this.editing) return;
+    this.box.value = this.editing.draft;
+    this.editing = null;
+    this.changed();
+    this.box.focus();
+  }
+
   send() {
     const value = this.box.value;
-    if (!value.trim() || this.length() > this.limit) return;
+    if (this.length() > this.limit) return;
+    if (this.editing) {
+      this.edits.save(this.editing.id, value);
+      return;
+    }
+    if (!value.trim()) return;
     this.submit(value);
     this.box.value = "";
     this.changed();
@@ -68,7 +101,7 @@ export class Compose {
       : `${this.limit - length} characters left`;
     this.counter.classList.toggle("over", over);
     this.box.setAttribute("aria-invalid", String(over));
-    this.saveDraft(this.box.value);
+    if (!this.editing) this.saveDraft(this.box.value);
   }
 
   loadDraft() {

@@ -2,7 +2,7 @@
 // hover (`title`), and a label for each day ("Today", "Yesterday", "Wednesday, 3 December").
 
 const shortTime = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
-const fullDateTime = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "medium" });
+export const fullDateTime = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "medium" });
 const dayThisYear = new Intl.DateTimeFormat(undefined, { weekday: "long", day: "numeric", month: "long" });
 const dayOtherYear = new Intl.DateTimeFormat(undefined, {
   weekday: "long",

@@ -1,6 +1,7 @@
-// One line of the conversation as DOM: a chat message, a message of ours not yet
-// confirmed, or a notice. Names and texts go in as text nodes only.
-import { timeElement } from "./dates.js";
+// One line of the conversation as DOM: a chat message (as it is now: edited, deleted),
+// a message of ours not yet confirmed, or a notice. Names and texts go in as text nodes
+// only.
+import { fullDateTime, timeElement } from "./dates.js";
 import { withLinks } from "./links.js";
 
 const HUES = 10; // .hue-0 … .hue-9 in style.css, each readable on both themes
@@ -30,15 +31,57 @@ function body(name, text) {
   return body;
 }
 
-export function messageItem(message, mention) {
+// mine: the reader wrote it (its menu offers Edit); the menu button shows on others'
+// messages only to a room's owner or an admin (style.css, `.moderator`).
+export function messageItem(message, mention, mine = false) {
   const item = document.createElement("li");
   item.className = "message";
   item.dataset.id = String(message.id);
   item.dataset.ts = message.ts;
   item.dataset.userId = message.user.id;
   item.append(timeElement(message.ts), body(message.user.name, message.data));
-  if (mention && mention.test(message.data)) item.classList.add("mention"); // @yourname
+  item.classList.toggle("mine", mine);
+  if (message.deleted) {
+    showDeleted(item);
+    return item;
+  }
+  item.append(menuButton(message.user.name));
+  if (message.edited) showEdited(item, message.data, message.edited, mention);
+  else if (mention && mention.test(message.data)) item.classList.add("mention"); // @yourname
   return item;
+}
+
+function menuButton(author) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "more";
+  button.setAttribute("aria-haspopup", "menu");
+  button.setAttribute("aria-expanded", "false");
+  button.setAttribute("aria-label", `Actions for ${author}'s message`);
+  button.textContent = "⋯";
+  return button;
+}
+
+// The text as edited at `ts`, then "(edited)" with the time of the edit on hover.
+export function showEdited(item, text, ts, mention) {
+  const content = item.querySelector(".text");
+  content.replaceChildren(withLinks(text));
+  const mark = document.createElement("span");
+  mark.className = "edited";
+  mark.title = `edited ${fullDateTime.format(new Date(ts))}`;
+  mark.textContent = " (edited)";
+  item.querySelector(".edited")?.remove();
+  content.after(mark);
+  item.classList.add("was-edited");
+  item.classList.toggle("mention", Boolean(mention && mention.test(text)));
+}
+
+// Gone for everyone: no text, no menu, only a muted "message deleted".
+export function showDeleted(item) {
+  item.classList.add("deleted");
+  item.classList.remove("mention", "saving", "editing", "was-edited");
+  item.querySelector(".text").textContent = "message deleted";
+  for (const stale of item.querySelectorAll(".edited, .more, .problem")) stale.remove();
 }
 
 export function pendingItem(clientId, text, user) {

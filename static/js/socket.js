@@ -17,7 +17,7 @@ const RETRY_UNAVAILABLE_MS = 3000;
 export class ChatSocket {
   constructor(wsPath, handlers) {
     this.wsPath = wsPath;
-    this.handlers = handlers; // {history, list, presence, message, error, status, stopped}
+    this.handlers = handlers; // {history, list, presence, message, event, error, status, stopped}
     this.lastId = null;
     this.pending = new Map(); // client_id -> text, in send order
     this.attempt = 0;
@@ -106,6 +106,12 @@ export class ChatSocket {
       case "chat":
         this.chat(frame);
         break;
+      case "edit":
+      case "delete": // events in the id sequence (docs/protocol.md §17): they move `after` too
+        if (this.lastId !== null && frame.id <= this.lastId) break;
+        this.seen(frame);
+        this.handlers.event(frame);
+        break;
       case "list":
         this.handlers.list(frame.data);
         break;
@@ -163,8 +169,18 @@ export class ChatSocket {
     for (const [clientId, text] of this.pending) this.sendFrame({ type: "chat", data: text, client_id: clientId });
   }
 
+  // An edit or a delete (docs/protocol.md §17); false when there is no connection to
+  // send it on (the page says so: it is not queued like a new message).
+  sendChange(frame) {
+    if (!this.sendFrame(frame)) return false;
+    this.check();
+    return true;
+  }
+
   sendFrame(frame) {
-    if (this.ws && this.open && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
+    if (!(this.ws && this.open && this.ws.readyState === WebSocket.OPEN)) return false;
+    this.ws.send(JSON.stringify(frame));
+    return true;
   }
 
   stopTimers() {

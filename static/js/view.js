@@ -1,16 +1,23 @@
 // The conversation as DOM: messages in id order, our unconfirmed ones below them, day
-// dividers, runs of one author under one header, notices, and the scroll position.
+// dividers, runs of one author under one header, notices, edits and deletes, and the
+// scroll position.
 // Text goes in with DOM methods only (see message.js).
 import { dayKey, dayLabel } from "./dates.js";
-import { messageItem, noticeItem, pendingItem } from "./message.js";
+import { messageItem, noticeItem, pendingItem, showDeleted, showEdited } from "./message.js";
 
 const GROUP_MS = 5 * 60 * 1000; // one author's messages this close share a header
 const CONDENSE_MS = 2 * 60 * 1000; // presence notices this close share one line
 const BOTTOM_SLACK_PX = 40;
 const RETRYABLE = new Set(["rate_limited", "unavailable"]);
+const EVENTS = new Set(["edit", "delete"]); // in the id sequence, but no line of their own
+
+export function isEvent(frame) {
+  return EVENTS.has(frame.type);
+}
 
 export class ChatView {
-  // actions: {retry(clientId, text), discard(clientId)} for failed messages.
+  // actions: {retry(clientId, text), discard(clientId)} for failed messages,
+  // applied(item, event) after an edit or delete changed a message shown.
   constructor(root, me, actions) {
     this.list = root.querySelector("#messages");
     this.below = root.querySelector("#new-below");
@@ -51,6 +58,7 @@ export class ChatView {
     this.byId.clear();
     for (const message of messages) this.place(message);
     this.list.append(...this.byClientId.values());
+    for (const event of messages.filter(isEvent)) this.applyEvent(event);
     this.decorate();
     this.toBottom();
   }
@@ -59,10 +67,13 @@ export class ChatView {
   addMessages(messages) {
     let news = 0;
     const stick = this.keepBottom(() => {
-      for (const message of messages) if (this.place(message) && message.user.id !== this.me.id) news += 1;
+      for (const message of messages) {
+        if (isEvent(message)) this.applyEvent(message);
+        else if (this.place(message) && message.user.id !== this.me.id) news += 1;
+      }
     });
     if (news && !stick) this.showBelow(news);
-    const last = messages.at(-1);
+    const last = messages.findLast((message) => !isEvent(message));
     if (news && last) this.announcer.textContent = `${last.user.name}: ${last.data}`;
     return news;
   }
@@ -74,8 +85,8 @@ export class ChatView {
       pending.remove();
       this.byClientId.delete(message.client_id);
     }
-    if (this.byId.has(message.id)) return false;
-    const item = messageItem(message, this.mention);
+    if (this.byId.has(message.id) || isEvent(message)) return false;
+    const item = this.item(message);
     let before = null;
     for (let node = this.list.lastElementChild; node; node = node.previousElementSibling) {
       if (node.classList.contains("day")) continue; // decorate() puts dividers right
@@ -93,8 +104,8 @@ export class ChatView {
     const fromBottom = this.list.scrollHeight - this.list.scrollTop;
     const fragment = document.createDocumentFragment();
     for (const message of messages) {
-      if (this.byId.has(message.id)) continue;
-      const item = messageItem(message, this.mention);
+      if (this.byId.has(message.id) || isEvent(message)) continue;
+      const item = this.item(message);
       this.byId.set(message.id, item);
       fragment.append(item);
     }
@@ -105,8 +116,27 @@ export class ChatView {
 
   // A newer page below (paging forward from a search's hit): the reader stays put.
   appendPage(messages) {
-    for (const message of messages) this.place(message);
+    for (const message of messages) {
+      if (isEvent(message)) this.applyEvent(message);
+      else this.place(message);
+    }
     this.decorate();
+  }
+
+  item(message) {
+    return messageItem(message, this.mention, message.user.id === this.me.id);
+  }
+
+  // An edit or a delete of a message on screen; one of a message not shown (older than
+  // what is loaded) changes nothing: that message comes in its current state when it is.
+  applyEvent(event) {
+    const item = this.byId.get(event.target);
+    if (!item || item.classList.contains("deleted")) return;
+    this.keepBottom(() => {
+      if (event.type === "delete") showDeleted(item);
+      else showEdited(item, event.data, event.ts, this.mention);
+    });
+    this.actions.applied?.(item, event);
   }
 
   // The message a search result opened: marked, and in the middle of the list.
