@@ -19,6 +19,7 @@ from .metrics import Metrics
 from .presence import MemoryPresence, PresenceGrace, PresenceRegistry, RedisPresence
 from .protocol import CloseCode
 from .rate_limits import RateLimiter, SignInThrottle, SignUpLimit
+from .reads import ReadPositions
 from .search import SEARCH_SLOTS
 from .session_watch import SessionWatch
 from .settings import Settings
@@ -53,6 +54,7 @@ class Runtime:
             settings.write_batch_size,
             settings.write_linger_ms / 1000,
         )
+        self.reads = ReadPositions(self.writes, self.hub.reads_moved)
         self.passwords = Passwords()
         self.throttle = SignInThrottle()
         self.signups = SignUpLimit(settings.signup_limit)
@@ -76,6 +78,7 @@ class Runtime:
         await self.broker.connect()
         await self.hub.start()
         self.writer.start()
+        self.reads.start()
         self.session_watch.start()
         if self.checkpoints is not None:
             self.checkpoints.start()
@@ -89,6 +92,7 @@ class Runtime:
         self._drained = True
         self.hub.accepting = False
         await self.writer.close()
+        await self.reads.stop()  # stored, and heard by the connections still open
         await self.hub.close_all(CloseCode.GOING_AWAY, "server shutting down", grace)
         await self.downloads.finished(grace)
 
