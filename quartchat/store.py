@@ -91,7 +91,9 @@ def unread_query(room: str, user_id: str, last_read_id: int) -> AnySelect:
     recent = (
         select(Message.user_id, Message.kind, Message.deleted, Message.mentions)
         .where(Message.room == room, Message.id > last_read_id)
-        .order_by(Message.id.desc())
+        # (room, id): the order of ix_messages_room_id, which the primary key cannot give,
+        # so PostgreSQL never walks the whole table's ids backwards filtering on the room.
+        .order_by(Message.room.desc(), Message.id.desc())
         .limit(UNREAD_SCAN)
         .subquery("recent")
     )
