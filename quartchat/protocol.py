@@ -27,7 +27,8 @@ DELETE = "delete"  # a delete event, and the client frame asking for one
 BATCH = "batch"
 PONG = "pong"
 ERROR = "error"
-# Client → server frame types (besides CHAT).
+READ = "read"  # both ways: a client's read position, and the news of it to its other connections
+# Client → server frame types (besides CHAT and READ).
 PING = "ping"
 
 MAX_CLIENT_ID_CHARS = 64
@@ -97,6 +98,9 @@ class StoredMessage:
     # back from the database). Lets every process deliver a room's messages in order
     # and notice a gap (docs/scaling.md).
     prev_id: int = field(default=0, compare=False)
+    # The ids of the users the text mentions (quartchat/mentions.py), in order; on the
+    # wire only when there are any.
+    mentions: tuple[str, ...] = ()
     json: str = field(default="", compare=False, repr=False)
     kind: str = CHAT
     target: int | None = None
@@ -121,11 +125,16 @@ class StoredMessage:
             message["deleted"] = True
         if self.client_id is not None:
             message["client_id"] = self.client_id
+        if self.mentions:
+            message["mentions"] = list(self.mentions)
         return message
 
 
-def history_frame(room: str, messages: Sequence[StoredMessage], has_more: bool, reset: bool) -> str:
-    """The first frame on a socket; each message goes in as its wire form, serialised once."""
+def history_frame(
+    room: str, messages: Sequence[StoredMessage], has_more: bool, reset: bool, last_read_id: int = 0
+) -> str:
+    """The first frame on a socket; each message goes in as its wire form, serialised once.
+    `last_read_id`: the user's read position in the room (docs/protocol.md §18)."""
     return (
         '{"type":"'
         + HISTORY
@@ -137,6 +146,8 @@ def history_frame(room: str, messages: Sequence[StoredMessage], has_more: bool, 
         + dumps(has_more)
         + ',"reset":'
         + dumps(reset)
+        + ',"last_read_id":'
+        + str(int(last_read_id))
         + "}"
     )
 
@@ -148,6 +159,11 @@ def list_frame(room: str, users: Sequence[UserRef]) -> str:
 
 def presence_frame(kind: str, room: str, user: UserRef, ts_ms: int) -> str:
     return dumps({"type": kind, "room": room, "user": user.to_dict(), "ts": format_ts(ts_ms)})
+
+
+def read_frame(room: str, last_read_id: int) -> str:
+    """The user's read position in `room` moved (docs/protocol.md §18)."""
+    return dumps({"type": READ, "room": room, "id": last_read_id})
 
 
 def error_frame(code: ErrorCode, message: str, client_id: str | None = None) -> str:
@@ -197,10 +213,15 @@ class PingFrame:
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class ReadFrame:
+    message_id: int
+
+
 MAX_MESSAGE_ID = 2**63 - 1  # a BIGINT: a larger id is no message's
 
 
-def parse_frame(raw: str | bytes, max_chars: int) -> ChatFrame | EditFrame | PingFrame:
+def parse_frame(raw: str | bytes, max_chars: int) -> ChatFrame | EditFrame | PingFrame | ReadFrame:
     """Check one client frame; raise FrameError saying what is wrong with it."""
     if isinstance(raw, bytes):
         raise FrameError(ErrorCode.BAD_REQUEST, "binary frames are not accepted: send JSON text")
@@ -217,8 +238,16 @@ def parse_frame(raw: str | bytes, max_chars: int) -> ChatFrame | EditFrame | Pin
         return PingFrame()
     if kind in (EDIT, DELETE):
         return parse_edit(frame, max_chars, kind == DELETE)
+    if kind == READ:
+        message_id = frame.get("id")
+        # bool is an int to Python, not to JSON's readers.
+        if not isinstance(message_id, int) or isinstance(message_id, bool) or not 0 <= message_id <= MAX_MESSAGE_ID:
+            raise FrameError(ErrorCode.BAD_REQUEST, '"id" must be a message id (an integer, 0 or more)')
+        return ReadFrame(message_id)
     if kind != CHAT:
-        raise FrameError(ErrorCode.BAD_REQUEST, 'unknown "type": expected "chat", "edit", "delete" or "ping"', echo)
+        raise FrameError(
+            ErrorCode.BAD_REQUEST, 'unknown "type": expected "chat", "edit", "delete", "read" or "ping"', echo
+        )
     return parse_chat(frame, max_chars)
 
 

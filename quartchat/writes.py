@@ -20,12 +20,26 @@ from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, bindparam, case, delete, func, insert, literal, select, tuple_, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .database import Database
+from .mentions import find_mentions
 from .models import ApiToken, Membership, Message, Room, Session, User
 from .protocol import CHAT, DELETE, EDIT, StoredMessage, UserRef, format_ts, now_ms
 from .store import (
@@ -246,6 +260,23 @@ class Writes(ABC):
             )
             return bool(removed.rowcount == 1)
 
+    async def move_read_positions(self, moves: Sequence[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+        """Move read positions forward, given as (user id, room, message id), in one
+        transaction: each to that id or the room's last id, whichever is lower, and only
+        forward; a user who is no member of the room has none. The positions that moved,
+        as (user id, room, new position)."""
+        moved: list[tuple[str, str, int]] = []
+        async with self.database.writer.begin() as connection:
+            for start in range(0, len(moves), _READS_PER_STATEMENT):
+                chunk = moves[start : start + _READS_PER_STATEMENT]
+                params: dict[str, str | int] = {}
+                for index, (user_id, room, message_id) in enumerate(chunk):
+                    params.update({f"u{index}": user_id, f"r{index}": room, f"i{index}": message_id})
+                statement = _move_reads_sql(len(chunk), self.database.is_sqlite)
+                rows = await connection.execute(text(statement), params)
+                moved.extend((row[0], row[1], int(row[2])) for row in rows)
+        return moved
+
     def _insert_ignore(self, table: type[Room] | type[Membership]) -> postgresql.Insert | sqlite.Insert:
         """INSERT … ON CONFLICT DO NOTHING: a row made concurrently is no error."""
         dialect_insert = sqlite.insert if self.database.is_sqlite else postgresql.insert
@@ -307,8 +338,11 @@ class Writes(ABC):
         return set(connection.execute(select(ApiToken.id).where(ApiToken.id.in_(token_ids))).scalars())
 
     @abstractmethod
-    def _insert_messages(self, connection: Connection, drafts: list[Draft], ts_ms: int) -> list[int]:
-        """Insert the messages in one statement (or a few); their ids, in the drafts' order."""
+    def _insert_messages(
+        self, connection: Connection, drafts: list[Draft], ts_ms: int, mentions: list[str | None]
+    ) -> list[int]:
+        """Insert the messages in one statement (or a few); their ids, in the drafts' order.
+        `mentions`: each draft's messages.mentions."""
 
     @abstractmethod
     def _update_rooms(self, connection: Connection, counts: dict[str, tuple[int, int]]) -> None:
@@ -420,7 +454,11 @@ class Writes(ABC):
         """Bring each event's chat message to its current state, in the event's
         transaction: an edit's text and time; a delete empties it and every edit's text
         (docs/protocol.md §17: a deleted text is gone from the database)."""
-        edits = [{"b_id": e.target, "b_text": e.text, "b_ms": e.ts_ms} for e in events if e.kind == EDIT]
+        edits = [
+            {"b_id": e.target, "b_text": e.text, "b_ms": e.ts_ms, "b_mentions": _mentions_json(e.mentions)}
+            for e in events
+            if e.kind == EDIT
+        ]
         if edits:
             connection.execute(_APPLY_EDIT, edits)
         deletes = [{"b_id": e.target} for e in events if e.kind == DELETE]
@@ -434,11 +472,12 @@ class Writes(ABC):
             return []
         # Ids grow with commits, and so must times, even if the clock steps back.
         ts_ms = self._last_ts = max(now_ms(), self._last_ts)
-        ids = self._insert_messages(connection, drafts, ts_ms)
+        mentions = find_mentions(connection, [d.text for d in drafts])
+        ids = self._insert_messages(connection, drafts, ts_ms, [_mentions_json(m) for m in mentions])
         # A room's message count is of its chat messages; its last id, of every row.
         added = Counter(d.room for d in drafts if d.kind == CHAT)
         stored = []
-        for draft, message_id in zip(drafts, ids, strict=True):
+        for draft, message_id, mentioned in zip(drafts, ids, mentions, strict=True):
             stored.append(
                 StoredMessage(
                     id=message_id,
@@ -450,6 +489,7 @@ class Writes(ABC):
                     prev_id=last_ids[draft.room],
                     kind=draft.kind,
                     target=draft.target,
+                    mentions=mentioned,
                 )
             )
             last_ids[draft.room] = message_id
@@ -514,7 +554,9 @@ class SqliteWrites(Writes):
         )
         return {session_id for (session_id,) in rows}
 
-    def _insert_messages(self, connection: Connection, drafts: list[Draft], ts_ms: int) -> list[int]:
+    def _insert_messages(
+        self, connection: Connection, drafts: list[Draft], ts_ms: int, mentions: list[str | None]
+    ) -> list[int]:
         # SQLAlchemy cannot make SQLite promise the order of RETURNING rows (with
         # sort_by_parameter_order it would insert one row per statement). Under SQLite's
         # write lock one INSERT numbers its rows in order, each above the last: the
@@ -522,13 +564,14 @@ class SqliteWrites(Writes):
         ts = format_ts(ts_ms)
         ids: list[int] = []
         for start in range(0, len(drafts), _SQLITE_ROWS_PER_INSERT):
-            page = drafts[start : start + _SQLITE_ROWS_PER_INSERT]
-            if all(d.kind == CHAT for d in page):  # the common case keeps its short statement
-                values = tuple(v for d in page for v in (d.room, d.user.id, d.text, ts_ms, ts, d.client_id))
+            end = start + _SQLITE_ROWS_PER_INSERT
+            page = list(zip(drafts[start:end], mentions[start:end], strict=True))
+            if all(d.kind == CHAT for d, _ in page):  # the common case keeps its short statement
+                values = tuple(v for d, m in page for v in (d.room, d.user.id, d.text, ts_ms, ts, d.client_id, m))
                 result = connection.exec_driver_sql(_sqlite_insert_messages(len(page)), values)
             else:
                 values = tuple(
-                    v for d in page for v in (d.room, d.user.id, d.text, ts_ms, ts, d.client_id, d.kind, d.target)
+                    v for d, m in page for v in (d.room, d.user.id, d.text, ts_ms, ts, d.client_id, m, d.kind, d.target)
                 )
                 result = connection.exec_driver_sql(_sqlite_insert_events(len(page)), values)
             ids.extend(sorted(int(message_id) for (message_id,) in result))
@@ -603,7 +646,9 @@ class PostgresWrites(Writes):
         query = select(Session.id).where(Session.id.in_(session_ids), Session.created_ms > self._oldest_live_ms())
         return set(connection.execute(query).scalars())
 
-    def _insert_messages(self, connection: Connection, drafts: list[Draft], ts_ms: int) -> list[int]:
+    def _insert_messages(
+        self, connection: Connection, drafts: list[Draft], ts_ms: int, mentions: list[str | None]
+    ) -> list[int]:
         ts = format_ts(ts_ms)
         rows = [
             {
@@ -613,10 +658,11 @@ class PostgresWrites(Writes):
                 "ts_ms": ts_ms,
                 "ts": ts,
                 "client_id": d.client_id,
+                "mentions": m,
                 "kind": d.kind,
                 "target": d.target,
             }
-            for d in drafts
+            for d, m in zip(drafts, mentions, strict=True)
         ]
         return list(connection.execute(self.INSERT_MESSAGES, rows).scalars().all())
 
@@ -627,9 +673,42 @@ class PostgresWrites(Writes):
         )
 
 
+def _mentions_json(mentions: tuple[str, ...]) -> str | None:
+    """messages.mentions: None when the text mentions nobody."""
+    return json.dumps(list(mentions)) if mentions else None
+
+
 _PROBE = update(Room).where(Room.name == select(func.min(Room.name)).scalar_subquery()).values(last_id=Room.last_id)
 
-_SQLITE_ROWS_PER_INSERT = 1000  # 6,000 parameters: far below SQLite's 32,766
+_SQLITE_ROWS_PER_INSERT = 1000  # 7,000 parameters: far below SQLite's 32,766
+
+
+_READS_PER_STATEMENT = 300  # 900 parameters
+
+
+@functools.lru_cache(maxsize=16)
+def _move_reads_sql(count: int, is_sqlite: bool) -> str:
+    """One statement for `count` read positions (named parameters u0, r0, i0, …). The
+    position is clamped to the room's last id and moves only forward; RETURNING gives
+    the rows that moved (SQLite 3.35+; UPDATE … FROM: 3.33+)."""
+    if is_sqlite:
+        values = ", ".join(f"(:u{i}, :r{i}, :i{i})" for i in range(count))
+        target = "MIN(wanted.read_id, rooms.last_id)"
+        returning = "user_id, room, last_read_id"
+    else:
+        values = ", ".join(
+            f"(CAST(:u{i} AS VARCHAR), CAST(:r{i} AS VARCHAR), CAST(:i{i} AS BIGINT))" for i in range(count)
+        )
+        target = "LEAST(wanted.read_id, rooms.last_id)"
+        returning = "memberships.user_id, memberships.room, memberships.last_read_id"
+    return (
+        f"WITH wanted(user_id, room, read_id) AS (VALUES {values}) "
+        f"UPDATE memberships SET last_read_id = {target} "
+        "FROM wanted JOIN rooms ON rooms.name = wanted.room "
+        "WHERE memberships.room = wanted.room AND memberships.user_id = wanted.user_id "
+        f"AND memberships.last_read_id < {target} "
+        f"RETURNING {returning}"
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -643,20 +722,21 @@ def _sqlite_take_rooms(count: int) -> str:
 
 @functools.lru_cache(maxsize=300)
 def _sqlite_insert_messages(count: int) -> str:
-    values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * count)
-    return f"INSERT INTO messages (room, user_id, text, ts_ms, ts, client_id) VALUES {values} RETURNING id"
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * count)
+    return f"INSERT INTO messages (room, user_id, text, ts_ms, ts, client_id, mentions) VALUES {values} RETURNING id"
 
 
 @functools.lru_cache(maxsize=300)
 def _sqlite_insert_events(count: int) -> str:
-    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * count)
-    return (
-        f"INSERT INTO messages (room, user_id, text, ts_ms, ts, client_id, kind, target) VALUES {values} RETURNING id"
-    )
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * count)
+    columns = "room, user_id, text, ts_ms, ts, client_id, mentions, kind, target"
+    return f"INSERT INTO messages ({columns}) VALUES {values} RETURNING id"
 
 
 _APPLY_EDIT = (
-    update(Message).where(Message.id == bindparam("b_id")).values(text=bindparam("b_text"), edited_ms=bindparam("b_ms"))
+    update(Message)
+    .where(Message.id == bindparam("b_id"))
+    .values(text=bindparam("b_text"), edited_ms=bindparam("b_ms"), mentions=bindparam("b_mentions"))
 )
 _APPLY_DELETE = update(Message).where(Message.id == bindparam("b_id")).values(text="", deleted=True, mentions=None)
 _ERASE_EDITS = update(Message).where(Message.target == bindparam("b_id"), Message.kind == EDIT).values(text="")

@@ -53,7 +53,16 @@ class Revoked:
     all_but: tuple[str, ...] | None = None
 
 
-Event = Committed | Presence | Resync | Revoked
+@dataclass(frozen=True, slots=True)
+class ReadMoved:
+    """Users' read positions moved forward (docs/protocol.md §18), flushed together:
+    every connection of each user, in any room, hears of its own."""
+
+    moves: tuple[tuple[str, str, int], ...]  # (user id, room, last read id)
+    origin: str  # the publishing process, which told its own connections already
+
+
+Event = Committed | Presence | Resync | Revoked | ReadMoved
 
 
 class Broker(ABC):

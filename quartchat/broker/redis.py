@@ -20,7 +20,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from ..protocol import CHAT, StoredMessage, UserRef
-from . import Broker, Committed, Event, Presence, Resync, Revoked
+from . import Broker, Committed, Event, Presence, ReadMoved, Resync, Revoked
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,12 @@ def encode(event: Event) -> bytes:
         return orjson.dumps({
             "k": "c",
             "o": event.origin,
-            # An edit or delete event adds its kind and target (docs/protocol.md §17).
-            "m": [[m.id, m.room, m.user.id, m.user.name, m.text, m.ts_ms, m.client_id, m.prev_id]
+            # Mentions ride along; an edit or delete event adds its kind and target
+            # (docs/protocol.md §17).
+            "m": [[m.id, m.room, m.user.id, m.user.name, m.text, m.ts_ms, m.client_id, m.prev_id, m.mentions]
                   if m.kind == CHAT else
-                  [m.id, m.room, m.user.id, m.user.name, m.text, m.ts_ms, m.client_id, m.prev_id, m.kind, m.target]
+                  [m.id, m.room, m.user.id, m.user.name, m.text, m.ts_ms, m.client_id, m.prev_id, m.mentions,
+                   m.kind, m.target]
                   for m in event.messages],
         })  # fmt: skip
     if isinstance(event, Presence):
@@ -50,6 +52,8 @@ def encode(event: Event) -> bytes:
             "k": "r", "o": event.origin, "s": event.session_ids, "u": event.user_ids, "room": event.room,
             "code": event.code, "reason": event.reason, "ab": event.all_but,
         })  # fmt: skip
+    if isinstance(event, ReadMoved):
+        return orjson.dumps({"k": "rd", "o": event.origin, "m": event.moves})
     raise TypeError(f"{type(event).__name__} is not published")
 
 
@@ -58,15 +62,16 @@ def decode(raw: bytes) -> Event:
     if data["k"] == "c":
         return Committed(
             tuple(
+                # Shorter lists come from processes of earlier versions (a rolling upgrade).
                 StoredMessage(id=m[0], room=m[1], user=UserRef(m[2], m[3]), text=m[4], ts_ms=m[5],
-                              client_id=m[6], prev_id=m[7])
-                if len(m) == 8 else
-                StoredMessage(id=m[0], room=m[1], user=UserRef(m[2], m[3]), text=m[4], ts_ms=m[5],
-                              client_id=m[6], prev_id=m[7], kind=m[8], target=m[9])
+                              client_id=m[6], prev_id=m[7], mentions=tuple(m[8]) if len(m) > 8 else (),
+                              kind=m[9] if len(m) > 10 else CHAT, target=m[10] if len(m) > 10 else None)
                 for m in data["m"]
             ),
             data["o"],
         )  # fmt: skip
+    if data["k"] == "rd":
+        return ReadMoved(tuple((user_id, room, last_read_id) for user_id, room, last_read_id in data["m"]), data["o"])
     if data["k"] == "r":
         all_but = None if data.get("ab") is None else tuple(data["ab"])
         sessions, users = tuple(data["s"]), tuple(data["u"])
