@@ -341,3 +341,49 @@ async def test_exports_show_the_current_state_and_only_admins_add_the_edits(chat
     assert rows[-1]["data"] == "" and delete["id"] not in [m["id"] for m in rows]
     everything = await admin.http.get("/api/export", params={"include_edits": "1", "format": "csv"})
     assert everything.status_code == 200 and "(edit of " in everything.text
+
+
+async def test_concurrent_deletes_and_edits_of_one_message_store_one_delete_and_nothing_after_it(chat: Chat) -> None:
+    """Ten sockets of the author race to edit and delete the same message while thirty
+    other users try to delete it: one delete is stored, no edit after it, every other
+    frame answered with an error, the message erased."""
+    room = unique("race-")
+    alice = await chat.user()
+    others = [await chat.user() for _ in range(30)]
+    for other in others:
+        await set_role(chat.server, other.id, "member")
+    author = await chat.open(alice, room)
+    target = await author.say("contested")
+    sockets = [await chat.open(alice, room) for _ in range(10)]
+    strangers = [await chat.open(other, room) for other in others]
+
+    async def race(conn: Conn, i: int) -> list[dict[str, Any]]:
+        mine = {f"e{i}", f"d{i}"}
+        await send_edit(conn, target["id"], f"edit {i}", f"e{i}")
+        await send_delete(conn, target["id"], f"d{i}")
+        replies: list[dict[str, Any]] = []
+        while len(replies) < 2:
+            frame = await conn.recv()
+            if frame.get("client_id") in mine:
+                replies.append(frame)
+        return replies
+
+    async def stranger(conn: Conn) -> dict[str, Any]:
+        await send_delete(conn, target["id"], "mine")
+        while (frame := await conn.recv())["type"] != "error":
+            pass
+        return frame
+
+    results = await asyncio.gather(*(race(c, i) for i, c in enumerate(sockets)), *(stranger(c) for c in strangers))
+    refusals = results[len(sockets) :]
+    assert all(r["code"] in ("forbidden", "not_found") for r in refusals)  # type: ignore[call-overload]
+    answers = [reply for replies in results[: len(sockets)] for reply in replies]  # type: ignore[union-attr]
+    assert sum(a["type"] == "delete" for a in answers) == 1
+    assert all(a["type"] != "error" or a["code"] == "not_found" for a in answers)
+    rows = [m for m in await chat.all_messages(alice, room) if m["id"] > target["id"]]
+    deletes = [m for m in rows if m["type"] == "delete"]
+    assert len(deletes) == 1 and deletes[0]["user"] == alice.ref
+    assert all(m["id"] < deletes[0]["id"] for m in rows if m["type"] == "edit"), "an edit stored after the delete"
+    assert all(m["data"] == "" for m in rows if m["type"] == "edit")
+    current = (await chat.messages(alice, room))["messages"][-1]
+    assert (current["id"], current["data"], current["deleted"]) == (target["id"], "", True)
