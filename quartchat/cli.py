@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--until", help="ISO 8601 date or time, exclusive (no zone: UTC)")
     export.add_argument("--format", default="ndjson", choices=sorted(FORMATS))
     export.add_argument("-o", "--output", type=Path, help="a file (default: standard output)")
+    export.add_argument("--with-edits", action="store_true", help="add the edit events, with their texts")
     export.set_defaults(handler=export_command)
 
     load = commands.add_parser("import", help="load an ndjson or json export (- for standard input)")
@@ -249,7 +250,9 @@ def export_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.room is not None and not valid_room(args.room):
         raise UsageError(f"--room: {args.room!r} is not a room name (1-64 of a-z, 0-9, '-')")
     try:
-        query = ExportQuery(args.room, parse_time(args.since, "--since"), parse_time(args.until, "--until"))
+        query = ExportQuery(
+            args.room, parse_time(args.since, "--since"), parse_time(args.until, "--until"), args.with_edits
+        )
         output = formatter(args.format, query.room)
         # A bar for a file on a terminal only: the count that sizes it costs a pass over the history.
         with _progress_bar(None, "msg") if args.output is not None else nullcontext() as bar:

@@ -3,6 +3,11 @@
 Messages come from a server-side cursor in chunks (`yield_per`), are formatted a
 chunk at a time and written out, so memory stays flat whatever the history's size.
 The cursor reads one snapshot: an export is consistent even while people chat.
+
+An export holds chat messages in their current state (docs/protocol.md §17): an edited
+one with its newest text and `edited`, a deleted one with an empty text and `deleted`.
+`with_edits` adds the edit events with their texts (a deleted message's edits have none
+left); delete events are never exported, the chat row says it all.
 """
 
 from __future__ import annotations
@@ -19,12 +24,12 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import ColumnElement, FromClause, Select, case, column, func, select, table
+from sqlalchemy import ColumnElement, FromClause, Select, and_, case, column, func, literal, select, table
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 
 from .models import Message, User
 from .plaintext import one_line, text_lines
-from .protocol import StoredMessage, dumps, format_ts, now_ms
+from .protocol import CHAT, DELETE, EDIT, StoredMessage, dumps, format_ts, now_ms
 from .settings import SQLITE_BUSY_TIMEOUT_MS
 from .store import message_select, to_message
 
@@ -51,9 +56,10 @@ class ExportQuery:
     room: str | None = None
     since_ms: int | None = None  # inclusive
     until_ms: int | None = None  # exclusive
+    with_edits: bool = False  # the edit events too, with their texts
 
     def where(self) -> list[ColumnElement[bool]]:
-        conditions: list[ColumnElement[bool]] = []
+        conditions: list[ColumnElement[bool]] = [Message.kind != DELETE if self.with_edits else Message.kind == CHAT]
         if self.room is not None:
             conditions.append(Message.room == self.room)
         if self.since_ms is not None:
@@ -112,15 +118,45 @@ def _sqlite_message_json(users: FromClause) -> ColumnElement[Any]:
     Python only joins strings. The time is the text stored with each message
     (messages.ts), which is protocol.format_ts of its milliseconds.
     """
+    user = func.json_object("id", users.c.id, "name", users.c.name)
     fields: list[Any] = [
-        "id", Message.id, "type", "chat", "room", Message.room,
-        "user", func.json_object("id", users.c.id, "name", users.c.name),
-        "data", Message.text, "ts", Message.ts,
+        "id", Message.id, "type", "chat", "room", Message.room, "user", user, "data", Message.text, "ts", Message.ts,
     ]  # fmt: skip
-    return case(
-        (Message.client_id.is_(None), func.json_object(*fields)),
-        else_=func.json_object(*fields, "client_id", Message.client_id),
-    )
+    plain = and_(Message.kind == CHAT, Message.edited_ms.is_(None), Message.deleted.is_(False))
+    whens: list[tuple[ColumnElement[bool], ColumnElement[Any]]] = [
+        (and_(plain, Message.client_id.is_(None)), func.json_object(*fields)),
+        (plain, func.json_object(*fields, "client_id", Message.client_id)),
+    ]
+    # The rest (edited or deleted messages, edit events) are few: a form for each
+    # combination of the keys they hold, in StoredMessage.to_dict's order.
+    edited = ["edited", _sqlite_ts(Message.edited_ms.expression)]
+    deleted = ["deleted", func.json("true")]
+    for with_client_id in (False, True):
+        tail = ["client_id", Message.client_id] if with_client_id else []
+        has_client_id = Message.client_id.is_not(None) if with_client_id else Message.client_id.is_(None)
+        event = [
+            "id", Message.id, "type", "edit", "room", Message.room, "user", user,
+            "target", Message.target, "data", Message.text, "ts", Message.ts,
+        ]  # fmt: skip
+        whens.append((and_(Message.kind == EDIT, has_client_id), func.json_object(*event, *tail)))
+        for is_edited in (False, True):
+            for is_deleted in (False, True):
+                condition = and_(
+                    Message.kind == CHAT,
+                    has_client_id,
+                    Message.edited_ms.is_not(None) if is_edited else Message.edited_ms.is_(None),
+                    Message.deleted.is_(is_deleted),
+                )
+                keys = [*fields, *(edited if is_edited else []), *(deleted if is_deleted else []), *tail]
+                whens.append((condition, func.json_object(*keys)))
+    return case(*whens)
+
+
+def _sqlite_ts(ms: ColumnElement[Any]) -> ColumnElement[Any]:
+    """protocol.format_ts in SQLite: whole seconds by strftime, milliseconds by integer
+    arithmetic (a float's .123 may print as .122)."""
+    seconds = func.strftime("%Y-%m-%dT%H:%M:%S", ms / 1000, "unixepoch")
+    return seconds + literal(".") + func.printf("%03d", ms % 1000) + literal("Z")
 
 
 def _sqlite_json_select(query: ExportQuery, users: FromClause | None = None) -> Select[Any]:
@@ -277,7 +313,7 @@ class Csv(Format):
 
     def body(self, messages: Sequence[StoredMessage]) -> str:
         return self._rows(
-            (m.id, defuse(m.room), format_ts(m.ts_ms), defuse(m.user.id), defuse(m.user.name), defuse(m.text))
+            (m.id, defuse(m.room), format_ts(m.ts_ms), defuse(m.user.id), defuse(m.user.name), defuse(shown_text(m)))
             for m in messages
         )
 
@@ -286,6 +322,18 @@ class Csv(Format):
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\r\n").writerows(rows)  # RFC 4180
         return buffer.getvalue()
+
+
+def shown_text(message: StoredMessage) -> str:
+    """A message's text as CSV, TXT and HTML show it: marked "(edited)" or "(deleted)";
+    an edit event (with_edits) names the message it changed."""
+    if message.kind == EDIT:
+        return f"(edit of {message.target}) {message.text}"
+    if message.deleted:
+        return "(deleted)"
+    if message.edited_ms is not None:
+        return f"{message.text} (edited)"
+    return message.text
 
 
 def txt_stamp(ts_ms: int) -> str:
@@ -302,7 +350,7 @@ class Txt(Format):
         for m in messages:
             # Every line break a reader could see starts an indented line: no text can
             # pass for a message of its own (quartchat/plaintext.py).
-            first, *rest = text_lines(m.text)
+            first, *rest = text_lines(shown_text(m))
             lines.append(f"[{txt_stamp(m.ts_ms)}] #{m.room} {one_line(m.user.name)}: {first}\n")
             lines.extend(f"{self.INDENT}{line}\n" for line in rest)
         return "".join(lines)
@@ -332,7 +380,7 @@ class Html(Format):
         return "".join(
             f'<li id="m{m.id}"><time datetime="{format_ts(m.ts_ms)}">{txt_stamp(m.ts_ms)}</time>'
             f'<span class="room">#{html.escape(m.room)}</span><b>{html.escape(m.user.name)}</b>'
-            f"{html.escape(m.text)}</li>\n"
+            f"{html.escape(shown_text(m))}</li>\n"
             for m in messages
         )
 

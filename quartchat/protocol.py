@@ -22,6 +22,8 @@ LIST = "list"
 JOIN = "join"
 LEFT = "left"
 CHAT = "chat"
+EDIT = "edit"  # an edit event (docs/protocol.md §17), and the client frame asking for one
+DELETE = "delete"  # a delete event, and the client frame asking for one
 BATCH = "batch"
 PONG = "pong"
 ERROR = "error"
@@ -39,6 +41,8 @@ class ErrorCode(enum.StrEnum):
     TOO_LONG = "too_long"
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
+    NOT_FOUND = "not_found"  # edit/delete: no such chat message in this room (or deleted)
+    FORBIDDEN = "forbidden"  # edit/delete: not the author (nor, to delete, owner or admin)
 
 
 class CloseCode(enum.IntEnum):
@@ -80,7 +84,8 @@ class UserRef:
 
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
-    """A committed chat message, and its wire form, serialised once."""
+    """A committed row of the room's sequence — a chat message, or an edit or delete
+    event (`kind`) about the chat message `target` — and its wire form, serialised once."""
 
     id: int
     room: str
@@ -93,20 +98,27 @@ class StoredMessage:
     # and notice a gap (docs/scaling.md).
     prev_id: int = field(default=0, compare=False)
     json: str = field(default="", compare=False, repr=False)
+    kind: str = CHAT
+    target: int | None = None
+    # A chat message's current state, as read back from the database.
+    edited_ms: int | None = None
+    deleted: bool = False
 
     def __post_init__(self) -> None:
         if not self.json:
             object.__setattr__(self, "json", dumps(self.to_dict()))
 
     def to_dict(self) -> dict[str, Any]:
-        message: dict[str, Any] = {
-            "id": self.id,
-            "type": CHAT,
-            "room": self.room,
-            "user": self.user.to_dict(),
-            "data": self.text,
-            "ts": format_ts(self.ts_ms),
-        }
+        message: dict[str, Any] = {"id": self.id, "type": self.kind, "room": self.room, "user": self.user.to_dict()}
+        if self.kind != CHAT:
+            message["target"] = self.target
+        if self.kind != DELETE:
+            message["data"] = self.text
+        message["ts"] = format_ts(self.ts_ms)
+        if self.edited_ms is not None:
+            message["edited"] = format_ts(self.edited_ms)
+        if self.deleted:
+            message["deleted"] = True
         if self.client_id is not None:
             message["client_id"] = self.client_id
         return message
@@ -172,11 +184,23 @@ class ChatFrame:
 
 
 @dataclass(frozen=True, slots=True)
+class EditFrame:
+    """An edit (`text` set) or a delete (`text` None) of the chat message `target`."""
+
+    target: int
+    text: str | None
+    client_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class PingFrame:
     pass
 
 
-def parse_frame(raw: str | bytes, max_chars: int) -> ChatFrame | PingFrame:
+MAX_MESSAGE_ID = 2**63 - 1  # a BIGINT: a larger id is no message's
+
+
+def parse_frame(raw: str | bytes, max_chars: int) -> ChatFrame | EditFrame | PingFrame:
     """Check one client frame; raise FrameError saying what is wrong with it."""
     if isinstance(raw, bytes):
         raise FrameError(ErrorCode.BAD_REQUEST, "binary frames are not accepted: send JSON text")
@@ -191,9 +215,27 @@ def parse_frame(raw: str | bytes, max_chars: int) -> ChatFrame | PingFrame:
     kind = frame.get("type")
     if kind == PING:
         return PingFrame()
+    if kind in (EDIT, DELETE):
+        return parse_edit(frame, max_chars, kind == DELETE)
     if kind != CHAT:
-        raise FrameError(ErrorCode.BAD_REQUEST, 'unknown "type": expected "chat" or "ping"', echo)
+        raise FrameError(ErrorCode.BAD_REQUEST, 'unknown "type": expected "chat", "edit", "delete" or "ping"', echo)
     return parse_chat(frame, max_chars)
+
+
+def parse_edit(frame: dict[str, Any], max_chars: int, delete: bool) -> EditFrame:
+    """Check an edit's or a delete's `id` (the chat message's), and an edit's `data` and
+    `client_id` by the rules of `chat`."""
+    client_id = frame.get("client_id")
+    echo = client_id if isinstance(client_id, str) and len(client_id) <= MAX_CLIENT_ID_CHARS else None
+    target = frame.get("id")
+    # bool is an int to Python, never a message id to us.
+    if not isinstance(target, int) or isinstance(target, bool) or not 0 < target <= MAX_MESSAGE_ID:
+        raise FrameError(ErrorCode.BAD_REQUEST, '"id" must be a message id (a positive integer)', echo)
+    if delete:
+        checked = parse_chat({"data": "-", "client_id": client_id}, max_chars)
+        return EditFrame(target, None, checked.client_id)
+    checked = parse_chat(frame, max_chars)
+    return EditFrame(target, checked.text, checked.client_id)
 
 
 def parse_chat(frame: dict[str, Any], max_chars: int) -> ChatFrame:

@@ -6,8 +6,8 @@ a message's text as a substring, case-insensitively, in any script (`你好` fin
 
 The index (migration 0006) finds substrings of 3 or more characters: on SQLite an FTS5
 table with the trigram tokenizer, kept in step with `messages` by triggers inside
-whichever transaction changes a message (the writer's batch, an import, `db copy`, and
-later an edit, a delete or a retention purge: each of those is a plain UPDATE or DELETE
+whichever transaction changes a message (the writer's batch, an import, `db copy`, an
+edit, a delete or a retention purge: each of those is a plain UPDATE or DELETE
 of `messages`, and the triggers take the old text out of the index in that same
 transaction); on PostgreSQL pg_trgm's GIN index on lower(text). A term of 1 or 2
 characters has no trigram: on SQLite it is checked with instr() on the rows the longer
@@ -40,6 +40,7 @@ from sqlalchemy import (
 )
 
 from .models import Message, User
+from .protocol import CHAT
 from .store import AnySelect, message_select
 
 MAX_QUERY_CHARS = 200
@@ -142,7 +143,9 @@ def search_query(
         for term in terms:
             pattern = literal("%" + escape_like(term) + "%")
             query = query.where(func.lower(Message.text).like(func.lower(pattern), escape="\\"))
-    query = query.where(readable(room_column))
+    # Current chat texts only (docs/protocol.md §17): never an edit event's text (SQLite's
+    # index holds none, but the short-term path reads rows), never a deleted message.
+    query = query.where(Message.kind == CHAT, Message.deleted.is_(False), readable(room_column))
     if room is not None:
         query = query.where(Message.room == room)
     if user_name_keys is not None:

@@ -12,7 +12,7 @@ from sqlalchemy import ColumnElement, Row, Select, and_, select
 from sqlalchemy.exc import DBAPIError
 
 from .models import ApiToken, Membership, Message, Room, Session, User
-from .protocol import RESUME_LIMIT, StoredMessage, UserRef, now_ms
+from .protocol import CHAT, RESUME_LIMIT, StoredMessage, UserRef, now_ms
 
 if TYPE_CHECKING:
     from .database import Database
@@ -51,11 +51,33 @@ MESSAGE_COLUMNS = (
     Message.text,
     Message.ts_ms,
     Message.client_id,
+    Message.kind,
+    Message.target,
+    Message.edited_ms,
+    Message.deleted,
 )
+# History without `after` shows chat messages only, in their current state (edits and
+# deletes are in their rows); `after` brings the events too (docs/protocol.md §17).
+IS_CHAT = Message.kind == CHAT
 
 
 def message_select() -> AnySelect:
     return select(*MESSAGE_COLUMNS).join(User, User.id == Message.user_id)
+
+
+def newest_query(room: str, limit: int) -> AnySelect:
+    """The room's newest `limit + 1` chat messages, newest first: a backward range scan of
+    ix_messages_room_id that skips the events it meets (tests/test_store.py checks the plan)."""
+    return message_select().where(Message.room == room, IS_CHAT).order_by(Message.id.desc()).limit(limit + 1)
+
+
+def before_query(room: str, before_id: int, limit: int) -> AnySelect:
+    return (
+        message_select()
+        .where(Message.room == room, Message.id < before_id, IS_CHAT)
+        .order_by(Message.id.desc())
+        .limit(limit + 1)
+    )
 
 
 def to_message(row: Row[Any]) -> StoredMessage:
@@ -66,6 +88,10 @@ def to_message(row: Row[Any]) -> StoredMessage:
         text=row.text,
         ts_ms=row.ts_ms,
         client_id=row.client_id,
+        kind=row.kind,
+        target=row.target,
+        edited_ms=row.edited_ms,
+        deleted=bool(row.deleted),
     )
 
 
@@ -156,22 +182,16 @@ class Store:
     # History -----------------------------------------------------------------
 
     async def newest(self, room: str, limit: int) -> Page:
-        """The newest `limit` messages, oldest first; has_more = older ones exist."""
-        query = message_select().where(Message.room == room).order_by(Message.id.desc()).limit(limit + 1)
-        rows = await self._rows(query)
+        """The newest `limit` chat messages, oldest first; has_more = older ones exist."""
+        rows = await self._rows(newest_query(room, limit))
         return Page([to_message(r) for r in reversed(rows[:limit])], len(rows) > limit)
 
     async def before(self, room: str, before_id: int, limit: int) -> Page:
-        query = (
-            message_select()
-            .where(Message.room == room, Message.id < before_id)
-            .order_by(Message.id.desc())
-            .limit(limit + 1)
-        )
-        rows = await self._rows(query)
+        rows = await self._rows(before_query(room, before_id, limit))
         return Page([to_message(r) for r in reversed(rows[:limit])], len(rows) > limit)
 
     async def after(self, room: str, after_id: int, limit: int) -> Page:
+        """Every row after `after_id`: chat messages (in their current state) and events."""
         query = (
             message_select().where(Message.room == room, Message.id > after_id).order_by(Message.id).limit(limit + 1)
         )
@@ -184,12 +204,15 @@ class Store:
         side = limit // 2
         older = await self._rows(
             message_select()
-            .where(Message.room == room, Message.id < message_id)
+            .where(Message.room == room, Message.id < message_id, IS_CHAT)
             .order_by(Message.id.desc())
             .limit(side + 1)
         )
         newer = await self._rows(
-            message_select().where(Message.room == room, Message.id >= message_id).order_by(Message.id).limit(side + 2)
+            message_select()
+            .where(Message.room == room, Message.id >= message_id, IS_CHAT)
+            .order_by(Message.id)
+            .limit(side + 2)
         )
         if not newer or newer[0].id != message_id:
             return None

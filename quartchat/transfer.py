@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from .accounts import InvalidName, name_key, name_skeleton, stored_name
 from .export import ExportError, parse_time
 from .models import Base, Message, Room, User
-from .protocol import format_ts
+from .protocol import CHAT, DELETE, EDIT, format_ts
 from .rooms import valid_room
 
 BATCH = 5000
@@ -41,6 +41,13 @@ class Record:
     ts: str  # as protocol.format_ts writes ts_ms
     client_id: str | None
     where: str = ""  # "line 3": for errors found after the line was read
+    # docs/protocol.md §17: "chat", or an edit or delete event of the chat message `target`;
+    # a chat message's current state.
+    kind: str = "chat"
+    target: int | None = None
+    edited_ms: int | None = None
+    deleted: bool = False
+    mentions: str | None = None  # the JSON list of user ids, as messages.mentions holds it
 
 
 def read_export(source: TextIO, name: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -86,8 +93,19 @@ def to_record(where: str, message: object) -> Record:
     if not isinstance(message, dict):
         raise wrong("not a message object")
     message_id, room, user, data = message.get("id"), message.get("room"), message.get("user"), message.get("data")
-    if message.get("type") != "chat":
-        raise wrong('"type" must be "chat"')
+    kind = message.get("type")
+    if kind not in (CHAT, EDIT, DELETE):
+        raise wrong('"type" must be "chat", "edit" or "delete"')
+    target = message.get("target")
+    if kind != CHAT and (not isinstance(target, int) or isinstance(target, bool) or not 0 < target < 2**63):
+        raise wrong('"target" must be the id of a chat message')
+    if kind == DELETE:
+        data = ""  # a delete event has no text
+    deleted = message.get("deleted", False)
+    if not isinstance(deleted, bool) or (deleted and kind != CHAT):
+        raise wrong('"deleted" must be true or false, on a chat message')
+    if deleted:
+        data = ""  # a deleted message's text is gone, whatever the file says
     if not isinstance(message_id, int) or isinstance(message_id, bool) or not 0 < message_id < 2**63:
         raise wrong('"id" must be a positive whole number')
     if not isinstance(room, str) or not valid_room(room):
@@ -112,9 +130,36 @@ def to_record(where: str, message: object) -> Record:
     client_id = message.get("client_id")
     if client_id is not None and (not isinstance(client_id, str) or not 0 < len(client_id) <= 64):
         raise wrong('"client_id" must be a string of at most 64 characters')
+    edited = message.get("edited")
+    try:
+        edited_ms = parse_time(edited if isinstance(edited, str) else None, "edited")
+    except ExportError as bad:
+        raise wrong(str(bad)) from None
+    if edited is not None and (edited_ms is None or kind != CHAT):
+        raise wrong('"edited" must be a time, on a chat message')
+    mentions = message.get("mentions")
+    if mentions is not None and (
+        not isinstance(mentions, list) or not all(isinstance(m, str) and 0 < len(m) <= 36 for m in mentions)
+    ):
+        raise wrong('"mentions" must be a list of user ids')
     # Our own exports write times as format_ts does; anything else is rewritten so.
     ts_text = ts if CANONICAL_TS.fullmatch(ts) else format_ts(ts_ms)
-    return Record(message_id, room, user["id"], user_name, data, ts_ms, ts_text, client_id, where)
+    return Record(
+        message_id,
+        room,
+        user["id"],
+        user_name,
+        data,
+        ts_ms,
+        ts_text,
+        client_id,
+        where,
+        kind,
+        None if kind == CHAT else target,
+        edited_ms,
+        deleted,
+        orjson.dumps(mentions).decode() if mentions and not deleted else None,
+    )
 
 
 def _dialect(connection: AsyncConnection) -> Any:
@@ -201,7 +246,23 @@ async def _import_chunk(
             [{"name": room, "message_count": 0, "last_id": 0} for room in sorted(fresh_rooms)],
         )
         rooms |= fresh_rooms
-    rows = [(r.id, r.room, r.user_id, r.text, r.ts_ms, r.ts, r.client_id) for r in chunk]
+    rows = [
+        (
+            r.id,
+            r.room,
+            r.user_id,
+            r.text,
+            r.ts_ms,
+            r.ts,
+            r.client_id,
+            r.kind,
+            r.target,
+            r.edited_ms,
+            r.deleted,
+            r.mentions,
+        )
+        for r in chunk
+    ]
     if connection.dialect.name == "sqlite":
         # The driver's executemany, without SQLAlchemy's per-row parameter processing
         # (a fifth of an import's time; these values need no conversion).
@@ -212,7 +273,20 @@ async def _import_chunk(
     )
 
 
-MESSAGE_COLUMNS = ("id", "room", "user_id", "text", "ts_ms", "ts", "client_id")
+MESSAGE_COLUMNS = (
+    "id",
+    "room",
+    "user_id",
+    "text",
+    "ts_ms",
+    "ts",
+    "client_id",
+    "kind",
+    "target",
+    "edited_ms",
+    "deleted",
+    "mentions",
+)
 SQLITE_INSERT_MESSAGES = (
     f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}) VALUES ({', '.join('?' * len(MESSAGE_COLUMNS))}) "
     "ON CONFLICT DO NOTHING"
@@ -221,9 +295,9 @@ SQLITE_INSERT_MESSAGES = (
 
 async def _recount_rooms(connection: AsyncConnection, rooms: Sequence[str]) -> None:
     for room in rooms:
-        totals = (
-            await connection.execute(select(func.count(), func.max(Message.id)).where(Message.room == room))
-        ).one()
+        # A room's message count is of its chat messages; its last id, of every row.
+        chats = func.count().filter(Message.kind == CHAT)
+        totals = (await connection.execute(select(chats, func.max(Message.id)).where(Message.room == room))).one()
         await connection.execute(
             Room.__table__.update()  # type: ignore[attr-defined]
             .where(Room.name == room)

@@ -32,9 +32,20 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from .metrics import Metrics
 from .protocol import StoredMessage
-from .writes import Draft, NotMember, Outcome, Refused, SessionEnded, Writes
+from .writes import Draft, Forbidden, NotFound, NotMember, Outcome, Refused, SessionEnded, Writes
 
-__all__ = ["Draft", "MessageWriter", "NotMember", "OnCommit", "Outcome", "Refused", "SessionEnded", "Unavailable"]
+__all__ = [
+    "Draft",
+    "Forbidden",
+    "MessageWriter",
+    "NotFound",
+    "NotMember",
+    "OnCommit",
+    "Outcome",
+    "Refused",
+    "SessionEnded",
+    "Unavailable",
+]
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .database import Database
 from .models import ApiToken, Membership, Message, Room, Session, User
-from .protocol import StoredMessage, UserRef, format_ts, now_ms
+from .protocol import CHAT, DELETE, EDIT, StoredMessage, UserRef, format_ts, now_ms
 from .store import (
     DEFAULT_SESSION_LIFETIME_MS,
     SESSIONS_PER_QUERY,
@@ -58,6 +58,15 @@ class NotMember(Refused):
     stored (removed, or left, however long the news takes to reach its socket)."""
 
 
+class NotFound(Refused):
+    """An edit or delete of no chat message of this room that is not deleted."""
+
+
+class Forbidden(Refused):
+    """An edit of another user's message, or a delete by none of the author, the room's
+    owner and an admin."""
+
+
 @dataclass(frozen=True, slots=True)
 class Draft:
     room: str
@@ -66,6 +75,13 @@ class Draft:
     client_id: str | None = None
     # Stored only if this session is live when its transaction runs (None: no check).
     session_id: str | None = None
+    # "chat", or an event (docs/protocol.md §17): "edit" (text: the new text) or
+    # "delete" (text: "") of the chat message `target`.
+    kind: str = CHAT
+    target: int | None = None
+    # The sender is an admin, who may delete any message of a room it can read (it has
+    # a socket there).
+    admin: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +325,7 @@ class Writes(ABC):
             outsiders = (
                 self._outsiders(connection, [d for d in drafts if d.room in restricted]) if restricted else set()
             )
-            refused = {
+            refused: dict[int, Refused] = {
                 index: SessionEnded("the session ended: sign in again")
                 if draft.session_id in ended
                 else NotMember("Not a member")
@@ -318,6 +334,8 @@ class Writes(ABC):
             }
             keys = [(d.user.id, d.room, d.client_id) for d in drafts if d.client_id is not None]
             earlier = self._by_client_ids(connection, keys) if keys else {}
+            events = [d for i, d in enumerate(drafts) if d.kind != CHAT and i not in refused]
+            check = _EventCheck(connection, events) if events else None
             first_in_batch: dict[ClientKey, int] = {}
             new_indexes: list[int] = []
             for index, draft in enumerate(drafts):
@@ -325,10 +343,17 @@ class Writes(ABC):
                     continue
                 key = (draft.user.id, draft.room, draft.client_id) if draft.client_id is not None else None
                 if key is None or (key not in earlier and key not in first_in_batch):
+                    if check is not None and draft.kind != CHAT:
+                        refusal = check.refusal(draft)
+                        if refusal is not None:
+                            refused[index] = refusal
+                            continue
                     new_indexes.append(index)
                     if key is not None:
                         first_in_batch[key] = index
             stored = self._insert(connection, [drafts[i] for i in new_indexes], last_ids)
+            if check is not None:
+                self._apply_events(connection, [m for m in stored if m.kind != CHAT])
             if refused:  # a room made above for refused messages alone is no room yet
                 unused = {d.room for d in drafts} - {d.room for i, d in enumerate(drafts) if i not in refused}
                 connection.execute(
@@ -391,6 +416,18 @@ class Writes(ABC):
         rows = connection.execute(query).all()
         return {(row.user_id, row.room, row.client_id): to_message(row) for row in rows}
 
+    def _apply_events(self, connection: Connection, events: list[StoredMessage]) -> None:
+        """Bring each event's chat message to its current state, in the event's
+        transaction: an edit's text and time; a delete empties it and every edit's text
+        (docs/protocol.md §17: a deleted text is gone from the database)."""
+        edits = [{"b_id": e.target, "b_text": e.text, "b_ms": e.ts_ms} for e in events if e.kind == EDIT]
+        if edits:
+            connection.execute(_APPLY_EDIT, edits)
+        deletes = [{"b_id": e.target} for e in events if e.kind == DELETE]
+        if deletes:
+            connection.execute(_APPLY_DELETE, deletes)
+            connection.execute(_ERASE_EDITS, deletes)
+
     def _insert(self, connection: Connection, drafts: list[Draft], last_ids: dict[str, int]) -> list[StoredMessage]:
         """Three statements a batch however many rooms it touches, with _take_rooms."""
         if not drafts:
@@ -398,7 +435,8 @@ class Writes(ABC):
         # Ids grow with commits, and so must times, even if the clock steps back.
         ts_ms = self._last_ts = max(now_ms(), self._last_ts)
         ids = self._insert_messages(connection, drafts, ts_ms)
-        added = Counter(d.room for d in drafts)
+        # A room's message count is of its chat messages; its last id, of every row.
+        added = Counter(d.room for d in drafts if d.kind == CHAT)
         stored = []
         for draft, message_id in zip(drafts, ids, strict=True):
             stored.append(
@@ -410,10 +448,13 @@ class Writes(ABC):
                     ts_ms=ts_ms,
                     client_id=draft.client_id,
                     prev_id=last_ids[draft.room],
+                    kind=draft.kind,
+                    target=draft.target,
                 )
             )
             last_ids[draft.room] = message_id
-        self._update_rooms(connection, {room: (added[room], last_ids[room]) for room in sorted(added)})
+        rooms = sorted({d.room for d in drafts})
+        self._update_rooms(connection, {room: (added[room], last_ids[room]) for room in rooms})
         return stored
 
     def _oldest_live_ms(self) -> int:
@@ -482,8 +523,14 @@ class SqliteWrites(Writes):
         ids: list[int] = []
         for start in range(0, len(drafts), _SQLITE_ROWS_PER_INSERT):
             page = drafts[start : start + _SQLITE_ROWS_PER_INSERT]
-            values = tuple(v for d in page for v in (d.room, d.user.id, d.text, ts_ms, ts, d.client_id))
-            result = connection.exec_driver_sql(_sqlite_insert_messages(len(page)), values)
+            if all(d.kind == CHAT for d in page):  # the common case keeps its short statement
+                values = tuple(v for d in page for v in (d.room, d.user.id, d.text, ts_ms, ts, d.client_id))
+                result = connection.exec_driver_sql(_sqlite_insert_messages(len(page)), values)
+            else:
+                values = tuple(
+                    v for d in page for v in (d.room, d.user.id, d.text, ts_ms, ts, d.client_id, d.kind, d.target)
+                )
+                result = connection.exec_driver_sql(_sqlite_insert_events(len(page)), values)
             ids.extend(sorted(int(message_id) for (message_id,) in result))
         return ids
 
@@ -559,7 +606,16 @@ class PostgresWrites(Writes):
     def _insert_messages(self, connection: Connection, drafts: list[Draft], ts_ms: int) -> list[int]:
         ts = format_ts(ts_ms)
         rows = [
-            {"room": d.room, "user_id": d.user.id, "text": d.text, "ts_ms": ts_ms, "ts": ts, "client_id": d.client_id}
+            {
+                "room": d.room,
+                "user_id": d.user.id,
+                "text": d.text,
+                "ts_ms": ts_ms,
+                "ts": ts,
+                "client_id": d.client_id,
+                "kind": d.kind,
+                "target": d.target,
+            }
             for d in drafts
         ]
         return list(connection.execute(self.INSERT_MESSAGES, rows).scalars().all())
@@ -589,6 +645,59 @@ def _sqlite_take_rooms(count: int) -> str:
 def _sqlite_insert_messages(count: int) -> str:
     values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * count)
     return f"INSERT INTO messages (room, user_id, text, ts_ms, ts, client_id) VALUES {values} RETURNING id"
+
+
+@functools.lru_cache(maxsize=300)
+def _sqlite_insert_events(count: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * count)
+    return (
+        f"INSERT INTO messages (room, user_id, text, ts_ms, ts, client_id, kind, target) VALUES {values} RETURNING id"
+    )
+
+
+_APPLY_EDIT = (
+    update(Message).where(Message.id == bindparam("b_id")).values(text=bindparam("b_text"), edited_ms=bindparam("b_ms"))
+)
+_APPLY_DELETE = update(Message).where(Message.id == bindparam("b_id")).values(text="", deleted=True, mentions=None)
+_ERASE_EDITS = update(Message).where(Message.target == bindparam("b_id"), Message.kind == EDIT).values(text="")
+
+
+class _EventCheck:
+    """Whether each edit or delete of a batch may be stored, read inside its transaction
+    and kept up to date as the batch goes (a delete makes a later edit of the same
+    message not_found)."""
+
+    def __init__(self, connection: Connection, events: list[Draft]) -> None:
+        targets = sorted({d.target for d in events if d.target is not None})
+        query = select(Message.id, Message.room, Message.user_id, Message.kind, Message.deleted).where(
+            Message.id.in_(targets)
+        )
+        self.targets = {row.id: row for row in connection.execute(query)}
+        # The room owners among those who delete another's message.
+        pairs = sorted(
+            {(d.room, d.user.id) for d in events if d.kind == DELETE and not d.admin and d.target in self.targets}
+        )
+        self.owners: set[tuple[str, str]] = set()
+        if pairs:
+            owners = select(Membership.room, Membership.user_id).where(
+                tuple_(Membership.room, Membership.user_id).in_(pairs), Membership.role == "owner"
+            )
+            self.owners = {(row.room, row.user_id) for row in connection.execute(owners)}
+        self.deleted: set[int] = set()
+
+    def refusal(self, draft: Draft) -> Refused | None:
+        """None if the event may be stored (then it counts as stored)."""
+        row = self.targets.get(draft.target) if draft.target is not None else None
+        if row is None or row.room != draft.room or row.kind != CHAT or row.deleted or row.id in self.deleted:
+            return NotFound("no such message in this room")
+        if draft.kind == EDIT:
+            if row.user_id != draft.user.id:
+                return Forbidden("only its author may edit a message")
+            return None
+        if row.user_id != draft.user.id and not draft.admin and (draft.room, draft.user.id) not in self.owners:
+            return Forbidden("only its author, the room's owner or an admin may delete a message")
+        self.deleted.add(row.id)
+        return None
 
 
 _SQLITE_UPDATE_ROOMS = "UPDATE rooms SET message_count = message_count + ?, last_id = ? WHERE name = ?"

@@ -21,10 +21,13 @@ from .access import NotAllowed, NotVisible, RoomView, check_room
 from .asgi_send import frame_sender
 from .connection import Connection
 from .protocol import (
+    DELETE,
+    EDIT,
     MAX_FRAME_BYTES,
     PONG_FRAME,
     ChatFrame,
     CloseCode,
+    EditFrame,
     ErrorCode,
     FrameError,
     error_frame,
@@ -38,7 +41,7 @@ from .rooms import DEFAULT_ROOM
 from .runtime import Runtime, runtime
 from .store import SignedIn
 from .web_session import bearer_token, current_session, origin_allowed
-from .writer import Draft, NotMember, Outcome, SessionEnded, Unavailable
+from .writer import Draft, Forbidden, NotFound, NotMember, Outcome, SessionEnded, Unavailable
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ws", __name__)
@@ -123,7 +126,7 @@ async def _chat(rt: Runtime, room: str, address: str) -> None:
             await rt.hub.join(connection)
             await _open(rt, connection, None if after_text is None else int(after_text))
         if connection.close_code is None:
-            await _serve(rt, connection)
+            await _serve(rt, connection, signed_in.role == "admin")
         if connection.close_code is not None:
             await _close(connection.close_code, connection.close_reason)
     finally:
@@ -179,7 +182,7 @@ async def _open(rt: Runtime, connection: Connection, after: int | None) -> None:
     await websocket.send(list_frame(room, online))
 
 
-async def _serve(rt: Runtime, connection: Connection) -> None:
+async def _serve(rt: Runtime, connection: Connection, admin: bool) -> None:
     """Read in this task (the handler's), send in a task of its own, until either ends.
 
     Two tasks a connection, not four: the reader is this task, and the close stops it
@@ -203,7 +206,7 @@ async def _serve(rt: Runtime, connection: Connection) -> None:
     sender.add_done_callback(stop)
     connection.on_close = stop
     try:
-        await _read(rt, connection)
+        await _read(rt, connection, admin)
     except asyncio.CancelledError:
         # Our own stop is swallowed; a cancellation from outside (the client went, the
         # server stops) is not.
@@ -222,7 +225,7 @@ async def _serve(rt: Runtime, connection: Connection) -> None:
         connection.abort(CloseCode.SERVER_ERROR, "server error")
 
 
-async def _read(rt: Runtime, connection: Connection) -> None:
+async def _read(rt: Runtime, connection: Connection, admin: bool) -> None:
     settings = rt.settings
     refusals: SlidingWindow | None = None  # made at the first refusal: most never need one
     in_flight = asyncio.Semaphore(IN_FLIGHT_PER_CONNECTION)
@@ -253,7 +256,7 @@ async def _read(rt: Runtime, connection: Connection) -> None:
         except FrameError as refused:
             refuse(refused.code, refused.message, refused.client_id)
             continue
-        if not isinstance(frame, ChatFrame):
+        if not isinstance(frame, ChatFrame | EditFrame):
             connection.push(PONG_FRAME)
             continue
         if not rt.rate_limiter.allow(connection.user.id, connection.room):
@@ -265,9 +268,21 @@ async def _read(rt: Runtime, connection: Connection) -> None:
             )
             continue
         await in_flight.acquire()
-        stored = rt.writer.submit(
-            Draft(connection.room, connection.user, frame.text, frame.client_id, connection.session_id)
-        )
+        if isinstance(frame, EditFrame):  # an edit or delete: the writer checks who may (§17)
+            kind, text = (DELETE, "") if frame.text is None else (EDIT, frame.text)
+            draft = Draft(
+                connection.room,
+                connection.user,
+                text,
+                frame.client_id,
+                connection.session_id,
+                kind=kind,
+                target=frame.target,
+                admin=admin,
+            )
+        else:
+            draft = Draft(connection.room, connection.user, frame.text, frame.client_id, connection.session_id)
+        stored = rt.writer.submit(draft)
         stored.add_done_callback(partial(_stored, rt, connection, in_flight, frame.client_id))
 
 
@@ -290,6 +305,11 @@ def _stored(
         return
     if isinstance(failure, NotMember):
         connection.abort(CloseCode.NOT_MEMBER, NOT_A_MEMBER)
+        return
+    if isinstance(failure, NotFound | Forbidden):
+        code = ErrorCode.NOT_FOUND if isinstance(failure, NotFound) else ErrorCode.FORBIDDEN
+        rt.metrics.errors.labels(code=code.value).inc()
+        connection.push(error_frame(code, str(failure), client_id))
         return
     if failure is not None:
         rt.metrics.errors.labels(code=ErrorCode.UNAVAILABLE.value).inc()

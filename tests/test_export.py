@@ -396,3 +396,154 @@ def test_no_text_can_forge_a_txt_line_and_json_csv_keep_it_exact(tmp_path: Path)
     rows = list(csv.reader(io.StringIO(exported("csv"), newline="")))
     assert [row[5] for row in rows[1:6]] == FORGERS
     assert rows[6][1] == "'-1-1", "the room column is formula-guarded too"
+
+
+# Edits and deletes (docs/protocol.md §17) ------------------------------------------------
+
+ALICE_REF = {"id": "u-1", "name": "alice"}
+
+
+def edited_history() -> list[dict[str, Any]]:
+    """A room as the server stores it after edits and a delete, with its events."""
+    ts = "2026-11-24T10:00:{:02d}.{:03d}Z".format
+    return [
+        {"id": 1, "type": "chat", "room": "lobby", "user": ALICE_REF, "data": "plain", "ts": ts(1, 1)},
+        {
+            "id": 2, "type": "chat", "room": "lobby", "user": ALICE_REF, "data": "=2 newest",
+            "ts": ts(2, 2), "edited": ts(6, 6), "client_id": "c-2",
+        },
+        {"id": 3, "type": "chat", "room": "lobby", "user": ALICE_REF, "data": "", "ts": ts(3, 3), "deleted": True},
+        {
+            "id": 4, "type": "chat", "room": "lobby", "user": ALICE_REF, "data": "", "ts": ts(4, 4),
+            "edited": ts(7, 7), "deleted": True, "client_id": "c-4",
+        },
+        {"id": 5, "type": "edit", "room": "lobby", "user": ALICE_REF, "target": 2, "data": "middle", "ts": ts(5, 5)},
+        {
+            "id": 6, "type": "edit", "room": "lobby", "user": ALICE_REF, "target": 2, "data": "=2 newest",
+            "ts": ts(6, 6), "client_id": "e-6",
+        },
+        {"id": 7, "type": "edit", "room": "lobby", "user": ALICE_REF, "target": 4, "data": "", "ts": ts(7, 7)},
+        {"id": 8, "type": "delete", "room": "lobby", "user": ALICE_REF, "target": 3, "ts": ts(8, 8)},
+        {"id": 9, "type": "delete", "room": "lobby", "user": ALICE_REF, "target": 4, "ts": ts(9, 9)},
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def edited(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    tmp_path = tmp_path_factory.mktemp("edited")
+    env = quartchat_env(sqlite_url(tmp_path / "e.db"))
+    dump = tmp_path / "seed.ndjson"
+    dump.write_text("".join(json.dumps(m) + "\n" for m in edited_history()), encoding="utf-8")
+    assert run_cli(env, tmp_path, "db", "upgrade").returncode == 0
+    result = run_cli(env, tmp_path, "import", str(dump))
+    assert result.returncode == 0, result.stderr
+    return env
+
+
+def test_an_export_shows_chat_messages_in_their_current_state(edited: dict[str, str], tmp_path: Path) -> None:
+    chats = [m for m in edited_history() if m["type"] == "chat"]
+    assert [json.loads(line) for line in export(edited, tmp_path).splitlines()] == chats
+    with_edits = [json.loads(line) for line in export(edited, tmp_path, "--with-edits").splitlines()]
+    assert with_edits == [m for m in edited_history() if m["type"] != "delete"]
+    rows = list(csv.reader(io.StringIO(export(edited, tmp_path, "--format", "csv").lstrip("\ufeff"))))
+    assert [row[-1] for row in rows[1:]] == ["plain", "'=2 newest (edited)", "(deleted)", "(deleted)"]
+    txt = export(edited, tmp_path, "--format", "txt", "--with-edits")
+    assert "alice: (edit of 2) middle\n" in txt and "alice: =2 newest (edited)\n" in txt
+    page = export(edited, tmp_path, "--format", "html")
+    assert "=2 newest (edited)</li>" in page and page.count("(deleted)</li>") == 2 and "middle" not in page
+
+
+@pytest.mark.parametrize("with_edits", [False, True])
+@pytest.mark.parametrize("fmt", ["ndjson", "json"])
+def test_sqlites_direct_read_of_edited_and_deleted_messages_equals_the_servers(
+    edited: dict[str, str], fmt: str, with_edits: bool
+) -> None:
+    """The SQLite json_object forms of an edited or deleted message and of an edit
+    event write what StoredMessage.to_dict writes, byte for byte."""
+    import asyncio
+
+    from quartchat.database import create_database
+    from quartchat.export import ExportQuery, SqliteFile, formatter, render, render_sqlite
+    from quartchat.settings import Settings
+
+    settings = Settings(database_url=edited["QUARTCHAT_DATABASE_URL"])
+    query = ExportQuery(with_edits=with_edits)
+
+    async def served() -> str:
+        database = create_database(settings)
+        try:
+            return "".join([piece async for piece in render(database.reader, query, formatter("ndjson", None))])
+        finally:
+            await database.dispose()
+
+    assert settings.sqlite_path is not None
+    direct = SqliteFile(settings.sqlite_path)
+    try:
+        written = b"".join(render_sqlite(direct, query, formatter("ndjson", None))).decode()
+    finally:
+        direct.close()
+    assert written == asyncio.run(served())
+    assert written.count("\n") == (7 if with_edits else 4)
+
+
+def test_an_export_with_edits_round_trips_and_imports_once(edited: dict[str, str], tmp_path: Path) -> None:
+    first = tmp_path / "first.ndjson"
+    export(edited, tmp_path, "--with-edits", "-o", str(first))
+    fresh = quartchat_env(sqlite_url(tmp_path / "fresh.db"))
+    assert run_cli(fresh, tmp_path, "db", "upgrade").returncode == 0
+    for _ in range(2):
+        result = run_cli(fresh, tmp_path, "import", str(first))
+        assert result.returncode == 0, result.stderr
+    assert "added 0" in result.stderr, "the second import added messages"
+    second = tmp_path / "second.ndjson"
+    export(fresh, tmp_path, "--with-edits", "-o", str(second))
+    assert second.read_bytes() == first.read_bytes()
+    # The plain export imports too, and says the same of the chat messages.
+    plain = tmp_path / "plain.ndjson"
+    export(edited, tmp_path, "-o", str(plain))
+    other = quartchat_env(sqlite_url(tmp_path / "other.db"))
+    assert run_cli(other, tmp_path, "db", "upgrade").returncode == 0
+    assert run_cli(other, tmp_path, "import", str(plain)).returncode == 0
+    assert export(other, tmp_path) == plain.read_text()
+
+
+def test_an_imported_deleted_message_keeps_no_text_whatever_the_file_says(tmp_path: Path) -> None:
+    import sqlite3
+
+    lines = [
+        {**message(1, "secret text"), "deleted": True},
+        {**message(2, "secret too"), "type": "delete", "target": 1},
+    ]
+    dump = tmp_path / "d.ndjson"
+    dump.write_text("".join(json.dumps(m) + "\n" for m in lines))
+    env = quartchat_env(sqlite_url(tmp_path / "d.db"))
+    assert run_cli(env, tmp_path, "db", "upgrade").returncode == 0
+    assert run_cli(env, tmp_path, "import", str(dump)).returncode == 0
+    with sqlite3.connect(tmp_path / "d.db") as connection:
+        rows = connection.execute("SELECT id, kind, target, text, deleted FROM messages ORDER BY id").fetchall()
+    connection.close()
+    assert rows == [(1, "chat", None, "", 1), (2, "delete", 1, "", 0)]
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        ({"type": "edit"}, '"target"'),
+        ({"type": "edit", "target": "1"}, '"target"'),
+        ({"type": "react"}, '"type"'),
+        ({"deleted": "yes"}, '"deleted"'),
+        ({"edited": "yesterday"}, "edited"),
+        ({"type": "edit", "target": 1, "edited": "2026-11-24T10:00:00Z"}, '"edited"'),
+        ({"mentions": "u-1"}, '"mentions"'),
+    ],
+)
+def test_a_bad_edit_field_names_its_line_and_imports_nothing(
+    tmp_path: Path, change: dict[str, Any], complaint: str
+) -> None:
+    dump = tmp_path / "bad.ndjson"
+    dump.write_text(json.dumps(message(1, "fine")) + "\n" + json.dumps({**message(2, "x"), **change}) + "\n")
+    env = quartchat_env(sqlite_url(tmp_path / "b.db"))
+    assert run_cli(env, tmp_path, "db", "upgrade").returncode == 0
+    result = run_cli(env, tmp_path, "import", str(dump))
+    assert result.returncode != 0 and "line 2" in result.stderr and complaint in result.stderr, result.stderr
+    assert export(env, tmp_path) == ""

@@ -292,6 +292,75 @@ async def test_a_changed_or_deleted_row_is_found_by_its_current_text_only(chat: 
     assert await found(user, "text", room) == [f"{new} text"]
 
 
+async def edit_and_delete(chat: Chat, user: User, room: str, edits: dict[int, list[str]], deletes: list[int]) -> None:
+    """Edit messages (each to its texts in turn) and delete some, through the WebSocket."""
+    conn = await chat.open(user, room)
+    for target, texts in edits.items():
+        for text in texts:
+            await conn.send_json({"type": "edit", "id": target, "data": text})
+            assert (await conn.expect("edit"))["data"] == text
+    for target in deletes:
+        await conn.send_json({"type": "delete", "id": target})
+        assert (await conn.expect("delete"))["target"] == target
+
+
+async def test_an_edited_message_is_found_by_its_new_text_and_a_deleted_one_never(chat: Chat) -> None:
+    user, room = await chat.user(), unique("r")
+    old, new, gone, short = unique("old"), unique("new"), unique("gone"), "éz"
+    # Rooms of hundreds of messages: the two changed ones among 300.
+    filler = await post(chat, user, room, [f"filler {i}" for i in range(300)])
+    edited, deleted, edited_then_deleted = await post(
+        chat, user, room, [f"{old} text", f"{gone} text {short}", f"{old} {gone} both"]
+    )
+    await edit_and_delete(
+        chat,
+        user,
+        room,
+        {edited["id"]: [f"{unique('mid')} text", f"{new} text"], edited_then_deleted["id"]: [f"{new} {gone} later"]},
+        [deleted["id"], edited_then_deleted["id"]],
+    )
+    assert await found(user, new, room) == [f"{new} text"]
+    assert await found(user, old, room) == []
+    assert await found(user, gone, room) == []
+    assert await found(user, short, room) == []  # the short-term path reads rows, not the index
+    assert await found(user, f"{gone} later", room) == []
+    assert len(await found(user, "filler", room)) == 100 and filler
+
+
+async def test_a_delete_leaves_no_text_of_the_message_or_its_edits_in_any_row(chat: Chat, server: Server) -> None:
+    """Delete means gone (docs/protocol.md §17): a raw read of every row of messages."""
+    user, room = await chat.user(), unique("r")
+    secret = unique("secret")
+    kept = await post(chat, user, room, [f"{secret} kept"])
+    first, second = await post(chat, user, room, [f"{secret} original", f"{secret} other"])
+    await edit_and_delete(
+        chat,
+        user,
+        room,
+        {first["id"]: [f"{secret} edit one", f"{secret} edit two"], second["id"]: [f"{secret} second edit"]},
+        [first["id"], second["id"]],
+    )
+    engine = create_async_engine(server.database_url)
+    try:
+        async with engine.connect() as connection:
+            rows = (
+                await connection.exec_driver_sql("SELECT id, kind, target, text, deleted, mentions FROM messages")
+            ).all()
+    finally:
+        await engine.dispose()
+    holding = [row for row in rows if secret in row.text]
+    assert [row.id for row in holding] == [kept[0]["id"]], holding
+    mine = {
+        row.id: row
+        for row in rows
+        if row.id in (first["id"], second["id"]) or row.target in (first["id"], second["id"])
+    }
+    assert len(mine) == 2 + 3 + 2  # two chat rows, three edits, two deletes
+    assert all(row.text == "" for row in mine.values())
+    assert [bool(mine[m["id"]].deleted) for m in (first, second)] == [True, True]
+    assert all(mine[m["id"]].mentions is None for m in (first, second))
+
+
 @pytest.mark.parametrize(
     ("params", "complaint"),
     [
@@ -597,3 +666,34 @@ async def test_an_outsiders_search_of_a_room_it_cannot_read_takes_no_longer_for_
             assert hidden < 3 * nowhere + 0.02
     finally:
         await driver.aclose()
+
+
+async def test_db_copy_keeps_edits_and_deletes_and_the_target_finds_current_texts_only(
+    chat: Chat, server: Server, postgres_url: str, tmp_path: Path
+) -> None:
+    user, room, word = await chat.user(), unique("r"), unique("copied")
+    first, second, third = await post(chat, user, room, [f"{word} old", f"{word} gone", "plain"])
+    await edit_and_delete(
+        chat, user, room, {first["id"]: [f"{word} new"], second["id"]: ["edited first"]}, [second["id"]]
+    )
+    to_postgres = "postgresql" not in server.database_url
+    target = postgres_url if to_postgres else f"sqlite+aiosqlite:///{tmp_path}/copy.db"
+    copied = run_cli(quartchat_env(server.database_url), server.workdir, "db", "copy", "--to", target)
+    assert copied.returncode == 0, copied.stderr
+    columns = "id, room, kind, target, text, ts_ms, edited_ms, deleted, mentions"
+    tables = []
+    for url in (server.database_url, target):
+        engine = create_async_engine(url)
+        try:
+            async with engine.connect() as connection:
+                rows = await connection.exec_driver_sql(
+                    f"SELECT {columns} FROM messages WHERE room = '{room}' ORDER BY id"
+                )
+                tables.append([(*row[:7], bool(row[7]), row[8]) for row in rows])
+        finally:
+            await engine.dispose()
+    assert tables[0] == tables[1]
+    assert [row[2] for row in tables[1]] == ["chat", "chat", "chat", "edit", "edit", "delete"]
+    assert tables[1][0][6] is not None and tables[1][1][7] is True and third["id"] == tables[1][2][0]
+    result = run_cli(quartchat_env(target), tmp_path, "search", word, "--room", room)
+    assert [line.split("> ", 1)[1] for line in result.stdout.splitlines()] == [f"{word} new"]

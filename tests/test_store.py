@@ -12,12 +12,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.dialects.postgresql import dialect as postgresql_dialect
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 
 from quartchat import migrate
 from quartchat.database import create_database
 from quartchat.protocol import RESUME_LIMIT, now_ms
 from quartchat.settings import Settings
-from quartchat.store import Store
+from quartchat.store import AnySelect, Store, before_query, newest_query
 from quartchat.transfer import import_records, read_export
 
 from .support import sqlite_url
@@ -94,3 +96,75 @@ async def test_a_session_past_its_lifetime_signs_nobody_in(store: Store) -> None
     assert await store.session("live", "someone-else") is None
     assert await store.session("old", "u1") is None
     assert await store.live_sessions({"live", "old", "never"}) == {"live"}
+
+
+# Reading the newest page of a room full of edits stays a range scan ----------------------
+
+BIG_ROOM_ROWS = 1_000_000
+EDIT_EVERY = 10  # 100,000 edit events among the million rows
+
+
+def _plan(connection: sqlite3.Connection, query: AnySelect) -> list[str]:
+    sql = str(query.compile(dialect=sqlite_dialect(), compile_kwargs={"literal_binds": True}))
+    return [row[3] for row in connection.execute("EXPLAIN QUERY PLAN " + sql)]
+
+
+async def test_the_newest_page_of_a_million_rows_with_100000_edits_is_a_range_scan_on_sqlite(tmp_path: Path) -> None:
+    path = tmp_path / "big.db"
+    await asyncio.to_thread(migrate.upgrade, sqlite_url(path))
+    with sqlite3.connect(path) as connection:
+        # The search index is no part of this read: its trigger would only slow the build.
+        connection.execute("DROP TRIGGER messages_fts_insert")
+        connection.execute(
+            "INSERT INTO users (id, name, name_key, created_ms, role, disabled) "
+            "VALUES ('u1', 'alice', 'alice', 0, 'member', 0)"
+        )
+        connection.execute("INSERT INTO rooms (name, message_count, last_id) VALUES ('big', 0, 0), ('small', 0, 0)")
+        # Every tenth row is an edit of the chat message before it; a small room around it.
+        connection.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+            "INSERT INTO messages (id, room, user_id, text, ts_ms, ts, kind, target) "
+            "SELECT i, CASE WHEN i % 1000 = 7 THEN 'small' ELSE 'big' END, 'u1', 'text ' || i, i, '', "
+            "CASE WHEN i % ? = 0 THEN 'edit' ELSE 'chat' END, CASE WHEN i % ? = 0 THEN i - 1 END FROM n",
+            (BIG_ROOM_ROWS, EDIT_EVERY, EDIT_EVERY),
+        )
+        assert connection.execute("SELECT count(*) FROM messages WHERE kind = 'edit'").fetchone()[0] == 100_000
+        for query in (newest_query("big", 50), before_query("big", 500_000, 50)):
+            plan = _plan(connection, query)
+            assert any("messages USING INDEX ix_messages_room_id (room=?" in step for step in plan), plan
+            assert not any("TEMP B-TREE" in step or step.startswith("SCAN messages") for step in plan), plan
+    connection.close()
+    database = create_database(Settings(database_url=sqlite_url(path), secret_key="s" * 32))
+    try:
+        page = await Store(database).newest("big", 50)
+    finally:
+        await database.dispose()
+    assert len(page.messages) == 50 and all(m.kind == "chat" for m in page.messages)
+    assert page.messages[-1].id == BIG_ROOM_ROWS - 1  # the last row is an edit
+    assert page.has_more
+
+
+async def test_the_newest_page_is_an_index_scan_on_postgresql(postgres_url: str) -> None:
+    """A smaller room (6,000 rows, a tenth of them edits, among 150,000): after ANALYZE
+    the planner itself picks the backward scan of ix_messages_room_id, with no sort."""
+    import asyncpg
+
+    await asyncio.to_thread(migrate.upgrade, postgres_url)
+    connection = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await connection.execute(
+            "INSERT INTO users (id, name, name_key, created_ms) VALUES ('u1', 'alice', 'alice', 0);"
+            "INSERT INTO rooms (name, message_count, last_id) VALUES ('big', 0, 0), ('other', 0, 0);"
+            "INSERT INTO messages (room, user_id, text, ts_ms, ts, kind, target) "
+            "SELECT CASE WHEN i % 25 = 0 THEN 'big' ELSE 'other' END, 'u1', 'text ' || i, i, '', "
+            "CASE WHEN i % 250 = 0 THEN 'edit' ELSE 'chat' END, CASE WHEN i % 250 = 0 THEN i - 25 END "
+            "FROM generate_series(1, 150000) AS i;"
+            "ANALYZE messages; ANALYZE users;"
+        )
+        for query in (newest_query("big", 50), before_query("big", 75_000, 50)):
+            sql = str(query.compile(dialect=postgresql_dialect(), compile_kwargs={"literal_binds": True}))
+            plan = "\n".join(row[0] for row in await connection.fetch("EXPLAIN " + sql))
+            assert "Index Scan Backward using ix_messages_room_id on messages" in plan, plan
+            assert "Sort" not in plan and "Seq Scan on messages" not in plan, plan
+    finally:
+        await connection.close()

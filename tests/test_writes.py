@@ -7,6 +7,7 @@ import asyncio
 import threading
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -328,3 +329,65 @@ async def test_disabling_ends_sessions_and_tokens_and_refuses_new_sessions(datab
     assert await writes.create_session("s3", ALICE.id)
     assert await store.session("s3", ALICE.id) is not None
     assert await store.token_session("c" * 64) is None, "enabling brings no token back"
+
+
+async def test_edits_and_deletes_in_one_batch_are_checked_in_order_and_update_their_messages(
+    database: Database,
+) -> None:
+    """docs/protocol.md §17 in the SQL: who may, what is not found (a delete earlier in the
+    same batch included), the chat rows brought to their state and erased in the same
+    transaction, events numbered in the room's sequence, the counter of chat messages."""
+    bob, owner = UserRef("u-bob", "bob"), UserRef("u-owner", "owner")
+    for user in (bob, owner):
+        await add_user(database, user)
+    writes = create_writes(database)
+    assert await writes.create_room("team", "private", owner.id)
+    for user in (ALICE, bob):
+        await writes.add_member("team", user.id)
+    await writes.open()
+    try:
+        chats = await writes.commit_batch(
+            [Draft("team", ALICE, "a1"), Draft("team", ALICE, "a2"), Draft("team", bob, "b1"), Draft("x", bob, "x")]
+        )
+        a1, a2, b1, elsewhere = (o.message for o in chats if not isinstance(o, Exception))
+
+        def event(kind: str, user: UserRef, target: int, text: str = "", **more: Any) -> Draft:
+            return Draft("team", user, text, kind=kind, target=target, **more)
+
+        batch = [
+            event("edit", ALICE, a1.id, "a1 edited", client_id="e1"),
+            event("delete", ALICE, a1.id),
+            event("edit", ALICE, a1.id, "too late"),  # deleted earlier in this batch
+            event("delete", bob, a2.id),  # not bob's, bob no owner
+            event("edit", owner, b1.id, "owner's words"),  # an owner may delete, never edit
+            event("delete", owner, b1.id),
+            event("delete", bob, b1.id),  # deleted already
+            event("delete", bob, elsewhere.id),  # another room's
+            event("edit", ALICE, a2.id, "a2 edited"),
+            event("delete", bob, a2.id, admin=True),
+            event("edit", ALICE, a2.id, "again", client_id="e1"),  # a repeat: the first's outcome
+        ]
+        outcomes = await writes.commit_batch(batch)
+        kinds = [type(o).__name__ if isinstance(o, Exception) else o.message.kind for o in outcomes]
+        assert kinds == [
+            "edit", "delete", "NotFound", "Forbidden", "Forbidden", "delete",
+            "NotFound", "NotFound", "edit", "delete", "edit",
+        ]  # fmt: skip
+        stored = [o.message for o in outcomes[:-1] if not isinstance(o, Exception)]
+        assert outcomes[-1].message == stored[0]  # type: ignore[union-attr]
+        assert [m.prev_id for m in stored] == [b1.id] + [m.id for m in stored[:-1]]
+        assert [m.target for m in stored] == [a1.id, a1.id, b1.id, a2.id, a2.id]
+        again = await writes.commit_batch([event("edit", ALICE, a1.id, "retry", client_id="e1")])
+        # The stored event back, its text erased by the delete since.
+        assert again[0].message == replace(stored[0], text="") and not again[0].fresh  # type: ignore[union-attr]
+    finally:
+        await writes.close()
+    async with database.reader.connect() as connection:
+        rows = {r.id: r for r in (await connection.execute(select(Message).where(Message.room == "team"))).all()}
+        room = (await connection.execute(select(Room.message_count, Room.last_id).where(Room.name == "team"))).one()
+    assert (rows[a1.id].text, rows[a1.id].deleted, rows[a1.id].edited_ms) == ("", True, stored[0].ts_ms)
+    assert (rows[b1.id].text, rows[b1.id].deleted) == ("", True)
+    assert (rows[a2.id].text, rows[a2.id].deleted) == ("", True)
+    assert all(rows[m.id].text == "" for m in stored), "every edit of a deleted message is erased"
+    assert all(rows[m.id].kind == m.kind and rows[m.id].target == m.target for m in stored)
+    assert tuple(room) == (3, stored[-1].id)

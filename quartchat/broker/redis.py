@@ -19,7 +19,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from ..protocol import StoredMessage, UserRef
+from ..protocol import CHAT, StoredMessage, UserRef
 from . import Broker, Committed, Event, Presence, Resync, Revoked
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,10 @@ def encode(event: Event) -> bytes:
         return orjson.dumps({
             "k": "c",
             "o": event.origin,
+            # An edit or delete event adds its kind and target (docs/protocol.md §17).
             "m": [[m.id, m.room, m.user.id, m.user.name, m.text, m.ts_ms, m.client_id, m.prev_id]
+                  if m.kind == CHAT else
+                  [m.id, m.room, m.user.id, m.user.name, m.text, m.ts_ms, m.client_id, m.prev_id, m.kind, m.target]
                   for m in event.messages],
         })  # fmt: skip
     if isinstance(event, Presence):
@@ -57,6 +60,9 @@ def decode(raw: bytes) -> Event:
             tuple(
                 StoredMessage(id=m[0], room=m[1], user=UserRef(m[2], m[3]), text=m[4], ts_ms=m[5],
                               client_id=m[6], prev_id=m[7])
+                if len(m) == 8 else
+                StoredMessage(id=m[0], room=m[1], user=UserRef(m[2], m[3]), text=m[4], ts_ms=m[5],
+                              client_id=m[6], prev_id=m[7], kind=m[8], target=m[9])
                 for m in data["m"]
             ),
             data["o"],
