@@ -1,4 +1,4 @@
-"""Delete means gone (docs/protocol.md §12, §19): a deleted text leaves the database files.
+"""Delete means gone (docs/protocol.md §17, §19): a deleted text leaves the database files.
 
 Three steps, because a text lives in three places after its row changes:
 
@@ -20,9 +20,11 @@ Three steps, because a text lives in three places after its row changes:
 
 Steps 2 and 3 are `Scrubber`: one pass a few seconds after a process's deletes (the
 writer calls `request()` when a delete commits; the retention task when a purge
-ends), at most one every `min_gap` seconds. PostgreSQL needs no scrub for SQL: a deleted
-or updated row's old version is a dead tuple, invisible to every query, and VACUUM
-(autovacuum) frees its space for reuse (docs/operations.md, "Erasure").
+ends), at most one every `min_gap` seconds; and every `check_interval` seconds it
+looks for a delete event newer than the last it saw (a delete nobody told it of).
+PostgreSQL needs no scrub for SQL: a deleted or updated row's old version is a dead
+tuple, invisible to every query, and VACUUM (autovacuum) frees its space for reuse
+(docs/operations.md, "Retention and erasure").
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ ERASE_EDITS = (
 MERGE_PAGES = 64  # pages an FTS merge step writes: each step is a short transaction
 SCRUB_DELAY = 2.0  # seconds after a request: the deletes of a burst share one scrub
 MIN_GAP = 10.0  # seconds between two scrubs, whatever the rate of deletes
+CHECK_SECONDS = 30.0  # how often a process looks for delete events nobody told it of
 
 
 def erase_texts(connection: Connection, message_ids: Sequence[int]) -> None:
@@ -113,14 +116,31 @@ def scrub_sqlite(path: Path, budget_pages: int | None = None, pause: float = 1.0
     return Scrub(steps, pages, busy == 0, time.perf_counter() - started)
 
 
+def newest_delete_id(path: Path) -> int:
+    """The id of the newest delete event (0: none), read through the index on `target`."""
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+    try:
+        (newest,) = connection.execute(
+            # Without INDEXED BY, SQLite walks the table back from its newest row.
+            "SELECT max(id) FROM messages INDEXED BY ix_messages_target WHERE target IS NOT NULL AND kind = 'delete'"
+        ).fetchone()
+    finally:
+        connection.close()
+    return int(newest or 0)
+
+
 class Scrubber:
     """One process's scrubs of its SQLite database, on a thread, after deletes."""
 
-    def __init__(self, path: Path, delay: float = SCRUB_DELAY, min_gap: float = MIN_GAP) -> None:
+    def __init__(
+        self, path: Path, delay: float = SCRUB_DELAY, min_gap: float = MIN_GAP, check_interval: float = CHECK_SECONDS
+    ) -> None:
         self.path = path
         self.delay = delay
         self.min_gap = min_gap
+        self.check_interval = check_interval
         self.scrubs = 0  # finished, for tests and metrics
+        self.checks = 0  # looks for deletes nobody told of
         self._wanted = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -141,8 +161,22 @@ class Scrubber:
         self._loop.call_soon_threadsafe(self._wanted.set)
 
     async def _scrub_when_asked(self) -> None:
+        seen_delete = 0  # a delete from before a crash is scrubbed after the restart
         while True:
-            await self._wanted.wait()
+            try:
+                await asyncio.wait_for(self._wanted.wait(), self.check_interval)
+            except TimeoutError:
+                # Deletes nobody asked about (another process, the command line, a
+                # writer that does not call request()) are found by their events.
+                try:
+                    newest_delete = await asyncio.to_thread(newest_delete_id, self.path)
+                except sqlite3.Error as exc:
+                    log.warning("erasure: looking for new deletes failed: %s", exc)
+                    continue
+                self.checks += 1
+                if newest_delete <= seen_delete:
+                    continue
+                seen_delete = newest_delete
             await asyncio.sleep(self.delay)
             self._wanted.clear()  # deletes from now on ask for the next scrub
             try:

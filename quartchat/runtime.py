@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import uuid
+from collections.abc import Sequence
 
 from quart import current_app
 
@@ -18,7 +19,7 @@ from .erasure import Scrubber
 from .hub import Hub
 from .metrics import Metrics
 from .presence import MemoryPresence, PresenceGrace, PresenceRegistry, RedisPresence
-from .protocol import CloseCode
+from .protocol import DELETE, CloseCode, StoredMessage
 from .rate_limits import RateLimiter, SignInThrottle, SignUpLimit
 from .reads import ReadPositions
 from .retention import Retention
@@ -49,9 +50,11 @@ class Runtime:
             stall_seconds=settings.send_stall_seconds,
             backlog_limit=settings.fanout_backlog,
         )
+        # After a delete or a purge, SQLite's files forget the texts (quartchat/erasure.py).
+        self.scrubber = Scrubber(settings.sqlite_path) if settings.sqlite_path is not None else None
         self.writer = MessageWriter(
             self.writes,
-            self.hub.on_commit,  # the hand-off: the writer calls the hub back, never imports it
+            self.on_commit,  # the hand-off: the writer calls the hub back, never imports it
             self.metrics,
             settings.write_batch_size,
             settings.write_linger_ms / 1000,
@@ -68,9 +71,6 @@ class Runtime:
         self.session_watch = SessionWatch(self.hub, self.store, self.writes)
         self.downloads = Downloads()
         self.checkpoints = WalCheckpoints(self.database) if settings.is_sqlite else None
-        # After a delete or a purge, SQLite's files forget the texts (quartchat/erasure.py):
-        # whoever commits a delete calls `scrubber.request()`.
-        self.scrubber = Scrubber(settings.sqlite_path) if settings.sqlite_path is not None else None
         self.retention = Retention(
             self.database,
             origin,
@@ -79,6 +79,12 @@ class Runtime:
             self.scrubber,
         )
         self._drained = False
+
+    async def on_commit(self, messages: Sequence[StoredMessage]) -> None:
+        """The writer's hand-off: the hub delivers; a batch holding a delete asks for a scrub."""
+        await self.hub.on_commit(messages)
+        if self.scrubber is not None and any(m.kind == DELETE for m in messages):
+            self.scrubber.request()
 
     async def start(self) -> None:
         """Quart's before_serving."""

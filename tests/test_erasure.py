@@ -20,7 +20,7 @@ from quartchat.protocol import format_ts, now_ms
 from quartchat.writes import Draft
 
 from . import postgres_database
-from .support import ALICE, need_service, unique
+from .support import ALICE, need_service, unique, until
 from .test_writer import Committed, new_writer
 from .test_writes import _in_a_thread
 
@@ -173,6 +173,23 @@ async def test_the_scrubber_scrubs_after_a_request_while_the_chat_goes_on(databa
             sent += 1
             assert sent < 20_000, "no scrub while the chat went on"
         await writer.close()
+        assert leaks(path, (secret, edit)) == []
+    finally:
+        await scrubber.stop()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_the_scrubber_finds_a_delete_nobody_told_it_of(database: Database, tmp_path: Path) -> None:
+    """A delete committed by another process or the command line: its event is found."""
+    path = tmp_path / "erase.db"
+    secret, edit, _ = markers()
+    ids = await write_room(database, "erase", secret)
+    scrubber = Scrubber(path, delay=0.1, min_gap=0.1, check_interval=0.2)
+    scrubber.start()
+    try:
+        await until(lambda: scrubber.scrubs == 0 and scrubber.checks > 0, "a first look for deletes")
+        await edit_and_delete(database, "erase", ids[ROOM_SIZE // 2], (edit,))  # no request()
+        await until(lambda: scrubber.scrubs > 0, "a scrub after the delete")
         assert leaks(path, (secret, edit)) == []
     finally:
         await scrubber.stop()

@@ -78,6 +78,23 @@ async def seed(database_url: str, room: str, secret: str) -> None:
     await engine.dispose()
 
 
+def leaks(path: Path, *texts: str) -> list[str]:
+    """Which of the SQLite files (and rows of the search index's data) hold a needle of
+    one of the texts: its first 30 bytes, and the tails of its first trigrams (see
+    tests/test_erasure.py)."""
+    needles = [n for t in texts for n in (t.encode()[:30], t[1:3].encode(), t[2:4].encode())]
+    found = [
+        f"{file.name}: {needle!r}"
+        for file in path.parent.glob(path.name + "*")
+        if file.suffix != ".secret"
+        for needle in needles
+        if needle in file.read_bytes()
+    ]
+    with sqlite3.connect(path) as connection:
+        blocks = connection.execute("SELECT block FROM messages_fts_data").fetchall()
+    return found + [f"messages_fts_data: {n!r}" for (b,) in blocks for n in needles if b and n in b]
+
+
 async def keep_sending(conn: Conn, sent: list[str], stop: asyncio.Event) -> None:
     """Send, wait for the message to come back (the others' arrive in between), again."""
     while not stop.is_set():
@@ -120,21 +137,7 @@ async def test_old_messages_go_within_the_interval_while_senders_keep_sending(tm
         rooms = (await reader.http.get("/api/rooms")).json()["rooms"]
         assert [r["messages"] for r in rooms if r["name"] == room] == [len(sent)]
 
-        def secret_in_files() -> list[str]:
-            needles = [secret.encode()[:30], secret[1:3].encode(), secret[2:4].encode()]
-            found = [
-                f"{path.name}: {needle!r}"
-                for path in tmp_path.glob("chat.db*")
-                if path.suffix != ".secret"
-                for needle in needles
-                if needle in path.read_bytes()
-            ]
-            with sqlite3.connect(tmp_path / "chat.db") as connection:
-                blocks = connection.execute("SELECT block FROM messages_fts_data").fetchall()
-            found += [f"messages_fts_data: {n!r}" for (b,) in blocks for n in needles if b and n in b]
-            return found
-
-        await until(lambda: not secret_in_files(), "the purged texts gone from every file", timeout=30)
+        await until(lambda: not leaks(tmp_path / "chat.db", secret), "the purged texts gone from the files", timeout=30)
     finally:
         await chat.aclose()
         server.stop()
@@ -174,4 +177,31 @@ async def test_with_two_workers_on_postgresql_one_purges(
         assert len(holders) == 1 and count == 0
     finally:
         await engine.dispose()
+        server.stop()
+
+
+async def test_a_delete_frame_erases_the_text_from_every_sqlite_file_within_seconds(tmp_path: Path) -> None:
+    """Through the real frames: a room of hundreds of messages, one edited twice, then
+    deleted; within seconds no byte of chat.db, -wal or -shm holds any of its texts."""
+    server = Server(tmp_path, rate_limit="100000/1").start()
+    chat = Chat(server)
+    tag = secrets.token_hex(4)
+    texts = (f"龘靐齉 the first text {tag}", f"麤爩驫 an edit {tag}", f"鱻灥厵 a long edit {tag} " + "齾龖 " * 1200)
+    try:
+        author = await chat.open(await chat.user(), "erase")
+        for i in range(300):
+            data = texts[0] if i == 150 else f"message {i}"
+            await author.send_json({"type": "chat", "data": data, "client_id": f"m{i}"})
+        target = next(m for m in await author.chats(300, timeout=30) if m["data"] == texts[0])["id"]
+        for edit in texts[1:]:
+            await author.send_json({"type": "edit", "id": target, "data": edit})
+            await author.expect("edit")
+        assert leaks(tmp_path / "chat.db", *texts), "the needles must find the texts before the delete"
+        await author.send_json({"type": "delete", "id": target})
+        await author.expect("delete")
+
+        await until(lambda: not leaks(tmp_path / "chat.db", *texts), "the texts gone from every file", timeout=20)
+        assert "quartchat.erasure: erasure scrub" in server.log()
+    finally:
+        await chat.aclose()
         server.stop()
