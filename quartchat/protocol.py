@@ -95,6 +95,9 @@ class StoredMessage:
     # back from the database). Lets every process deliver a room's messages in order
     # and notice a gap (docs/scaling.md).
     prev_id: int = field(default=0, compare=False)
+    # The ids of the users the text mentions (quartchat/mentions.py), in order; on the
+    # wire only when there are any.
+    mentions: tuple[str, ...] = ()
     json: str = field(default="", compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -112,6 +115,8 @@ class StoredMessage:
         }
         if self.client_id is not None:
             message["client_id"] = self.client_id
+        if self.mentions:
+            message["mentions"] = list(self.mentions)
         return message
 
 

@@ -54,6 +54,7 @@ MESSAGE_COLUMNS = (
     Message.text,
     Message.ts_ms,
     Message.client_id,
+    Message.mentions,
 )
 
 
@@ -69,7 +70,13 @@ def to_message(row: Row[Any]) -> StoredMessage:
         text=row.text,
         ts_ms=row.ts_ms,
         client_id=row.client_id,
+        mentions=stored_mentions(row.mentions),
     )
+
+
+def stored_mentions(stored: str | None) -> tuple[str, ...]:
+    """messages.mentions (a JSON list of user ids, or None) as StoredMessage holds it."""
+    return () if stored is None else tuple(json.loads(stored))
 
 
 @dataclass(frozen=True)
