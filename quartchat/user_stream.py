@@ -41,11 +41,6 @@ LOAD_USERS_PER_QUERY = 200
 LOAD_RETRY_SECONDS = 1.0
 
 
-def mentions_of(message: StoredMessage) -> tuple[str, ...]:
-    """The user ids the message mentions (docs/protocol.md §18)."""
-    return ()
-
-
 @dataclass(slots=True)
 class Tally:
     """One user's state in one of its rooms."""
@@ -174,7 +169,7 @@ class UserStream:
             watchers = self.watchers.get(message.room)
             if watchers:
                 notify: str | None = None
-                mentioned = mentions_of(message)
+                mentioned = message.mentions
                 for follower in watchers:
                     if self._count(follower, message, mentioned):
                         notify = notify or notify_frame(message)
@@ -301,6 +296,6 @@ class UserStream:
                     follower.changed.add(room)
             for _, message in arrived:
                 if message.id > snapshot.get(message.room, message.id):
-                    self._count(follower, message, mentions_of(message))
+                    self._count(follower, message, message.mentions)
             if follower.changed:
                 self._changed(follower, next(iter(follower.changed)))

@@ -32,7 +32,7 @@ def encode(event: Event) -> bytes:
         return orjson.dumps({
             "k": "c",
             "o": event.origin,
-            "m": [[m.id, m.room, m.user.id, m.user.name, m.text, m.ts_ms, m.client_id, m.prev_id]
+            "m": [[m.id, m.room, m.user.id, m.user.name, m.text, m.ts_ms, m.client_id, m.prev_id, m.mentions]
                   for m in event.messages],
         })  # fmt: skip
     if isinstance(event, Presence):
@@ -58,7 +58,7 @@ def decode(raw: bytes) -> Event:
         return Committed(
             tuple(
                 StoredMessage(id=m[0], room=m[1], user=UserRef(m[2], m[3]), text=m[4], ts_ms=m[5],
-                              client_id=m[6], prev_id=m[7])
+                              client_id=m[6], prev_id=m[7], mentions=tuple(m[8]) if len(m) > 8 else ())
                 for m in data["m"]
             ),
             data["o"],

@@ -82,12 +82,27 @@ async def test_a_dm_message_reaches_the_peers_socket_in_another_room_as_notify_a
     assert frames[-1] == {"type": "activity", "room": dm, "last_id": sent["id"], "unread": 1, "mentions": 0}
 
 
+async def test_a_mention_in_room_b_reaches_the_users_socket_in_room_a_as_notify(chat: Chat) -> None:
+    reader, writer = await chat.user(), await chat.user()
+    room_a, room_b = unique("a-"), unique("b-")
+    await member_of(chat, reader, room_b)
+    in_a = await chat.open(reader, room_a)
+    in_b = await chat.open(writer, room_b)
+    plain = await in_b.say("nobody in particular")
+    mention = await in_b.say(f"hey @{reader.name.upper()}, look")
+    assert mention["mentions"] == [reader.id]
+    frames = await activity_through(in_a, room_b, mention["id"])
+    assert [f for f in frames if f["type"] == "notify"] == [{"type": "notify", "room": room_b, "message": mention}]
+    assert frames[-1] == {"type": "activity", "room": room_b, "last_id": mention["id"], "unread": 2, "mentions": 1}
+    assert plain["id"] < mention["id"]
+
+
 async def test_one_s_own_message_gives_no_notify_and_no_activity(chat: Chat) -> None:
     dm, starter, peer = await dm_room(chat, messages=0)
     elsewhere = unique("else-")
     watching = await chat.open(starter, elsewhere)
     mine = await chat.open(starter, dm)
-    await mine.say("my own words")
+    await mine.say(f"my own words, and I mention myself: @{starter.name}")
     theirs = await chat.open(peer, dm)
     reply = await theirs.say("the reply")
     # The peer's reply is the first news the starter's other socket hears: nothing of its own.
@@ -110,17 +125,20 @@ async def test_a_burst_of_20_messages_gives_at_most_2_activity_frames_per_connec
     ]
     talking = await chat.open(writer, busy)
     started = time.monotonic()
-    for i in range(20):
-        await talking.say(f"burst {i}")
+    said = [await talking.say(f"burst {i}" + (f" @{reader.name}" if i % 5 == 0 else "")) for i in range(20)]
     burst = time.monotonic() - started
     assert burst < 1.0, f"the burst took {burst:.2f} s: not one second's worth"
-    last = (await chat.messages(writer, busy, limit=1))["messages"][-1]["id"]
+    mentioning = [m for m in said if m.get("mentions") == [reader.id]]
+    assert len(mentioning) == 4
     for conn in sockets:
         frames = await stream_frames(conn, 2.5)
         activity = [f for f in frames if f["type"] == "activity" and f["room"] == busy]
         assert 1 <= len(activity) <= 2, activity
-        assert activity[-1] == {"type": "activity", "room": busy, "last_id": last, "unread": 20, "mentions": 0}
-        assert not [f for f in frames if f["type"] == "notify"], "no mention, no DM: no notify"
+        last = {"type": "activity", "room": busy, "last_id": said[-1]["id"], "unread": 20, "mentions": 4}
+        assert activity[-1] == last
+        assert [f for f in frames if f["type"] == "notify"] == [
+            {"type": "notify", "room": busy, "message": m} for m in mentioning
+        ], "a notify for each mention, none for the rest"
 
 
 async def test_a_socket_hears_no_activity_of_its_own_room(chat: Chat) -> None:
@@ -175,7 +193,7 @@ async def test_an_outsider_never_hears_a_private_rooms_activity(chat: Chat) -> N
     heard_by_member = [f for f in await stream_frames(member_socket, 2.5) if f["room"] == room]
     assert heard_by_member[-1]["unread"] == 5, heard_by_member
     heard = await until_stream(outsider_socket, "activity", sentinel)
-    assert [f for f in heard if f["room"] == room] == [], heard
+    assert [f for f in heard if f["room"] == room] == [], "mentioned or not, an outsider hears nothing"
 
 
 async def test_on_two_instances_with_redis_the_socket_on_the_other_one_gets_activity_and_notify(
@@ -201,6 +219,12 @@ async def test_on_two_instances_with_redis_the_socket_on_the_other_one_gets_acti
         sent = await direct.say("across instances")
         frames = await until_stream(watching, "notify", dm)
         assert frames[-1] == {"type": "notify", "room": dm, "message": sent}
+        mention = await talking.say(f"and a mention of @{peer.name}")
+        frames = await until_stream(watching, "notify", room)
+        assert frames[-1] == {"type": "notify", "room": room, "message": mention}
+        assert mention["mentions"] == [peer.id]
+        frames = await activity_through(watching, room, mention["id"])
+        assert frames[-1]["unread"] == 4 and frames[-1]["mentions"] == 1
         # A membership made on the first instance reaches the second's stream too.
         private, owner, _ = await private_room(one, messages=0)
         added = await owner.http.post(f"/api/rooms/{private}/members", json={"name": peer.name})
