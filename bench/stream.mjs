@@ -7,7 +7,7 @@
 // JSON line: delivery latency of every chat received (send to receive, one clock),
 // activity and notify items received.
 //   node bench/stream.mjs --url http://127.0.0.1:PORT --clients 1000 --rooms 100
-//        --per-user 20 --rate 50 --seconds 20 [--warmup 3] [--user-prefix load --password P]
+//        --per-user 20 --rate 50 --seconds 20 [--warmup 2] [--user-prefix load --password P]
 import { performance } from "node:perf_hooks";
 import WebSocket from "ws";
 
@@ -22,7 +22,7 @@ const rooms = Number(opt("rooms", 100));
 const perUser = Number(opt("per-user", 20));
 const rate = Number(opt("rate", 50));
 const seconds = Number(opt("seconds", 20));
-const warmup = Number(opt("warmup", 3));
+const warmup = Number(opt("warmup", 2));
 const prefix = opt("user-prefix", "load");
 const password = opt("password", "load-password-1");
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -47,9 +47,10 @@ await pool(16, async (i) => { cookies[i] = await signIn(i); });
 
 let measuring = false;
 const latencies = [];
-let chats = 0, activity = 0, notify = 0, frames = 0, closes = 0;
+let chats = 0, activity = 0, notify = 0, frames = 0, closes = 0, lastFrameAt = 0;
 function onFrame(raw) {
   const now = performance.now();
+  lastFrameAt = now;
   if (!measuring) return;
   frames++;
   const frame = JSON.parse(raw);
@@ -77,7 +78,9 @@ function connect(i) {
 }
 const sockets = new Array(N);
 await pool(100, async (i) => { sockets[i] = await connect(i); });
-await sleep(warmup * 1000);
+// Until the join storm has settled: no frame for `warmup` seconds (a minute at most).
+const opened = performance.now();
+while (performance.now() - lastFrameAt < warmup * 1000 && performance.now() - opened < 60_000) await sleep(100);
 
 // The members of room r: users i with (r - i) mod rooms == s*k for some k < per-user.
 const stride = Math.floor(rooms / perUser);
@@ -94,7 +97,7 @@ const members = Array.from({ length: rooms }, (_, r) => membersOf(r));
 console.log("MEASURE-START");
 measuring = true;
 const started = performance.now();
-let sent = 0;
+let sent = 0, mentions = 0;
 while (performance.now() - started < seconds * 1000) {
   const due = Math.floor(((performance.now() - started) / 1000) * rate);
   for (; sent < due; sent++) {
@@ -102,7 +105,9 @@ while (performance.now() - started < seconds * 1000) {
     const ws = sockets[i];
     if (!ws || ws.readyState !== WebSocket.OPEN) continue;
     const room = members[roomOf(i)];
-    const mention = sent % 10 === 0 ? ` @${prefix}${room[Math.floor(Math.random() * room.length)]}` : "";
+    const mentioned = room[Math.floor(Math.random() * room.length)];
+    const mention = sent % 10 === 0 ? ` @${prefix}${mentioned}` : "";
+    if (mention && mentioned !== i) mentions++;
     ws.send(JSON.stringify({ type: "chat", data: `t${performance.now()}${mention}` }));
   }
   await sleep(5);
@@ -114,7 +119,7 @@ latencies.sort((a, b) => a - b);
 const at = (q) => (latencies.length ? +latencies[Math.floor(q * (latencies.length - 1))].toFixed(1) : null);
 console.log(JSON.stringify({
   clients: N, connected: sockets.filter(Boolean).length, closes, sent, seconds,
-  chats_received: chats, frames, activity_items: activity, notify_items: notify,
+  chats_received: chats, frames, activity_items: activity, notify_items: notify, mentions_of_others: mentions,
   latency_p50_ms: at(0.5), latency_p99_ms: at(0.99), latency_max_ms: at(1),
 }));
 for (const ws of sockets) ws?.terminate();

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -153,9 +154,11 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=50)
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder (database, server logs)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="stream-bench-") as scratch:
-        folder = Path(scratch)
+    folder = Path(tempfile.mkdtemp(prefix="stream-bench-"))
+    print(f"scratch folder: {folder}", flush=True)
+    try:
         database_url = f"sqlite+aiosqlite:///{folder}/chat.db"
         migrate.upgrade(database_url)
         asyncio.run(bulk_accounts(database_url, args.clients))
@@ -165,6 +168,9 @@ def main() -> None:
                 result = run_once(folder, database_url, stream, args)
                 label = "stream on " if stream else "stream off"
                 print(f"round {round_ + 1} {label}: " + json.dumps(result), flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(folder)
 
 
 if __name__ == "__main__":
