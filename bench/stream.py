@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -146,6 +147,59 @@ def run_once(folder: Path, database_url: str, stream: bool, args: argparse.Names
         log.close()
 
 
+async def micro(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """The stream's own work per message, in this process (CPU time, so a busy machine
+    changes it little): the same users, rooms and memberships, every user with one
+    connection (no socket: frames stay queued), messages at `--rate` a second with the
+    coalescing window shrunk in proportion, so that as many messages share a window."""
+    from quartchat import user_stream
+    from quartchat.connection import Connection
+    from quartchat.protocol import StoredMessage, UserRef
+    from quartchat.store import RoomCounts, Store
+
+    windows = 40
+    user_stream.ACTIVITY_SECONDS = 0.05  # a 20th of a second holds a second's messages
+    database = create_database(Settings(database_url=f"sqlite+aiosqlite:///{folder}/micro.db"))
+    stream = user_stream.UserStream(Store(database))
+    stride = args.rooms // args.per_user
+    users = [UserRef(f"u{i}", f"load{i}") for i in range(args.clients)]
+    connections = [
+        Connection(user, f"s-{i % args.rooms}", "127.0.0.1", batch=True, capacity=10**9) for i, user in enumerate(users)
+    ]
+    for connection in connections:
+        stream.opened(connection)
+    rows = [
+        RoomCounts(user.id, f"s-{(i + stride * k) % args.rooms}", "public", 0, 0, 0, 0)
+        for i, user in enumerate(users)
+        for k in range(args.per_user)
+    ]
+    stream._install(dict.fromkeys(stream._to_load), rows, stream.seq)
+    members: dict[str, list[int]] = {}
+    for row in rows:
+        members.setdefault(row.room, []).append(int(row.user_id[1:]))
+    rng = random.Random(1)
+    message_id = 0
+    cpu = time.process_time()
+    for _ in range(windows):
+        for n in range(args.rate):
+            author = rng.randrange(args.clients)
+            room = f"s-{author % args.rooms}"
+            message_id += 1
+            mentioned = (f"u{rng.choice(members[room])}",) if n % 10 == 0 else ()
+            stream.deliver([StoredMessage(message_id, room, users[author], "t", 0, mentions=mentioned)])
+        await asyncio.sleep(user_stream.ACTIVITY_SECONDS)
+    cpu = time.process_time() - cpu
+    await database.dispose()
+    frames = sum(len(c.queue) for c in connections)
+    sent = windows * args.rate
+    return {
+        "messages": sent,
+        "watchers_per_message": round(sum(len(members[f"s-{r}"]) for r in range(args.rooms)) / args.rooms),
+        "cpu_us_per_message": round(cpu / sent * 1e6),
+        "frames_queued_per_message": round(frames / sent, 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=1000)
@@ -155,10 +209,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (database, server logs)")
+    parser.add_argument("--micro", action="store_true", help="only the stream's own CPU per message, in process")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="stream-bench-"))
     print(f"scratch folder: {folder}", flush=True)
     try:
+        if args.micro:
+            print("in process: " + json.dumps(asyncio.run(micro(args, folder))), flush=True)
+            return
         database_url = f"sqlite+aiosqlite:///{folder}/chat.db"
         migrate.upgrade(database_url)
         asyncio.run(bulk_accounts(database_url, args.clients))

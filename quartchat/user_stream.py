@@ -295,7 +295,11 @@ class UserStream:
                 if rooms is not None or (before is not None and before != tally):
                     follower.changed.add(room)
             for _, message in arrived:
-                if message.id > snapshot.get(message.room, message.id):
-                    self._count(follower, message, message.mentions)
+                if message.id > snapshot.get(message.room, message.id) and self._count(
+                    follower, message, message.mentions
+                ):
+                    notify = notify_frame(message)
+                    for connection in follower.connections:
+                        connection.push(notify)
             if follower.changed:
                 self._changed(follower, next(iter(follower.changed)))
