@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from .access import DM
 from .connection import Connection
-from .protocol import StoredMessage, activity_frame, batch_frame, notify_frame
+from .protocol import CHAT, StoredMessage, activity_frame, batch_frame, notify_frame
 from .store import UNREAD_CAP, RoomCounts, Store
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,15 @@ ACTIVITY_SECONDS = 1.0  # at most one activity per room and connection in this t
 RECENT_MAX = 20_000  # messages kept for the loads under way (seconds of a busy server)
 LOAD_USERS_PER_QUERY = 200
 LOAD_RETRY_SECONDS = 1.0
+
+
+DELETE = "delete"
+
+
+def _kind(message: StoredMessage) -> str:
+    """The message's kind: "chat", or an event's ("edit", "delete": docs/protocol.md §17)."""
+    kind: str = getattr(message, "kind", CHAT)
+    return kind
 
 
 @dataclass(slots=True)
@@ -167,7 +176,9 @@ class UserStream:
             self.seq += 1
             self.recent.append((self.seq, message))
             watchers = self.watchers.get(message.room)
-            if watchers:
+            if watchers and _kind(message) != CHAT:
+                self._event(message, watchers)
+            elif watchers:
                 notify: str | None = None
                 mentioned = message.mentions
                 for follower in watchers:
@@ -176,8 +187,20 @@ class UserStream:
                         for connection in follower.connections:
                             connection.push(notify)
 
+    def _event(self, message: StoredMessage, watchers: Iterable[Follower]) -> None:
+        """An edit or a delete (docs/protocol.md §17): no news of its own, but a deleted
+        message may have been unread: those who may have counted it count again."""
+        target = getattr(message, "target", None) or 0
+        for follower in watchers:
+            tally = follower.rooms[message.room]
+            tally.last_id = max(tally.last_id, message.id)
+            if _kind(message) == DELETE and target > tally.last_read_id and tally.unread:
+                self._load(follower.user_id, {message.room})
+
     def _count(self, follower: Follower, message: StoredMessage, mentioned: tuple[str, ...]) -> bool:
         """Count the message for the follower; True if it is to be notified of it."""
+        if _kind(message) != CHAT:
+            return False
         tally = follower.rooms[message.room]
         tally.last_id = max(tally.last_id, message.id)
         if message.user.id == follower.user_id:  # one's own message: no news
