@@ -3,7 +3,8 @@
 // s = rooms / per-user; set up by stream.py), each with ONE connection (batch=1) on room i mod rooms; --rate chat
 // messages a second, each from a random user on its connection's room, one in ten
 // mentioning a random member of that room. Prints "MEASURE-START" and "MEASURE-END"
-// around the measured seconds (the driver samples the server's CPU there), then one
+// around the measured time — the sending, then until every chat has arrived — (the
+// driver samples the server's CPU there), then one
 // JSON line: delivery latency of every chat received (send to receive, one clock),
 // activity and notify items received.
 //   node bench/stream.mjs --url http://127.0.0.1:PORT --clients 1000 --rooms 100
@@ -47,6 +48,7 @@ await pool(16, async (i) => { cookies[i] = await signIn(i); });
 
 let measuring = false;
 const latencies = [];
+const errors = [];
 let chats = 0, activity = 0, notify = 0, frames = 0, closes = 0, lastFrameAt = 0;
 function onFrame(raw) {
   const now = performance.now();
@@ -60,6 +62,7 @@ function onFrame(raw) {
       latencies.push(now - parseFloat(item.data.slice(1)));
     } else if (item.type === "activity") activity++;
     else if (item.type === "notify") notify++;
+    else if (item.type === "error") errors.push(item.code);
   }
 }
 
@@ -97,7 +100,9 @@ const members = Array.from({ length: rooms }, (_, r) => membersOf(r));
 console.log("MEASURE-START");
 measuring = true;
 const started = performance.now();
-let sent = 0, mentions = 0;
+let sent = 0, mentions = 0, expected = 0;
+const connectedTo = new Array(rooms).fill(0);
+for (let i = 0; i < N; i++) if (sockets[i]) connectedTo[roomOf(i)]++;
 while (performance.now() - started < seconds * 1000) {
   const due = Math.floor(((performance.now() - started) / 1000) * rate);
   for (; sent < due; sent++) {
@@ -109,16 +114,23 @@ while (performance.now() - started < seconds * 1000) {
     const mention = sent % 10 === 0 ? ` @${prefix}${mentioned}` : "";
     if (mention && mentioned !== i) mentions++;
     ws.send(JSON.stringify({ type: "chat", data: `t${performance.now()}${mention}` }));
+    expected += connectedTo[roomOf(i)];
   }
   await sleep(5);
 }
-await sleep(2000); // the last messages arrive, and the trailing activity
+// Until every chat has arrived (a server that fell behind catches up: its CPU is the
+// work the load cost), a minute at most; then the trailing activity's second.
+const sendingEnded = performance.now();
+while (chats < expected && performance.now() - sendingEnded < 60_000) await sleep(50);
+const drainS = (performance.now() - sendingEnded) / 1000;
+await sleep(1500);
 measuring = false;
 console.log("MEASURE-END");
 latencies.sort((a, b) => a - b);
 const at = (q) => (latencies.length ? +latencies[Math.floor(q * (latencies.length - 1))].toFixed(1) : null);
 console.log(JSON.stringify({
-  clients: N, connected: sockets.filter(Boolean).length, closes, sent, seconds,
+  clients: N, connected: sockets.filter(Boolean).length, closes, sent, seconds, chats_expected: expected,
+  drain_s: +drainS.toFixed(1), errors: errors.length, error_codes: [...new Set(errors)],
   chats_received: chats, frames, activity_items: activity, notify_items: notify, mentions_of_others: mentions,
   latency_p50_ms: at(0.5), latency_p99_ms: at(0.99), latency_max_ms: at(1),
 }));
