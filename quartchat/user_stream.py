@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from .access import DM
 from .connection import Connection
 from .protocol import CHAT, StoredMessage, activity_frame, batch_frame, notify_frame
-from .store import UNREAD_CAP, RoomCounts, Store
+from .store import UNREAD_MAX, RoomCounts, Store
 
 log = logging.getLogger(__name__)
 
@@ -206,9 +206,9 @@ class UserStream:
         if message.user.id == follower.user_id:  # one's own message: no news
             return False
         is_mention = follower.user_id in mentioned
-        if message.id > tally.last_read_id and tally.unread < UNREAD_CAP:
-            tally.unread += 1
-            tally.mentions += is_mention
+        if message.id > tally.last_read_id:  # counted as GET /api/rooms counts (store.unread_query)
+            tally.unread = min(tally.unread + 1, UNREAD_MAX)
+            tally.mentions = min(tally.mentions + is_mention, tally.unread)
         self._changed(follower, message.room)
         return is_mention or tally.kind == DM
 

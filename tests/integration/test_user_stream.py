@@ -235,3 +235,23 @@ async def test_on_two_instances_with_redis_the_socket_on_the_other_one_gets_acti
         assert frames[-1]["last_id"] == secret["id"] and frames[-1]["unread"] == 1
     finally:
         await asyncio.gather(one.aclose(), two.aclose())
+
+
+async def test_reading_part_of_a_room_in_one_tab_gives_the_other_tabs_the_count_left(chat: Chat) -> None:
+    reader, writer = await chat.user(), await chat.user()
+    room = unique("read-")
+    await member_of(chat, reader, room)
+    other_tab = await chat.open(reader, unique("else-"))
+    talking = await chat.open(writer, room)
+    said = [await talking.say(f"line {i}" + (f" @{reader.name}" if i == 4 else "")) for i in range(5)]
+    last = (await activity_through(other_tab, room, said[-1]["id"]))[-1]
+    assert (last["unread"], last["mentions"]) == (5, 1)
+    reading_tab = await chat.open(reader, room)
+    await reading_tab.send_json({"type": "read", "id": said[2]["id"]})
+    frames = await activity_through(other_tab, room, said[-1]["id"])
+    while (frames[-1]["unread"], frames[-1]["mentions"]) == (5, 1):
+        frames = await activity_through(other_tab, room, said[-1]["id"])
+    assert frames[-1] == {"type": "activity", "room": room, "last_id": said[-1]["id"], "unread": 2, "mentions": 1}
+    await reading_tab.send_json({"type": "read", "id": said[-1]["id"]})
+    frames = await activity_through(other_tab, room, said[-1]["id"])
+    assert frames[-1]["unread"] == 0 and frames[-1]["mentions"] == 0
