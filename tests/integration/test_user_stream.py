@@ -139,6 +139,8 @@ async def test_a_burst_of_20_messages_gives_at_most_2_activity_frames_per_connec
         assert [f for f in frames if f["type"] == "notify"] == [
             {"type": "notify", "room": busy, "message": m} for m in mentioning
         ], "a notify for each mention, none for the rest"
+    listed = {r["name"]: r for r in (await reader.http.get("/api/rooms")).json()["rooms"]}
+    assert (listed[busy]["last_id"], listed[busy]["unread"], listed[busy]["mentions"]) == (said[-1]["id"], 20, 4)
 
 
 async def test_a_socket_hears_no_activity_of_its_own_room(chat: Chat) -> None:
