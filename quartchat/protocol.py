@@ -27,6 +27,9 @@ DELETE = "delete"  # a delete event, and the client frame asking for one
 BATCH = "batch"
 PONG = "pong"
 ERROR = "error"
+# The per-user stream: news of the user's other rooms, on every connection (§18).
+ACTIVITY = "activity"
+NOTIFY = "notify"
 READ = "read"  # both ways: a client's read position, and the news of it to its other connections
 # Client → server frame types (besides CHAT and READ).
 PING = "ping"
@@ -171,6 +174,15 @@ def error_frame(code: ErrorCode, message: str, client_id: str | None = None) -> 
     if client_id is not None:
         frame["client_id"] = client_id
     return dumps(frame)
+
+
+def activity_frame(room: str, last_id: int, unread: int, mentions: int) -> str:
+    return dumps({"type": ACTIVITY, "room": room, "last_id": last_id, "unread": unread, "mentions": mentions})
+
+
+def notify_frame(message: StoredMessage) -> str:
+    """A message for a user it concerns (a mention, a DM), in its wire form as serialised once."""
+    return '{"type":"' + NOTIFY + '","room":' + dumps(message.room) + ',"message":' + message.json + "}"
 
 
 _BATCH_START = '{"type":"' + BATCH + '","messages":['

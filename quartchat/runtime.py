@@ -49,6 +49,7 @@ class Runtime:
             origin,
             stall_seconds=settings.send_stall_seconds,
             backlog_limit=settings.fanout_backlog,
+            user_stream=bool(settings.user_stream),
         )
         # After a delete or a purge, SQLite's files forget the texts (quartchat/erasure.py).
         self.scrubber = Scrubber(settings.sqlite_path) if settings.sqlite_path is not None else None

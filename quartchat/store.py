@@ -201,6 +201,19 @@ class RoomSummary:
 
 
 @dataclass(frozen=True)
+class RoomCounts:
+    """A user's counts in one of its rooms (docs/protocol.md §18)."""
+
+    user_id: str
+    room: str
+    kind: str
+    last_id: int
+    last_read_id: int
+    unread: int
+    mentions: int
+
+
+@dataclass(frozen=True)
 class RoomAccess:
     """A room's kind and the asking user's role in it (None: not a member)."""
 
@@ -488,6 +501,48 @@ class Store:
                 found = (await connection.execute(select(ApiToken.id).where(ApiToken.id.in_(chunk)))).scalars()
                 live.update(token_session_id(token_id) for token_id in found)
         return live
+
+    # The per-user stream (quartchat/user_stream.py) ---------------------------
+
+    async def stream_counts(self, user_ids: Collection[str]) -> list[RoomCounts]:
+        """Each membership of these users with the room's kind and last id, and the
+        user's counts there exactly as GET /api/rooms gives them (unread_query's, for
+        every membership at once). One statement, so every room's counts and last id
+        are of one snapshot."""
+        if not user_ids:
+            return []
+        recent = (
+            select(Message.user_id, Message.kind, Message.deleted, Message.mentions)
+            .where(Message.room == Membership.room, Message.id > Membership.last_read_id)
+            .order_by(Message.room.desc(), Message.id.desc())
+            .limit(UNREAD_SCAN)
+            .correlate(Membership)
+            .subquery("recent")
+        )
+        theirs = and_(recent.c.kind == "chat", recent.c.deleted.is_(False), recent.c.user_id != Membership.user_id)
+        counted = select(func.count()).select_from(recent).correlate(Membership)
+        query = (
+            select(
+                Membership.user_id,
+                Membership.room,
+                Membership.last_read_id,
+                Room.kind,
+                Room.last_id,
+                counted.where(theirs).scalar_subquery().label("unread"),
+                counted.where(theirs, recent.c.mentions.like('%"' + Membership.user_id + '"%'))
+                .scalar_subquery()
+                .label("mentions"),
+            )
+            .join(Room, Room.name == Membership.room)
+            .where(Membership.user_id.in_(sorted(user_ids)))
+        )
+        found = []
+        for r in await self._rows(query):
+            unread = min(int(r.unread), UNREAD_MAX)
+            found.append(
+                RoomCounts(r.user_id, r.room, r.kind, r.last_id, r.last_read_id, unread, min(r.mentions, unread))
+            )
+        return found
 
     def _oldest_live_ms(self) -> int:
         return now_ms() - self.session_lifetime_ms

@@ -54,6 +54,16 @@ class Revoked:
 
 
 @dataclass(frozen=True, slots=True)
+class MemberAdded:
+    """These users became members of `room` (an invitation, a DM, opening a public room):
+    the per-user stream reads their counts there (quartchat/user_stream.py)."""
+
+    room: str
+    user_ids: tuple[str, ...]
+    origin: str  # the publishing process
+
+
+@dataclass(frozen=True, slots=True)
 class ReadMoved:
     """Users' read positions moved forward (docs/protocol.md §18), flushed together:
     every connection of each user, in any room, hears of its own."""
@@ -62,7 +72,7 @@ class ReadMoved:
     origin: str  # the publishing process, which told its own connections already
 
 
-Event = Committed | Presence | Resync | Revoked | ReadMoved
+Event = Committed | Presence | Resync | Revoked | MemberAdded | ReadMoved
 
 
 class Broker(ABC):

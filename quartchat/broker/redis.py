@@ -20,7 +20,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from ..protocol import CHAT, StoredMessage, UserRef
-from . import Broker, Committed, Event, Presence, ReadMoved, Resync, Revoked
+from . import Broker, Committed, Event, MemberAdded, Presence, ReadMoved, Resync, Revoked
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ def encode(event: Event) -> bytes:
             "k": "r", "o": event.origin, "s": event.session_ids, "u": event.user_ids, "room": event.room,
             "code": event.code, "reason": event.reason, "ab": event.all_but,
         })  # fmt: skip
+    if isinstance(event, MemberAdded):
+        return orjson.dumps({"k": "a", "o": event.origin, "room": event.room, "u": event.user_ids})
     if isinstance(event, ReadMoved):
         return orjson.dumps({"k": "rd", "o": event.origin, "m": event.moves})
     raise TypeError(f"{type(event).__name__} is not published")
@@ -76,6 +78,8 @@ def decode(raw: bytes) -> Event:
         all_but = None if data.get("ab") is None else tuple(data["ab"])
         sessions, users = tuple(data["s"]), tuple(data["u"])
         return Revoked(sessions, users, data["room"], data["code"], data["reason"], data["o"], all_but)
+    if data["k"] == "a":
+        return MemberAdded(data["room"], tuple(data["u"]), data["o"])
     user = UserRef(data["user"][0], data["user"][1])
     return Presence(data["kind"], data["room"], user, data["ts"], data["o"])
 
