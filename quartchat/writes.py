@@ -433,15 +433,12 @@ class Writes(ABC):
         """The (room, user id) of these drafts (all in private rooms or DMs) whose
         user is no member of the room, read inside the batch's transaction."""
         pairs = sorted({(d.room, d.user.id) for d in drafts})
-        query = select(Membership.room, Membership.user_id).where(
-            tuple_(Membership.room, Membership.user_id).in_(pairs)
-        )
-        if connection.dialect.name == "postgresql":
-            # FOR SHARE: a removal waits for this commit, so none commits between the
-            # check and the insert (SQLite's single writer serialises them already).
-            query = query.with_for_update(read=True)
-        members = {(row.room, row.user_id) for row in connection.execute(query)}
-        return set(pairs) - members
+        return set(pairs) - self._members(connection, pairs)
+
+    @abstractmethod
+    def _members(self, connection: Connection, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Those of the (room, user id) pairs that are memberships: one statement of a
+        shape fixed once, looked up by the primary key (docs/performance.md, Access checks)."""
 
     def _by_client_ids(self, connection: Connection, keys: Sequence[ClientKey]) -> dict[ClientKey, StoredMessage]:
         """Stored messages by (user id, room, client_id)."""
@@ -554,6 +551,30 @@ class SqliteWrites(Writes):
         )
         return {session_id for (session_id,) in rows}
 
+    def _members(self, connection: Connection, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        # SQLite's single writer serialises a removal with this check and the insert.
+        members: set[tuple[str, str]] = set()
+        for start in range(0, len(pairs), _SQLITE_KEYS_PER_QUERY):
+            page = pairs[start : start + _SQLITE_KEYS_PER_QUERY]
+            rows = connection.exec_driver_sql(_sqlite_members(len(page)), tuple(v for pair in page for v in pair))
+            members.update((room, user_id) for room, user_id in rows)
+        return members
+
+    def _by_client_ids(self, connection: Connection, keys: Sequence[ClientKey]) -> dict[ClientKey, StoredMessage]:
+        # SQLite runs `(user_id, room, client_id) IN (VALUES …)` as a scan of the whole
+        # index (every message ever stored, for every batch): a join on the VALUES
+        # looks each key up instead. Then the rows of what was found, a retry's alone.
+        unique = sorted(set(keys))
+        ids: list[int] = []
+        for start in range(0, len(unique), _SQLITE_KEYS_PER_QUERY):
+            page = unique[start : start + _SQLITE_KEYS_PER_QUERY]
+            rows = connection.exec_driver_sql(_sqlite_by_client_ids(len(page)), tuple(v for key in page for v in key))
+            ids.extend(message_id for (message_id,) in rows)
+        if not ids:
+            return {}
+        found = connection.execute(message_select().where(Message.id.in_(ids))).all()
+        return {(row.user_id, row.room, row.client_id): to_message(row) for row in found}
+
     def _insert_messages(
         self, connection: Connection, drafts: list[Draft], ts_ms: int, mentions: list[str | None]
     ) -> list[int]:
@@ -599,6 +620,21 @@ class PostgresWrites(Writes):
         .returning(Room.name, Room.last_id, Room.kind)
     )
     INSERT_MESSAGES = insert(Message).returning(Message.id, sort_by_parameter_order=True)
+    # FOR SHARE: a removal waits for this commit, so none commits between the check and
+    # the insert. The pairs go as two arrays: one SQL text whatever their number (one
+    # compiled statement, one prepared statement), each pair looked up by the key.
+    MEMBERS = (
+        select(Membership.room, Membership.user_id)
+        .where(
+            tuple_(Membership.room, Membership.user_id).in_(
+                select(
+                    func.unnest(bindparam("rooms", type_=postgresql.ARRAY(Membership.room.type))),
+                    func.unnest(bindparam("users", type_=postgresql.ARRAY(Membership.user_id.type))),
+                )
+            )
+        )
+        .with_for_update(read=True)
+    )
     UPDATE_ROOMS = (
         update(Room)
         .where(Room.name == bindparam("room"))
@@ -645,6 +681,10 @@ class PostgresWrites(Writes):
     def _live_sessions(self, connection: Connection, session_ids: Collection[str]) -> set[str]:
         query = select(Session.id).where(Session.id.in_(session_ids), Session.created_ms > self._oldest_live_ms())
         return set(connection.execute(query).scalars())
+
+    def _members(self, connection: Connection, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        rooms, users = [room for room, _ in pairs], [user_id for _, user_id in pairs]
+        return {(room, user_id) for room, user_id in connection.execute(self.MEMBERS, {"rooms": rooms, "users": users})}
 
     def _insert_messages(
         self, connection: Connection, drafts: list[Draft], ts_ms: int, mentions: list[str | None]
@@ -778,6 +818,27 @@ class _EventCheck:
             return Forbidden("only its author, the room's owner or an admin may delete a message")
         self.deleted.add(row.id)
         return None
+
+
+_SQLITE_KEYS_PER_QUERY = 1000  # 3,000 parameters at most
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_members(count: int) -> str:
+    values = ", ".join(["(?, ?)"] * count)
+    return (
+        f"SELECT m.room, m.user_id FROM (VALUES {values}) AS v "
+        "JOIN memberships AS m ON m.room = v.column1 AND m.user_id = v.column2"
+    )
+
+
+@functools.lru_cache(maxsize=300)
+def _sqlite_by_client_ids(count: int) -> str:
+    values = ", ".join(["(?, ?, ?)"] * count)
+    return (
+        f"SELECT m.id FROM (VALUES {values}) AS v JOIN messages AS m "
+        "ON m.user_id = v.column1 AND m.room = v.column2 AND m.client_id = v.column3"
+    )
 
 
 _SQLITE_UPDATE_ROOMS = "UPDATE rooms SET message_count = message_count + ?, last_id = ? WHERE name = ?"
