@@ -99,7 +99,9 @@ function showOnline() {
 // room opens at "New messages" when that is in the page, else at the newest.
 function showPage(frame, first) {
   view.reset(frame.messages);
-  const divider = reads.divide(Number(frame.last_read_id) || 0);
+  // A room never read opens at its newest, without a divider above all of its history.
+  const lastRead = Number(frame.last_read_id) || 0;
+  const divider = lastRead ? reads.divide(lastRead) : null;
   if (divider && first) scrollToTop(list, divider);
   oldestId = frame.messages.length ? frame.messages[0].id : null;
   hasOlder = frame.has_more;

@@ -102,11 +102,9 @@ export class ReadTracker {
     return { unread, mentions };
   }
 
-  // "New messages" above the first message from someone else after `afterId` (none
-  // when nothing was read yet: a room seen for the first time opens at its newest).
+  // "New messages" above the first message from someone else after `afterId`.
   divide(afterId) {
     this.list.querySelector("li.unread-divider")?.remove();
-    if (!afterId) return null;
     const first = [...this.list.querySelectorAll("li.message[data-id]")].find(
       (item) => Number(item.dataset.id) > afterId && item.dataset.userId !== this.me.id,
     );
