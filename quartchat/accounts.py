@@ -13,6 +13,7 @@ from icu import SpoofChecker  # type: ignore[import-untyped]  # PyICU has no typ
 from sqlalchemy.exc import IntegrityError
 
 from .invisible import is_invisible
+from .names import name_key as name_key  # re-exported: callers ask accounts for it
 from .protocol import UserRef
 from .rate_limits import SignInThrottle, SignUpLimit
 from .store import Account, Store
@@ -141,11 +142,6 @@ async def set_password(
         return True, name
     await writes.set_password_hash(account.id, password_hash, end_sessions=True)
     return False, account.name
-
-
-def name_key(name: str) -> str:
-    """What makes two names the same: NFC, then case-folded (then NFC again)."""
-    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
 
 
 def name_skeleton(name: str) -> str:

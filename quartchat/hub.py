@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .broker import Broker, Committed, Event, Presence, Resync, Revoked
+from .broker import Broker, Committed, Event, MemberAdded, Presence, Resync, Revoked
 from .connection import Backlog, Connection, PresenceDue
 from .metrics import Metrics
 from .outbox import Outbox
@@ -44,6 +44,7 @@ from .protocol import (
     presence_frame,
 )
 from .store import Store
+from .user_stream import UserStream
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class Hub:
         origin: str | None = None,
         stall_seconds: float = 10.0,
         backlog_limit: int = 20_000,
+        user_stream: bool = True,
     ) -> None:
         self.broker = broker
         self.presence = presence
@@ -113,6 +115,7 @@ class Hub:
         metrics.fanout_backlog.set_function(lambda: self.backlog.pending)
         metrics.intake_pauses.set_function(lambda: self.backlog.pauses)
         self.outbox = Outbox(broker)
+        self.stream = UserStream(store, user_stream)  # each user's news of its other rooms
         self.rooms: dict[str, RoomState] = {}
         self.connections: set[Connection] = set()
         self.per_address: Counter[str] = Counter()  # sockets opening or open, by client address
@@ -128,6 +131,7 @@ class Hub:
             Presence: self._receive_presence,
             Revoked: self._receive_revoked,
             Resync: self._resync,
+            MemberAdded: self._receive_member_added,
         }
         self._tasks: set[asyncio.Task[None]] = set()
         self._all_closed = asyncio.Event()
@@ -136,6 +140,7 @@ class Hub:
     async def start(self) -> None:
         await self.presence.start(self._announce_left)
         self.outbox.start()
+        self.stream.start()
         self._spawn(self._receive_forever(), "hub-receive")
         self._spawn(self._watch_sockets(), "hub-watch-sockets")
 
@@ -143,6 +148,7 @@ class Hub:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.stream.stop()
         await self.outbox.stop()
         await self.presence.stop()
 
@@ -180,6 +186,7 @@ class Hub:
         if connection.session_id in self._revoked_sessions:
             connection.abort(CloseCode.INVALID_USER, "Invalid user")
         state.local_users[connection.user.id] += 1
+        self.stream.opened(connection)
         self.metrics.connections.set(len(self.connections))
 
     async def join(self, connection: Connection) -> None:
@@ -208,6 +215,7 @@ class Hub:
         state.connections.discard(connection)
         self.connections.discard(connection)
         connection.forget()
+        self.stream.closed(connection)
         user = connection.user
         state.local_users[user.id] -= 1
         if state.local_users[user.id] <= 0:
@@ -316,8 +324,16 @@ class Hub:
         self.close_revoked(event)
         self.outbox.post(replace(event, origin=self.origin))
 
+    def members_added(self, room: str, user_ids: tuple[str, ...]) -> None:
+        """New members of `room` (committed): their streams here now, then in every process."""
+        self.stream.joined(room, user_ids)
+        self.outbox.post(MemberAdded(room, user_ids, self.origin))
+
     def close_revoked(self, event: Revoked) -> int:
-        """Close this process's sockets that `event` names; how many."""
+        """Close this process's sockets that `event` names; how many. A room's members
+        no more hear nothing more of it on their other connections either."""
+        if event.room is not None and (event.user_ids or event.all_but is not None):
+            self.stream.removed(event.room, event.user_ids, event.all_but)
         sessions, users = set(event.session_ids), set(event.user_ids)
         now = time.monotonic()
         for session_id in [s for s, at in self._revoked_sessions.items() if now - at > REVOKED_MEMORY_SECONDS]:
@@ -440,6 +456,7 @@ class Hub:
         await self.outbox.publish_committed(Committed(tuple(messages), self.origin))
 
     def _deliver(self, messages: Sequence[StoredMessage]) -> None:
+        self.stream.deliver(messages)
         for message in messages:
             state = self.rooms.get(message.room)
             if state is not None:
@@ -461,8 +478,13 @@ class Hub:
         if event.origin != self.origin:
             self.close_revoked(event)
 
+    def _receive_member_added(self, event: MemberAdded) -> None:
+        if event.origin != self.origin:
+            self.stream.joined(event.room, event.user_ids)
+
     def _resync(self, event: Resync) -> None:
         """The broker was cut off: whatever was published meanwhile is read from the database."""
+        self.stream.resync()
         for room, state in self.rooms.items():
             if state.last_id is not None:
                 self._schedule_repair(room, state, 0, resync=True)

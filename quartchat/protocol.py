@@ -25,6 +25,9 @@ CHAT = "chat"
 BATCH = "batch"
 PONG = "pong"
 ERROR = "error"
+# The per-user stream: news of the user's other rooms, on every connection (§18).
+ACTIVITY = "activity"
+NOTIFY = "notify"
 # Client → server frame types (besides CHAT).
 PING = "ping"
 
@@ -92,6 +95,9 @@ class StoredMessage:
     # back from the database). Lets every process deliver a room's messages in order
     # and notice a gap (docs/scaling.md).
     prev_id: int = field(default=0, compare=False)
+    # The ids of the users the text mentions (quartchat/mentions.py), in order; on the
+    # wire only when there are any.
+    mentions: tuple[str, ...] = ()
     json: str = field(default="", compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -109,6 +115,8 @@ class StoredMessage:
         }
         if self.client_id is not None:
             message["client_id"] = self.client_id
+        if self.mentions:
+            message["mentions"] = list(self.mentions)
         return message
 
 
@@ -143,6 +151,15 @@ def error_frame(code: ErrorCode, message: str, client_id: str | None = None) -> 
     if client_id is not None:
         frame["client_id"] = client_id
     return dumps(frame)
+
+
+def activity_frame(room: str, last_id: int, unread: int, mentions: int) -> str:
+    return dumps({"type": ACTIVITY, "room": room, "last_id": last_id, "unread": unread, "mentions": mentions})
+
+
+def notify_frame(message: StoredMessage) -> str:
+    """A message for a user it concerns (a mention, a DM), in its wire form as serialised once."""
+    return '{"type":"' + NOTIFY + '","room":' + dumps(message.room) + ',"message":' + message.json + "}"
 
 
 _BATCH_START = '{"type":"' + BATCH + '","messages":['

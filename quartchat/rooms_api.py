@@ -72,6 +72,7 @@ async def create_room() -> Response:
     rt = runtime()
     if not await rt.writes.create_room(name, kind, who.user.id):
         raise ApiError(409, "that name is taken")
+    rt.hub.members_added(name, (who.user.id,))
     if kind == PRIVATE:
         # Sockets opened on the name while it was a public room still to be made are
         # outsiders' now (all but the creator's): they close as any invisible room's do.
@@ -95,6 +96,7 @@ async def open_dm() -> Response:
         raise NotAllowed(name)
     if await rt.writes.open_dm(name, (who.user.id, peer.id)) != DM:
         raise ApiError(409, "that name is taken")
+    rt.hub.members_added(name, (who.user.id, peer.id))  # made now or before: a load reads it
     (summary,) = await rt.store.rooms_of(who.user.id, Room.name == name)
     return jsonify(room=room_json(summary))
 
@@ -122,6 +124,8 @@ async def add_member(room: str) -> Response:
         raise ApiError(422, "anyone may join a public room by opening it: no invitation needed")
     user = await user_named(body.get("name"))
     added = await rt.writes.add_member(room, user.id)
+    if added:
+        rt.hub.members_added(room, (user.id,))
     response = jsonify(member={**user.to_dict(), "role": "member"})
     response.status_code = 201 if added else 200
     return response

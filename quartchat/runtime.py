@@ -45,6 +45,7 @@ class Runtime:
             origin,
             stall_seconds=settings.send_stall_seconds,
             backlog_limit=settings.fanout_backlog,
+            user_stream=bool(settings.user_stream),
         )
         self.writer = MessageWriter(
             self.writes,

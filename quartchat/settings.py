@@ -269,6 +269,12 @@ class Settings:
         whole(1, 3600),
         "with Redis: seconds without a heartbeat before a process counts as dead and its users leave",
     )
+    user_stream: int = setting(
+        1,
+        whole(0, 1),
+        "1: every connection of a user also hears of the user's other rooms (`activity` and `notify` frames, "
+        "docs/protocol.md §18); 0 turns that off (for a comparison: the rooms' own frames are unchanged)",
+    )
     session_lifetime: int = setting(
         30 * 24 * 3600,
         parse_duration,

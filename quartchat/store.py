@@ -8,7 +8,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from sqlalchemy import ColumnElement, Row, Select, and_, select
+from sqlalchemy import ColumnElement, Row, Select, and_, func, select
 from sqlalchemy.exc import DBAPIError
 
 from .models import ApiToken, Membership, Message, Room, Session, User
@@ -23,6 +23,9 @@ DEFAULT_SESSION_LIFETIME_MS = 30 * 24 * 3600 * 1000
 # Session ids per query when checking which are still live (SQLite allows 32,766
 # parameters; a few hundred keep each statement small).
 SESSIONS_PER_QUERY = 500
+# Unread and mention counts stop here (docs/protocol.md §18): each is an index range
+# scan of at most this many rows, however long the room.
+UNREAD_CAP = 1000
 
 # A bot token's connections carry this session id (`token:<id>`): the writer's and the
 # session watch's checks of live sessions then cover tokens too (quartchat/tokens.py).
@@ -51,6 +54,7 @@ MESSAGE_COLUMNS = (
     Message.text,
     Message.ts_ms,
     Message.client_id,
+    Message.mentions,
 )
 
 
@@ -66,7 +70,13 @@ def to_message(row: Row[Any]) -> StoredMessage:
         text=row.text,
         ts_ms=row.ts_ms,
         client_id=row.client_id,
+        mentions=stored_mentions(row.mentions),
     )
+
+
+def stored_mentions(stored: str | None) -> tuple[str, ...]:
+    """messages.mentions (a JSON list of user ids, or None) as StoredMessage holds it."""
+    return () if stored is None else tuple(json.loads(stored))
 
 
 @dataclass(frozen=True)
@@ -130,6 +140,19 @@ class RoomSummary:
     kind: str = "public"
     member: bool = False
     peer: UserRef | None = None  # a DM's other member
+
+
+@dataclass(frozen=True)
+class RoomCounts:
+    """A user's counts in one of its rooms (docs/protocol.md §18)."""
+
+    user_id: str
+    room: str
+    kind: str
+    last_id: int
+    last_read_id: int
+    unread: int
+    mentions: int
 
 
 @dataclass(frozen=True)
@@ -388,6 +411,54 @@ class Store:
                 found = (await connection.execute(select(ApiToken.id).where(ApiToken.id.in_(chunk)))).scalars()
                 live.update(token_session_id(token_id) for token_id in found)
         return live
+
+    # The per-user stream (quartchat/user_stream.py) ---------------------------
+
+    async def stream_counts(self, user_ids: Collection[str]) -> list[RoomCounts]:
+        """Each membership of these users with the room's kind, last id, and the user's
+        counts there as GET /api/rooms gives them: chat messages by others after the
+        read position (at most UNREAD_CAP), and of those the ones that mention the user.
+        One statement, so every room's counts and last id are of one snapshot."""
+        if not user_ids:
+            return []
+        later = and_(
+            Message.room == Membership.room,
+            Message.id > Membership.last_read_id,
+            Message.user_id != Membership.user_id,
+            Message.kind == "chat",
+            Message.deleted.is_(False),
+        )
+        # Each count reads at most UNREAD_CAP rows of the (room, id) index range.
+        unread = (
+            select(Message.mentions)
+            .where(later)
+            .order_by(Message.id)
+            .limit(UNREAD_CAP)
+            .correlate(Membership)
+            .subquery()
+        )
+        mention = '%"' + Membership.user_id + '"%'
+        query = (
+            select(
+                Membership.user_id,
+                Membership.room,
+                Membership.last_read_id,
+                Room.kind,
+                Room.last_id,
+                select(func.count()).select_from(unread).scalar_subquery().label("unread"),
+                select(func.count())
+                .select_from(unread)
+                .where(unread.c.mentions.like(mention))
+                .scalar_subquery()
+                .label("mentions"),
+            )
+            .join(Room, Room.name == Membership.room)
+            .where(Membership.user_id.in_(sorted(user_ids)))
+        )
+        return [
+            RoomCounts(r.user_id, r.room, r.kind, r.last_id, r.last_read_id, r.unread, r.mentions)
+            for r in await self._rows(query)
+        ]
 
     def _oldest_live_ms(self) -> int:
         return now_ms() - self.session_lifetime_ms

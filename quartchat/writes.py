@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .database import Database
+from .mentions import find_mentions
 from .models import ApiToken, Membership, Message, Room, Session, User
 from .protocol import StoredMessage, UserRef, format_ts, now_ms
 from .store import (
@@ -291,8 +292,11 @@ class Writes(ABC):
         return set(connection.execute(select(ApiToken.id).where(ApiToken.id.in_(token_ids))).scalars())
 
     @abstractmethod
-    def _insert_messages(self, connection: Connection, drafts: list[Draft], ts_ms: int) -> list[int]:
-        """Insert the messages in one statement (or a few); their ids, in the drafts' order."""
+    def _insert_messages(
+        self, connection: Connection, drafts: list[Draft], ts_ms: int, mentions: list[str | None]
+    ) -> list[int]:
+        """Insert the messages in one statement (or a few); their ids, in the drafts' order.
+        `mentions`: each draft's messages.mentions."""
 
     @abstractmethod
     def _update_rooms(self, connection: Connection, counts: dict[str, tuple[int, int]]) -> None:
@@ -397,10 +401,11 @@ class Writes(ABC):
             return []
         # Ids grow with commits, and so must times, even if the clock steps back.
         ts_ms = self._last_ts = max(now_ms(), self._last_ts)
-        ids = self._insert_messages(connection, drafts, ts_ms)
+        mentions = find_mentions(connection, [d.text for d in drafts])
+        ids = self._insert_messages(connection, drafts, ts_ms, [_mentions_json(m) for m in mentions])
         added = Counter(d.room for d in drafts)
         stored = []
-        for draft, message_id in zip(drafts, ids, strict=True):
+        for draft, message_id, mentioned in zip(drafts, ids, mentions, strict=True):
             stored.append(
                 StoredMessage(
                     id=message_id,
@@ -410,6 +415,7 @@ class Writes(ABC):
                     ts_ms=ts_ms,
                     client_id=draft.client_id,
                     prev_id=last_ids[draft.room],
+                    mentions=mentioned,
                 )
             )
             last_ids[draft.room] = message_id
@@ -473,7 +479,9 @@ class SqliteWrites(Writes):
         )
         return {session_id for (session_id,) in rows}
 
-    def _insert_messages(self, connection: Connection, drafts: list[Draft], ts_ms: int) -> list[int]:
+    def _insert_messages(
+        self, connection: Connection, drafts: list[Draft], ts_ms: int, mentions: list[str | None]
+    ) -> list[int]:
         # SQLAlchemy cannot make SQLite promise the order of RETURNING rows (with
         # sort_by_parameter_order it would insert one row per statement). Under SQLite's
         # write lock one INSERT numbers its rows in order, each above the last: the
@@ -481,9 +489,10 @@ class SqliteWrites(Writes):
         ts = format_ts(ts_ms)
         ids: list[int] = []
         for start in range(0, len(drafts), _SQLITE_ROWS_PER_INSERT):
-            page = drafts[start : start + _SQLITE_ROWS_PER_INSERT]
-            values = tuple(v for d in page for v in (d.room, d.user.id, d.text, ts_ms, ts, d.client_id))
-            result = connection.exec_driver_sql(_sqlite_insert_messages(len(page)), values)
+            end = start + _SQLITE_ROWS_PER_INSERT
+            page = zip(drafts[start:end], mentions[start:end], strict=True)
+            values = tuple(v for d, m in page for v in (d.room, d.user.id, d.text, ts_ms, ts, d.client_id, m))
+            result = connection.exec_driver_sql(_sqlite_insert_messages(len(values) // 7), values)
             ids.extend(sorted(int(message_id) for (message_id,) in result))
         return ids
 
@@ -556,11 +565,21 @@ class PostgresWrites(Writes):
         query = select(Session.id).where(Session.id.in_(session_ids), Session.created_ms > self._oldest_live_ms())
         return set(connection.execute(query).scalars())
 
-    def _insert_messages(self, connection: Connection, drafts: list[Draft], ts_ms: int) -> list[int]:
+    def _insert_messages(
+        self, connection: Connection, drafts: list[Draft], ts_ms: int, mentions: list[str | None]
+    ) -> list[int]:
         ts = format_ts(ts_ms)
         rows = [
-            {"room": d.room, "user_id": d.user.id, "text": d.text, "ts_ms": ts_ms, "ts": ts, "client_id": d.client_id}
-            for d in drafts
+            {
+                "room": d.room,
+                "user_id": d.user.id,
+                "text": d.text,
+                "ts_ms": ts_ms,
+                "ts": ts,
+                "client_id": d.client_id,
+                "mentions": m,
+            }
+            for d, m in zip(drafts, mentions, strict=True)
         ]
         return list(connection.execute(self.INSERT_MESSAGES, rows).scalars().all())
 
@@ -571,9 +590,14 @@ class PostgresWrites(Writes):
         )
 
 
+def _mentions_json(mentions: tuple[str, ...]) -> str | None:
+    """messages.mentions: None when the text mentions nobody."""
+    return json.dumps(list(mentions)) if mentions else None
+
+
 _PROBE = update(Room).where(Room.name == select(func.min(Room.name)).scalar_subquery()).values(last_id=Room.last_id)
 
-_SQLITE_ROWS_PER_INSERT = 1000  # 6,000 parameters: far below SQLite's 32,766
+_SQLITE_ROWS_PER_INSERT = 1000  # 7,000 parameters: far below SQLite's 32,766
 
 
 @functools.lru_cache(maxsize=64)
@@ -587,8 +611,8 @@ def _sqlite_take_rooms(count: int) -> str:
 
 @functools.lru_cache(maxsize=300)
 def _sqlite_insert_messages(count: int) -> str:
-    values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * count)
-    return f"INSERT INTO messages (room, user_id, text, ts_ms, ts, client_id) VALUES {values} RETURNING id"
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * count)
+    return f"INSERT INTO messages (room, user_id, text, ts_ms, ts, client_id, mentions) VALUES {values} RETURNING id"
 
 
 _SQLITE_UPDATE_ROOMS = "UPDATE rooms SET message_count = message_count + ?, last_id = ? WHERE name = ?"

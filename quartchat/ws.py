@@ -150,7 +150,8 @@ async def _still_member(rt: Runtime, who: SignedIn, connection: Connection, view
         if view.restricted or not view.exists:
             await check_room(rt.store, who, connection.room)
         elif not view.is_member:
-            await rt.writes.add_member(connection.room, connection.user.id)
+            if await rt.writes.add_member(connection.room, connection.user.id):
+                rt.hub.members_added(connection.room, (connection.user.id,))
             connection.member = True
     except NotVisible:  # made private meanwhile by someone else: as invisible as any
         connection.abort(CloseCode.INVALID_ROOM, "Invalid room")
@@ -312,7 +313,8 @@ def _stored(
 
 async def _join_room(rt: Runtime, connection: Connection) -> None:
     try:
-        await rt.writes.add_member(connection.room, connection.user.id)
+        if await rt.writes.add_member(connection.room, connection.user.id):
+            rt.hub.members_added(connection.room, (connection.user.id,))
     except Exception:
         log.exception("making %s a member of %s failed", connection.user.id, connection.room)
 

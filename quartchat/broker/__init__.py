@@ -53,7 +53,17 @@ class Revoked:
     all_but: tuple[str, ...] | None = None
 
 
-Event = Committed | Presence | Resync | Revoked
+@dataclass(frozen=True, slots=True)
+class MemberAdded:
+    """These users became members of `room` (an invitation, a DM, opening a public room):
+    the per-user stream reads their counts there (quartchat/user_stream.py)."""
+
+    room: str
+    user_ids: tuple[str, ...]
+    origin: str  # the publishing process
+
+
+Event = Committed | Presence | Resync | Revoked | MemberAdded
 
 
 class Broker(ABC):

@@ -20,7 +20,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from ..protocol import StoredMessage, UserRef
-from . import Broker, Committed, Event, Presence, Resync, Revoked
+from . import Broker, Committed, Event, MemberAdded, Presence, Resync, Revoked
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def encode(event: Event) -> bytes:
         return orjson.dumps({
             "k": "c",
             "o": event.origin,
-            "m": [[m.id, m.room, m.user.id, m.user.name, m.text, m.ts_ms, m.client_id, m.prev_id]
+            "m": [[m.id, m.room, m.user.id, m.user.name, m.text, m.ts_ms, m.client_id, m.prev_id, m.mentions]
                   for m in event.messages],
         })  # fmt: skip
     if isinstance(event, Presence):
@@ -47,6 +47,8 @@ def encode(event: Event) -> bytes:
             "k": "r", "o": event.origin, "s": event.session_ids, "u": event.user_ids, "room": event.room,
             "code": event.code, "reason": event.reason, "ab": event.all_but,
         })  # fmt: skip
+    if isinstance(event, MemberAdded):
+        return orjson.dumps({"k": "a", "o": event.origin, "room": event.room, "u": event.user_ids})
     raise TypeError(f"{type(event).__name__} is not published")
 
 
@@ -56,7 +58,7 @@ def decode(raw: bytes) -> Event:
         return Committed(
             tuple(
                 StoredMessage(id=m[0], room=m[1], user=UserRef(m[2], m[3]), text=m[4], ts_ms=m[5],
-                              client_id=m[6], prev_id=m[7])
+                              client_id=m[6], prev_id=m[7], mentions=tuple(m[8]) if len(m) > 8 else ())
                 for m in data["m"]
             ),
             data["o"],
@@ -65,6 +67,8 @@ def decode(raw: bytes) -> Event:
         all_but = None if data.get("ab") is None else tuple(data["ab"])
         sessions, users = tuple(data["s"]), tuple(data["u"])
         return Revoked(sessions, users, data["room"], data["code"], data["reason"], data["o"], all_but)
+    if data["k"] == "a":
+        return MemberAdded(data["room"], tuple(data["u"]), data["o"])
     user = UserRef(data["user"][0], data["user"][1])
     return Presence(data["kind"], data["room"], user, data["ts"], data["o"])
 
