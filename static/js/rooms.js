@@ -37,6 +37,7 @@ export class RoomList {
     this.drawer = new Drawer(root.querySelector("#rooms-panel"), root.querySelector("#rooms-toggle"), root.querySelector("#rooms-close"));
     this.timer = null;
     this.soon = null;
+    this.unlisted = new Map(); // room -> its latest activity, until the list has the room
     window.addEventListener("focus", () => this.refresh());
     document.addEventListener("keydown", (event) => this.key(event));
   }
@@ -51,6 +52,7 @@ export class RoomList {
   activity(frame) {
     const room = this.rooms.find((entry) => entry.name === frame.room);
     if (!room) {
+      this.unlisted.set(frame.room, frame);
       this.refreshSoon(); // a room we do not list yet (a new DM, an invitation)
       return;
     }
@@ -136,6 +138,13 @@ export class RoomList {
     if (asked !== this.asked) return; // a later request is on its way: its answer is newer
     if (!answer.ok || !Array.isArray(answer.body.rooms)) return; // keep what is shown
     this.rooms = answer.body.rooms; // the server lists only what this user may see
+    for (const [name, frame] of this.unlisted) {
+      const room = this.rooms.find((entry) => entry.name === name);
+      if (room && !((Number(room.last_id) || 0) > frame.last_id && room.unread !== undefined)) {
+        Object.assign(room, { last_id: frame.last_id, unread: frame.unread, mentions: frame.mentions });
+      }
+    }
+    this.unlisted.clear();
     this.render();
     this.total();
     // How many lists have arrived: a test (or a curious reader) can tell a fresh one.

@@ -49,6 +49,14 @@ async def set_visibility(page: Page, state: str) -> None:
     )
 
 
+async def room_started(chat: Chat, room: str) -> Any:
+    """A writer in `room`, which it starts with a message: a room is listed, and its
+    visitors become members, once it has one (docs/protocol.md §11)."""
+    conn = await chat.open(await chat.user(), room)
+    await conn.say(f"welcome to {room}")
+    return conn
+
+
 def entry(page: Page, room: str) -> Any:
     return page.locator(f'#rooms li[data-room="{room}"]')
 
@@ -87,12 +95,12 @@ async def test_reading_in_one_tab_clears_the_badge_and_the_title_in_another_tab(
 ) -> None:
     server = start_server(rate_limit="1000/1")
     here, there = unique("here-"), unique("there-")
-    reading = await signed_in_page(browser, server, unique("reader"), f"/r/{here}")
-    elsewhere = await open_tab(reading, server, there)
-    await set_visibility(reading, "hidden")
     chat = Chat(server)
     try:
-        conn = await chat.open(await chat.user(), here)
+        conn = await room_started(chat, here)
+        reading = await signed_in_page(browser, server, unique("reader"), f"/r/{here}")
+        elsewhere = await open_tab(reading, server, there)
+        await set_visibility(reading, "hidden")
         for i in range(3):
             await conn.say(f"news {i}")
         await expect(entry(elsewhere, here)).to_have_attribute("data-unread", "3")
@@ -116,11 +124,11 @@ async def test_after_a_refresh_the_divider_sits_above_the_first_unread_message(
 ) -> None:
     server = start_server(rate_limit="1000/1")
     room, lobby = unique("divided-"), unique("lobby-")
-    page = await signed_in_page(browser, server, unique("reader"), f"/r/{room}")
     chat = Chat(server)
     try:
         conn = await chat.open(await chat.user(), room)
         await conn.say("already seen")
+        page = await signed_in_page(browser, server, unique("reader"), f"/r/{room}")
         await expect(messages(page)).to_have_text(["already seen"])
         await all_read(page, room)
         await visit(page, server, lobby)
@@ -194,11 +202,12 @@ async def test_badges_rise_live_for_rooms_mentions_and_dms_and_clear_on_reading(
     server = start_server(rate_limit="1000/1")
     busy, quiet = unique("busy-"), unique("quiet-")
     me = unique("reader")
-    page = await signed_in_page(browser, server, me, f"/r/{busy}")  # a member of busy
-    await visit(page, server, quiet)
     chat = Chat(server)
     try:
+        await room_started(chat, busy)
         writer = await chat.user()
+        page = await signed_in_page(browser, server, me, f"/r/{busy}")  # now a member of busy
+        await visit(page, server, quiet)
         conn = await chat.open(writer, busy)
         await conn.say("hello all")
         await conn.say(f"hey @{me}, a question")
@@ -234,15 +243,16 @@ async def test_notifications_are_asked_for_on_a_click_and_shown_while_hidden(
     server = start_server(rate_limit="1000/1")
     loud, quiet = unique("loud-"), unique("quiet-")
     me = unique("reader")
-    page = await signed_in_page(browser, server, me, f"/r/{loud}")
-    await page.context.add_init_script(RECORD_NOTIFICATIONS)
-    await visit(page, server, quiet)
-    enable = page.locator("#notify-enable")
-    await expect(enable).to_be_visible()
-    await expect(enable).to_have_text("Enable notifications")
     chat = Chat(server)
     try:
+        await room_started(chat, loud)
         writer = await chat.user()
+        page = await signed_in_page(browser, server, me, f"/r/{loud}")
+        await page.context.add_init_script(RECORD_NOTIFICATIONS)
+        await visit(page, server, quiet)
+        enable = page.locator("#notify-enable")
+        await expect(enable).to_be_visible()
+        await expect(enable).to_have_text("Enable notifications")
         conn = await chat.open(writer, loud)
         await set_visibility(page, "hidden")
         await conn.say(f"@{me} before you allowed it")
@@ -349,11 +359,12 @@ async def test_on_a_phone_the_badges_and_the_name_list_fit(browser: Browser, sta
     server = start_server()
     room, other = unique("phone-"), unique("busy-")
     me = unique("reader")
-    page = await signed_in_page(browser, server, me, f"/r/{other}", viewport=PHONE)
-    await visit(page, server, room)
     chat = Chat(server)
     try:
+        await room_started(chat, other)
         writer = await chat.user()
+        page = await signed_in_page(browser, server, me, f"/r/{other}", viewport=PHONE)
+        await visit(page, server, room)
         conn = await chat.open(writer, other)
         await conn.say(f"@{me} on the move")
         await chat.open(writer, room)
