@@ -119,7 +119,7 @@ function unreadBeforePage(frame) {
 
 const socket = new ChatSocket(wsPath, {
   history(frame) {
-    reads.known(frame.last_read_id);
+    reads.resync(frame.last_read_id);
     if (jumpedTo !== null) {
       loaded = true;
       held.push(...frame.messages);

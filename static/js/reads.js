@@ -70,15 +70,19 @@ export class ReadTracker {
     this.changed();
   }
 
-  // The server's position (a history frame) or another tab's (a read frame). After a
-  // reconnect, what this tab read while the socket was down is sent again.
+  // Another tab's position (a read frame).
   known(id) {
     const position = Number(id) || 0;
-    if (position > this.readId) {
-      this.readId = position;
-      this.changed();
-    }
-    if (this.sentId > position) this.send(this.sentId);
+    if (position <= this.readId) return;
+    this.readId = position;
+    this.changed();
+  }
+
+  // The server's position (a history frame): what this tab read while the socket was
+  // down is sent again, and what is on screen now is looked at.
+  resync(id) {
+    this.known(id);
+    if (this.sentId > (Number(id) || 0)) this.send(this.sentId);
     this.settle();
   }
 
@@ -117,9 +121,13 @@ export class ReadTracker {
     return divider;
   }
 
-  // Messages arrived while nobody looks (a hidden tab): the divider goes above the first.
+  // Messages arrived while nobody looks (a hidden tab): the divider goes above the
+  // first of them, unless it already marks messages still unread.
   divideIfAway() {
-    if (this.visible() || this.list.querySelector("li.unread-divider")) return;
+    if (this.visible()) return;
+    let marked = this.list.querySelector("li.unread-divider")?.nextElementSibling;
+    while (marked && !marked.dataset.id) marked = marked.nextElementSibling;
+    if (marked && Number(marked.dataset.id) > this.readId) return;
     this.divide(this.readId);
   }
 }
