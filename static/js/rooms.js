@@ -193,8 +193,11 @@ export class RoomList {
     item.classList.toggle("has-unread", unread > 0);
     const link = item.querySelector("a");
     link.querySelector(".badges")?.remove();
-    const name = room.kind === "dm" ? roomLabel(room) : `#${room.name}`;
-    link.setAttribute("aria-label", `${room.kind === "dm" ? "Direct message with " : ""}${name}${spoken(unread, mentions)}`);
+    const name =
+      room.kind === "dm"
+        ? `Direct message with ${roomLabel(room)}`
+        : `#${room.name}${room.kind === "private" ? " (private)" : ""}`;
+    link.setAttribute("aria-label", `${name}${spoken(unread, mentions)}`);
     if (!unread && !mentions) return;
     const badges = document.createElement("span");
     badges.className = "badges";

@@ -109,6 +109,7 @@ async def test_reading_in_one_tab_clears_the_badge_and_the_title_in_another_tab(
         await expect(reading).to_have_title(f"(3) #{here} · quartchat")
         # Arrived while nobody looked: "New messages" above the first of them.
         await expect(reading.locator("#messages li.unread-divider + li.message .text")).to_have_text("news 0")
+        assert await server_unread(reading, here) == 3, "on screen in a hidden tab is not read"
         await set_visibility(reading, "visible")
         await expect(entry(elsewhere, here)).to_have_attribute("data-unread", "0")
         await expect(entry(elsewhere, here).locator(".badge")).to_have_count(0)
@@ -179,6 +180,12 @@ async def test_a_room_of_hundreds_opens_at_its_first_unread_beyond_the_first_pag
             "message 119"
         )
         assert await page.locator("#messages li[data-id] .text", has_text="later 199").count() == 0
+
+        async def partly_read() -> bool:
+            return await server_unread(page, room) < 200
+
+        await until(partly_read, "what is on screen counts as read")
+        assert await server_unread(page, room) > 100, "what is not on screen yet is not read"
         # Reading on pages forwards to the newest, and then nothing is unread.
         last = page.locator("#messages li[data-id] .text", has_text="later 199")
 
