@@ -153,8 +153,11 @@ async def rooms() -> Response:
     from .rooms_api import room_json
 
     who = await signed_in_as()
-    summaries = await runtime().store.rooms_of(who.user.id, readable_rooms(who))
-    return jsonify(rooms=[room_json(s) for s in summaries])
+    rt = runtime()
+    if rt.reads.is_pending(who.user.id):  # a read sent a moment ago counts already
+        await rt.reads.flush()
+    summaries = await rt.store.rooms_of(who.user.id, readable_rooms(who))
+    return jsonify(rooms=[room_json(s, reads=True) for s in summaries])
 
 
 @bp.get("/api/rooms/<room>/messages")

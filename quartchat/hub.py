@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .broker import Broker, Committed, Event, MemberAdded, Presence, Resync, Revoked
+from .broker import Broker, Committed, Event, MemberAdded, Presence, ReadMoved, Resync, Revoked
 from .connection import Backlog, Connection, PresenceDue
 from .metrics import Metrics
 from .outbox import Outbox
@@ -42,6 +42,7 @@ from .protocol import (
     list_frame,
     now_ms,
     presence_frame,
+    read_frame,
 )
 from .store import Store
 from .user_stream import UserStream
@@ -118,6 +119,9 @@ class Hub:
         self.stream = UserStream(store, user_stream)  # each user's news of its other rooms
         self.rooms: dict[str, RoomState] = {}
         self.connections: set[Connection] = set()
+        # Every connection of a user here, whatever its room: what concerns the user
+        # rather than a room (read positions) goes to them all.
+        self.user_connections: dict[str, set[Connection]] = {}
         self.per_address: Counter[str] = Counter()  # sockets opening or open, by client address
         self.accepting = True
         self.repairs = 0  # rooms repaired from the database
@@ -130,6 +134,7 @@ class Hub:
             Committed: self._receive_committed,
             Presence: self._receive_presence,
             Revoked: self._receive_revoked,
+            ReadMoved: self._receive_reads,
             Resync: self._resync,
             MemberAdded: self._receive_member_added,
         }
@@ -180,6 +185,7 @@ class Hub:
         state = self.rooms.setdefault(connection.room, RoomState())
         state.connections.add(connection)
         self.connections.add(connection)
+        self.user_connections.setdefault(connection.user.id, set()).add(connection)
         # Changes announced before now are in the list this connection will be sent.
         connection.presence_mark = state.presence_seq
         self._all_closed.clear()
@@ -217,6 +223,11 @@ class Hub:
         connection.forget()
         self.stream.closed(connection)
         user = connection.user
+        mine = self.user_connections.get(user.id)
+        if mine is not None:
+            mine.discard(connection)
+            if not mine:
+                del self.user_connections[user.id]
         state.local_users[user.id] -= 1
         if state.local_users[user.id] <= 0:
             del state.local_users[user.id]
@@ -351,6 +362,25 @@ class Hub:
                 closed += 1
         return closed
 
+    def reads_moved(self, moves: Sequence[tuple[str, str, int]], senders: dict[tuple[str, str], Connection]) -> None:
+        """Read positions stored (quartchat/reads.py), as (user id, room, last read id):
+        a `read` frame to every connection of each user here but the one that moved it
+        (`senders`, by (user id, room)), then to the other processes."""
+        self._tell_reads(moves, senders)
+        self.outbox.post(ReadMoved(tuple(moves), self.origin))
+
+    def _tell_reads(self, moves: Sequence[tuple[str, str, int]], senders: dict[tuple[str, str], Connection]) -> None:
+        for user_id, room, last_read_id in moves:
+            self.stream.read_moved(user_id, room, last_read_id)  # its activity counts follow
+            connections = self.user_connections.get(user_id)
+            if not connections:
+                continue
+            frame = read_frame(room, last_read_id)
+            sender = senders.get((user_id, room))
+            for connection in connections:
+                if connection is not sender:
+                    connection.push(frame)
+
     async def online(self, room: str) -> list[UserRef]:
         """Users with a connection in the room (in any process), each once, by name."""
         return await self.presence.online(room)
@@ -473,6 +503,10 @@ class Hub:
     def _receive_presence(self, event: Presence) -> None:
         if event.origin != self.origin:
             self._tell_room(event)
+
+    def _receive_reads(self, event: ReadMoved) -> None:
+        if event.origin != self.origin:
+            self._tell_reads(event.moves, {})
 
     def _receive_revoked(self, event: Revoked) -> None:
         if event.origin != self.origin:

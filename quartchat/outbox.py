@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections import deque
 
-from .broker import Broker, Committed, MemberAdded, Presence, Revoked
+from .broker import Broker, Committed, MemberAdded, Presence, ReadMoved, Revoked
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ REPUBLISH_MAX_SECONDS = 5.0
 class Outbox:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self._posted: asyncio.Queue[Presence | Revoked | MemberAdded] = asyncio.Queue()
+        self._posted: asyncio.Queue[Presence | Revoked | MemberAdded | ReadMoved] = asyncio.Queue()
         self._unpublished: deque[Committed] = deque()
         self._republish = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -68,9 +68,9 @@ class Outbox:
             self._unpublished.append(event)
             self._republish.set()
 
-    def post(self, event: Presence | Revoked | MemberAdded) -> None:
-        """Queue a presence change, a revocation or a new membership for publishing, in
-        the order posted."""
+    def post(self, event: Presence | Revoked | MemberAdded | ReadMoved) -> None:
+        """Queue a presence change, a revocation, a new membership or read positions for
+        publishing, in the order posted."""
         self._posted.put_nowait(event)
 
     async def _publish_posted_forever(self) -> None:

@@ -28,7 +28,8 @@ ERROR = "error"
 # The per-user stream: news of the user's other rooms, on every connection (§18).
 ACTIVITY = "activity"
 NOTIFY = "notify"
-# Client → server frame types (besides CHAT).
+READ = "read"  # both ways: a client's read position, and the news of it to its other connections
+# Client → server frame types (besides CHAT and READ).
 PING = "ping"
 
 MAX_CLIENT_ID_CHARS = 64
@@ -120,8 +121,11 @@ class StoredMessage:
         return message
 
 
-def history_frame(room: str, messages: Sequence[StoredMessage], has_more: bool, reset: bool) -> str:
-    """The first frame on a socket; each message goes in as its wire form, serialised once."""
+def history_frame(
+    room: str, messages: Sequence[StoredMessage], has_more: bool, reset: bool, last_read_id: int = 0
+) -> str:
+    """The first frame on a socket; each message goes in as its wire form, serialised once.
+    `last_read_id`: the user's read position in the room (docs/protocol.md §18)."""
     return (
         '{"type":"'
         + HISTORY
@@ -133,6 +137,8 @@ def history_frame(room: str, messages: Sequence[StoredMessage], has_more: bool, 
         + dumps(has_more)
         + ',"reset":'
         + dumps(reset)
+        + ',"last_read_id":'
+        + str(int(last_read_id))
         + "}"
     )
 
@@ -144,6 +150,11 @@ def list_frame(room: str, users: Sequence[UserRef]) -> str:
 
 def presence_frame(kind: str, room: str, user: UserRef, ts_ms: int) -> str:
     return dumps({"type": kind, "room": room, "user": user.to_dict(), "ts": format_ts(ts_ms)})
+
+
+def read_frame(room: str, last_read_id: int) -> str:
+    """The user's read position in `room` moved (docs/protocol.md §18)."""
+    return dumps({"type": READ, "room": room, "id": last_read_id})
 
 
 def error_frame(code: ErrorCode, message: str, client_id: str | None = None) -> str:
@@ -193,7 +204,15 @@ class PingFrame:
     pass
 
 
-def parse_frame(raw: str | bytes, max_chars: int) -> ChatFrame | PingFrame:
+@dataclass(frozen=True, slots=True)
+class ReadFrame:
+    message_id: int
+
+
+MAX_MESSAGE_ID = (1 << 63) - 1
+
+
+def parse_frame(raw: str | bytes, max_chars: int) -> ChatFrame | PingFrame | ReadFrame:
     """Check one client frame; raise FrameError saying what is wrong with it."""
     if isinstance(raw, bytes):
         raise FrameError(ErrorCode.BAD_REQUEST, "binary frames are not accepted: send JSON text")
@@ -208,8 +227,14 @@ def parse_frame(raw: str | bytes, max_chars: int) -> ChatFrame | PingFrame:
     kind = frame.get("type")
     if kind == PING:
         return PingFrame()
+    if kind == READ:
+        message_id = frame.get("id")
+        # bool is an int to Python, not to JSON's readers.
+        if not isinstance(message_id, int) or isinstance(message_id, bool) or not 0 <= message_id <= MAX_MESSAGE_ID:
+            raise FrameError(ErrorCode.BAD_REQUEST, '"id" must be a message id (an integer, 0 or more)')
+        return ReadFrame(message_id)
     if kind != CHAT:
-        raise FrameError(ErrorCode.BAD_REQUEST, 'unknown "type": expected "chat" or "ping"', echo)
+        raise FrameError(ErrorCode.BAD_REQUEST, 'unknown "type": expected "chat", "read" or "ping"', echo)
     return parse_chat(frame, max_chars)
 
 

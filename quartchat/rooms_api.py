@@ -23,8 +23,9 @@ MAX_USER_ID_CHARS = 36
 NOT_A_MEMBER = "Not a member"
 
 
-def room_json(summary: RoomSummary) -> dict[str, Any]:
-    """A room as GET /api/rooms lists it: a DM names its other member as `peer`."""
+def room_json(summary: RoomSummary, reads: bool = False) -> dict[str, Any]:
+    """A room as GET /api/rooms lists it (`reads`: with the user's read position and
+    counts, docs/protocol.md §18): a DM names its other member as `peer`."""
     room: dict[str, Any] = {
         "name": summary.name,
         "kind": summary.kind,
@@ -32,6 +33,8 @@ def room_json(summary: RoomSummary) -> dict[str, Any]:
         "messages": summary.messages,
         "last_id": summary.last_id,
     }
+    if reads:
+        room.update(last_read_id=summary.last_read_id, unread=summary.unread, mentions=summary.mentions)
     if summary.kind == DM:
         room["peer"] = summary.peer.to_dict() if summary.peer is not None else None
     return room

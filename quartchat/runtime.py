@@ -19,6 +19,7 @@ from .metrics import Metrics
 from .presence import MemoryPresence, PresenceGrace, PresenceRegistry, RedisPresence
 from .protocol import CloseCode
 from .rate_limits import RateLimiter, SignInThrottle, SignUpLimit
+from .reads import ReadPositions
 from .search import SEARCH_SLOTS
 from .session_watch import SessionWatch
 from .settings import Settings
@@ -54,6 +55,7 @@ class Runtime:
             settings.write_batch_size,
             settings.write_linger_ms / 1000,
         )
+        self.reads = ReadPositions(self.writes, self.hub.reads_moved)
         self.passwords = Passwords()
         self.throttle = SignInThrottle()
         self.signups = SignUpLimit(settings.signup_limit)
@@ -77,6 +79,7 @@ class Runtime:
         await self.broker.connect()
         await self.hub.start()
         self.writer.start()
+        self.reads.start()
         self.session_watch.start()
         if self.checkpoints is not None:
             self.checkpoints.start()
@@ -90,6 +93,7 @@ class Runtime:
         self._drained = True
         self.hub.accepting = False
         await self.writer.close()
+        await self.reads.stop()  # stored, and heard by the connections still open
         await self.hub.close_all(CloseCode.GOING_AWAY, "server shutting down", grace)
         await self.downloads.finished(grace)
 

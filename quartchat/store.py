@@ -8,8 +8,9 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from sqlalchemy import ColumnElement, Row, Select, and_, func, select
+from sqlalchemy import ColumnElement, Row, Select, and_, case, func, select
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .models import ApiToken, Membership, Message, Room, Session, User
 from .protocol import RESUME_LIMIT, StoredMessage, UserRef, now_ms
@@ -79,6 +80,35 @@ def stored_mentions(stored: str | None) -> tuple[str, ...]:
     return () if stored is None else tuple(json.loads(stored))
 
 
+# Unread counts stop at this many (docs/protocol.md §18): "1000+" is all a badge says.
+UNREAD_MAX = 1000
+# They are counted among the newest this many rows after the read position (chat
+# messages, the user's own, edit and delete events): an index range scan of a bounded
+# length on (room, id), however large the room.
+UNREAD_SCAN = 5 * UNREAD_MAX
+
+
+def unread_query(room: str, user_id: str, last_read_id: int) -> AnySelect:
+    """Chat messages by others, not deleted, after `last_read_id` among the newest
+    UNREAD_SCAN rows after it: how many (`unread`), and how many mention the user (`mentions`)."""
+    recent = (
+        select(Message.user_id, Message.kind, Message.deleted, Message.mentions)
+        .where(Message.room == room, Message.id > last_read_id)
+        # (room, id): the order of ix_messages_room_id, which the primary key cannot give,
+        # so PostgreSQL never walks the whole table's ids backwards filtering on the room.
+        .order_by(Message.room.desc(), Message.id.desc())
+        .limit(UNREAD_SCAN)
+        .subquery("recent")
+    )
+    # messages.mentions is a JSON list of ids: the quoted id inside it (ids are uuids, or
+    # at least never hold a quote; LIKE's wildcards are escaped all the same).
+    quoted = '%"' + user_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + '"%'
+    return select(
+        func.count().label("unread"),
+        func.count(case((recent.c.mentions.like(quoted, escape="\\"), 1))).label("mentions"),
+    ).where(recent.c.kind == "chat", recent.c.deleted.is_(False), recent.c.user_id != user_id)
+
+
 @dataclass(frozen=True)
 class Page:
     messages: list[StoredMessage]
@@ -140,6 +170,11 @@ class RoomSummary:
     kind: str = "public"
     member: bool = False
     peer: UserRef | None = None  # a DM's other member
+    # The user's read position, and what came after it (docs/protocol.md §18): chat
+    # messages by others, not deleted, at most UNREAD_MAX; those that mention the user.
+    last_read_id: int = 0
+    unread: int = 0
+    mentions: int = 0
 
 
 @dataclass(frozen=True)
@@ -267,27 +302,62 @@ class Store:
         rows = await self._rows(select(Room.last_id).where(Room.name == room))
         return int(rows[0].last_id) if rows else 0
 
+    async def last_read_id(self, room: str, user_id: str) -> int:
+        """The user's read position in the room (0: none, or not a member)."""
+        query = select(Membership.last_read_id).where(Membership.room == room, Membership.user_id == user_id)
+        rows = await self._rows(query)
+        return int(rows[0].last_read_id) if rows else 0
+
     async def rooms(self) -> list[RoomSummary]:
         """Every room (the operator's view: exports, the command line)."""
         query = select(Room.name, Room.message_count, Room.last_id, Room.kind).order_by(Room.name)
         return [RoomSummary(r.name, r.message_count, r.last_id, r.kind) for r in await self._rows(query)]
 
     async def rooms_of(self, user_id: str, readable: ColumnElement[bool]) -> list[RoomSummary]:
-        """The rooms `readable` lets the user see (quartchat/access.py), whether it is a
-        member of each, and each DM's other member."""
+        """The rooms `readable` lets the user see (quartchat/access.py), the latest
+        activity first: whether the user is a member of each, its read position and
+        unread counts there, and each DM's other member."""
         mine = and_(Membership.room == Room.name, Membership.user_id == user_id)
         query = (
-            select(Room.name, Room.message_count, Room.last_id, Room.kind, Membership.user_id.label("member"))
+            select(
+                Room.name,
+                Room.message_count,
+                Room.last_id,
+                Room.kind,
+                Membership.user_id.label("member"),
+                Membership.last_read_id,
+            )
             .outerjoin(Membership, mine)
             .where(readable)
-            .order_by(Room.name)
+            .order_by(Room.last_id.desc(), Room.name)
         )
-        rows = await self._rows(query)
+        async with self.database.reader.connect() as connection:
+            rows = (await connection.execute(query)).all()
+            counts: dict[str, tuple[int, int]] = {}
+            for row in rows:
+                if row.member is not None and row.last_id > row.last_read_id:
+                    counts[row.name] = await self._unread(connection, row.name, user_id, row.last_read_id)
         peers = await self._dm_peers(user_id, [r.name for r in rows if r.kind == "dm"])
         return [
-            RoomSummary(r.name, r.message_count, r.last_id, r.kind, r.member is not None, peers.get(r.name))
+            RoomSummary(
+                r.name,
+                r.message_count,
+                r.last_id,
+                r.kind,
+                r.member is not None,
+                peers.get(r.name),
+                r.last_read_id or 0,
+                *counts.get(r.name, (0, 0)),
+            )
             for r in rows
         ]
+
+    @staticmethod
+    async def _unread(connection: AsyncConnection, room: str, user_id: str, last_read_id: int) -> tuple[int, int]:
+        """(unread, mentions) of the user in the room: unread_query's counts, capped."""
+        row = (await connection.execute(unread_query(room, user_id, last_read_id))).one()
+        unread = min(int(row.unread), UNREAD_MAX)
+        return unread, min(int(row.mentions or 0), unread)
 
     async def _dm_peers(self, user_id: str, rooms: list[str]) -> dict[str, UserRef]:
         if not rooms:

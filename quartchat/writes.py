@@ -20,7 +20,20 @@ from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, bindparam, case, delete, func, insert, literal, select, tuple_, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -230,6 +243,23 @@ class Writes(ABC):
                 delete(Membership).where(Membership.room == room, Membership.user_id == user_id)
             )
             return bool(removed.rowcount == 1)
+
+    async def move_read_positions(self, moves: Sequence[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+        """Move read positions forward, given as (user id, room, message id), in one
+        transaction: each to that id or the room's last id, whichever is lower, and only
+        forward; a user who is no member of the room has none. The positions that moved,
+        as (user id, room, new position)."""
+        moved: list[tuple[str, str, int]] = []
+        async with self.database.writer.begin() as connection:
+            for start in range(0, len(moves), _READS_PER_STATEMENT):
+                chunk = moves[start : start + _READS_PER_STATEMENT]
+                params: dict[str, str | int] = {}
+                for index, (user_id, room, message_id) in enumerate(chunk):
+                    params.update({f"u{index}": user_id, f"r{index}": room, f"i{index}": message_id})
+                statement = _move_reads_sql(len(chunk), self.database.is_sqlite)
+                rows = await connection.execute(text(statement), params)
+                moved.extend((row[0], row[1], int(row[2])) for row in rows)
+        return moved
 
     def _insert_ignore(self, table: type[Room] | type[Membership]) -> postgresql.Insert | sqlite.Insert:
         """INSERT … ON CONFLICT DO NOTHING: a row made concurrently is no error."""
@@ -598,6 +628,34 @@ def _mentions_json(mentions: tuple[str, ...]) -> str | None:
 _PROBE = update(Room).where(Room.name == select(func.min(Room.name)).scalar_subquery()).values(last_id=Room.last_id)
 
 _SQLITE_ROWS_PER_INSERT = 1000  # 7,000 parameters: far below SQLite's 32,766
+
+
+_READS_PER_STATEMENT = 300  # 900 parameters
+
+
+@functools.lru_cache(maxsize=16)
+def _move_reads_sql(count: int, is_sqlite: bool) -> str:
+    """One statement for `count` read positions (named parameters u0, r0, i0, …). The
+    position is clamped to the room's last id and moves only forward; RETURNING gives
+    the rows that moved (SQLite 3.35+; UPDATE … FROM: 3.33+)."""
+    if is_sqlite:
+        values = ", ".join(f"(:u{i}, :r{i}, :i{i})" for i in range(count))
+        target = "MIN(wanted.read_id, rooms.last_id)"
+        returning = "user_id, room, last_read_id"
+    else:
+        values = ", ".join(
+            f"(CAST(:u{i} AS VARCHAR), CAST(:r{i} AS VARCHAR), CAST(:i{i} AS BIGINT))" for i in range(count)
+        )
+        target = "LEAST(wanted.read_id, rooms.last_id)"
+        returning = "memberships.user_id, memberships.room, memberships.last_read_id"
+    return (
+        f"WITH wanted(user_id, room, read_id) AS (VALUES {values}) "
+        f"UPDATE memberships SET last_read_id = {target} "
+        "FROM wanted JOIN rooms ON rooms.name = wanted.room "
+        "WHERE memberships.room = wanted.room AND memberships.user_id = wanted.user_id "
+        f"AND memberships.last_read_id < {target} "
+        f"RETURNING {returning}"
+    )
 
 
 @functools.lru_cache(maxsize=64)

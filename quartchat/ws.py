@@ -17,7 +17,7 @@ from functools import partial
 
 from quart import Blueprint, Response, websocket
 
-from .access import NotAllowed, NotVisible, RoomView, check_room
+from .access import PUBLIC, NotAllowed, NotVisible, RoomView, check_room
 from .asgi_send import frame_sender
 from .connection import Connection
 from .protocol import (
@@ -27,6 +27,7 @@ from .protocol import (
     CloseCode,
     ErrorCode,
     FrameError,
+    ReadFrame,
     error_frame,
     history_frame,
     list_frame,
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 bp = Blueprint("ws", __name__)
 
 IN_FLIGHT_PER_CONNECTION = 32
+# A non-member's read (a public room made after its socket opened) looks the room up at
+# most this often: a flood of reads is no flood of queries.
+MEMBERSHIP_RETRY_SECONDS = 1.0
 CLOSE_TIMEOUT = 5.0
 NOT_A_MEMBER = "Not a member"
 # Memberships being written for a first message in a public room (kept from the collector).
@@ -167,6 +171,9 @@ async def _open(rt: Runtime, connection: Connection, after: int | None) -> None:
     try:
         await rt.hub.prime(room)  # live messages follow from the room's last committed id
         page = await (rt.store.newest(room, limit) if after is None else rt.store.resume(room, after, limit))
+        if rt.reads.is_pending(connection.user.id):  # a read sent a moment ago, on another tab
+            await rt.reads.flush()
+        last_read_id = await rt.store.last_read_id(room, connection.user.id)
         online = await rt.hub.online(room)
     except Exception:
         log.exception("opening %s failed: the database or broker did not answer", room)
@@ -176,7 +183,7 @@ async def _open(rt: Runtime, connection: Connection, after: int | None) -> None:
         connection.skip_through = page.messages[-1].id
     elif after is not None and not page.reset:  # a reset starts again from the room's end
         connection.skip_through = after
-    await websocket.send(history_frame(room, page.messages, page.has_more, page.reset))
+    await websocket.send(history_frame(room, page.messages, page.has_more, page.reset, last_read_id))
     await websocket.send(list_frame(room, online))
 
 
@@ -238,6 +245,14 @@ async def _read(rt: Runtime, connection: Connection) -> None:
             connection.abort(CloseCode.POLICY, "flooding: far past the rate limit")
 
     intake = rt.hub.backlog.open
+    read_wanted = 0  # the highest read asked for while membership is settled
+    membership_checked = -MEMBERSHIP_RETRY_SECONDS
+
+    async def read_as_member() -> None:
+        await _become_member(rt, connection)
+        if connection.member:
+            rt.reads.note(connection, read_wanted)
+
     while connection.close_code is None:
         if not intake.is_set():  # the server is behind its fan-out: read senders later
             await intake.wait()
@@ -253,6 +268,19 @@ async def _read(rt: Runtime, connection: Connection) -> None:
             frame = parse_frame(raw, settings.max_message_chars)
         except FrameError as refused:
             refuse(refused.code, refused.message, refused.client_id)
+            continue
+        if isinstance(frame, ReadFrame):
+            if connection.member:
+                rt.reads.note(connection, frame.message_id)
+                continue
+            # Opened before the room had a message: reading it makes a member, as
+            # opening it now would; on a name with no room yet the read is ignored.
+            read_wanted = max(read_wanted, frame.message_id)
+            if time.monotonic() - membership_checked >= MEMBERSHIP_RETRY_SECONDS:
+                membership_checked = time.monotonic()
+                joining = asyncio.get_running_loop().create_task(read_as_member())
+                _joining.add(joining)
+                joining.add_done_callback(_joining.discard)
             continue
         if not isinstance(frame, ChatFrame):
             connection.push(PONG_FRAME)
@@ -309,6 +337,18 @@ def _stored(
         joining.add_done_callback(_joining.discard)
     if not outcome.fresh:
         connection.push(outcome.message.json)  # a frame for its sender alone
+
+
+async def _become_member(rt: Runtime, connection: Connection) -> None:
+    """Make the user a member of the socket's room if it is a public room that exists now."""
+    try:
+        access = await rt.store.room_access(connection.room, connection.user.id)
+        if access is not None and (access.role is not None or access.kind == PUBLIC):
+            if access.role is None:
+                await rt.writes.add_member(connection.room, connection.user.id)
+            connection.member = True
+    except Exception:
+        log.exception("making %s a member of %s failed", connection.user.id, connection.room)
 
 
 async def _join_room(rt: Runtime, connection: Connection) -> None:

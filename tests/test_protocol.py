@@ -55,8 +55,9 @@ def test_history_and_list_frames_hold_what_they_are_given() -> None:
         "messages": [json.loads(m.json) for m in messages],
         "has_more": True,
         "reset": False,
+        "last_read_id": 0,
     }
-    assert json.loads(history_frame("lobby", [], False, True))["messages"] == []
+    assert json.loads(history_frame("lobby", [], False, True, last_read_id=7))["last_read_id"] == 7
     assert json.loads(list_frame("lobby", [alice, bob])) == {
         "type": "list",
         "room": "lobby",

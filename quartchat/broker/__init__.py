@@ -63,7 +63,16 @@ class MemberAdded:
     origin: str  # the publishing process
 
 
-Event = Committed | Presence | Resync | Revoked | MemberAdded
+@dataclass(frozen=True, slots=True)
+class ReadMoved:
+    """Users' read positions moved forward (docs/protocol.md §18), flushed together:
+    every connection of each user, in any room, hears of its own."""
+
+    moves: tuple[tuple[str, str, int], ...]  # (user id, room, last read id)
+    origin: str  # the publishing process, which told its own connections already
+
+
+Event = Committed | Presence | Resync | Revoked | MemberAdded | ReadMoved
 
 
 class Broker(ABC):

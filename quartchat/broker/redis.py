@@ -20,7 +20,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from ..protocol import StoredMessage, UserRef
-from . import Broker, Committed, Event, MemberAdded, Presence, Resync, Revoked
+from . import Broker, Committed, Event, MemberAdded, Presence, ReadMoved, Resync, Revoked
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ def encode(event: Event) -> bytes:
         })  # fmt: skip
     if isinstance(event, MemberAdded):
         return orjson.dumps({"k": "a", "o": event.origin, "room": event.room, "u": event.user_ids})
+    if isinstance(event, ReadMoved):
+        return orjson.dumps({"k": "rd", "o": event.origin, "m": event.moves})
     raise TypeError(f"{type(event).__name__} is not published")
 
 
@@ -63,6 +65,8 @@ def decode(raw: bytes) -> Event:
             ),
             data["o"],
         )  # fmt: skip
+    if data["k"] == "rd":
+        return ReadMoved(tuple((user_id, room, last_read_id) for user_id, room, last_read_id in data["m"]), data["o"])
     if data["k"] == "r":
         all_but = None if data.get("ab") is None else tuple(data["ab"])
         sessions, users = tuple(data["s"]), tuple(data["u"])

@@ -46,7 +46,14 @@ async def test_opening_sends_history_then_list_then_join_and_nothing_before(chat
     conn = await chat.connect(user, room)
     frames = [await conn.recv() for _ in range(3)]
     assert [f["type"] for f in frames] == ["history", "list", "join"]
-    assert frames[0] == {"type": "history", "room": room, "messages": [], "has_more": False, "reset": False}
+    assert frames[0] == {
+        "type": "history",
+        "room": room,
+        "messages": [],
+        "has_more": False,
+        "reset": False,
+        "last_read_id": 0,
+    }
     assert frames[1] == {"type": "list", "room": room, "data": [user.ref]}
     assert frames[2]["user"] == user.ref and re.fullmatch(TS, frames[2]["ts"])
 
