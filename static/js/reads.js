@@ -1,7 +1,7 @@
 // What this tab has read. A message counts as read once at least half of it (or half
 // the list's height, for a long one) has been on screen while the tab was visible; the
-// highest such id goes to the server as {"type": "read", "id"} once scrolling settles,
-// and never backwards (docs/protocol.md, "Read position"). Also the "New messages"
+// highest such id goes to the server as {"type": "read", "id"} at once, then at most
+// every SETTLE_MS while the reader scrolls, and never backwards (docs/protocol.md, "Read position"). Also the "New messages"
 // divider above the first message from someone else that had not been read.
 
 const SETTLE_MS = 300;
@@ -19,13 +19,17 @@ export class ReadTracker {
     this.sentId = 0; // the highest id this tab has sent
     this.inView = new Set(); // ids on screen now (whether or not the tab is visible)
     this.timer = null;
+    this.lastFlush = -Infinity;
     this.observer = new IntersectionObserver((entries) => this.saw(entries), { root: list, threshold: THRESHOLDS });
     // Every stored message the view adds is watched, whichever code path added it.
     new MutationObserver((records) => this.listChanged(records)).observe(list, { childList: true });
     document.addEventListener("visibilitychange", () => {
-      this.settle();
+      if (this.visible()) this.settle();
+      else this.flush(true);
       this.changed();
     });
+    // Leaving the page (another room, a reload): what was on screen until now was seen.
+    window.addEventListener("pagehide", () => this.flush(true));
   }
 
   listChanged(records) {
@@ -55,13 +59,20 @@ export class ReadTracker {
     return document.visibilityState === "visible";
   }
 
+  // The first read goes at once (a reader who opens a room and leaves it has read it);
+  // while scrolling, at most one every SETTLE_MS, with the highest id seen by then.
   settle() {
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.flush(), SETTLE_MS);
+    if (this.timer !== null) return;
+    const wait = Math.max(0, this.lastFlush + SETTLE_MS - performance.now());
+    this.timer = setTimeout(() => this.flush(), wait);
   }
 
-  flush() {
-    if (!this.visible() || !this.inView.size) return;
+  // `leaving`: the tab is being hidden or left, and what is on screen was seen.
+  flush(leaving = false) {
+    clearTimeout(this.timer);
+    this.timer = null;
+    if ((!leaving && !this.visible()) || !this.inView.size) return;
+    this.lastFlush = performance.now();
     const highest = Math.max(...this.inView);
     if (highest <= this.readId) return;
     this.readId = highest;
