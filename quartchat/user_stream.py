@@ -151,8 +151,12 @@ class UserStream:
     def read_moved(self, user_id: str, room: str, read_id: int) -> None:
         """The user's read position in `room` moved to `read_id` (any process)."""
         follower = self.followers.get(user_id)
-        tally = follower.rooms.get(room) if follower is not None else None
-        if follower is None or tally is None or read_id <= tally.last_read_id:
+        if follower is None:
+            return
+        if user_id in self._loading:  # a load under way may have read the position before this one
+            self._load(user_id, {room})
+        tally = follower.rooms.get(room)
+        if tally is None or read_id <= tally.last_read_id:
             return
         tally.last_read_id = read_id
         if read_id >= tally.last_id:

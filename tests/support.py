@@ -236,6 +236,8 @@ class Conn:
             frame = await self.recv(timeout)
             if frame["type"] in ("join", "left") and kind not in ("join", "left"):
                 continue
+            if frame["type"] in ("activity", "notify") and kind != frame["type"]:
+                continue  # the per-user stream's news of the user's rooms
             assert frame["type"] == kind, f"expected {kind}, got {frame}"
             return frame
 
