@@ -785,7 +785,12 @@ _ERASE_EDITS = update(Message).where(Message.target == bindparam("b_id"), Messag
 class _EventCheck:
     """Whether each edit or delete of a batch may be stored, read inside its transaction
     and kept up to date as the batch goes (a delete makes a later edit of the same
-    message not_found)."""
+    message not_found).
+
+    Read after `_take_rooms`: an event's target counts only in the event's own room, whose
+    row this transaction holds, so on PostgreSQL another process's delete of the same
+    message has committed before this read (READ COMMITTED sees it) or waits for ours.
+    """
 
     def __init__(self, connection: Connection, events: list[Draft]) -> None:
         targets = sorted({d.target for d in events if d.target is not None})
