@@ -72,18 +72,24 @@ class ReadPositions:
             self._pending, self._senders, self._users = {}, {}, set()
             try:
                 moved = await self.writes.move_read_positions([(u, r, i) for (u, r), i in pending.items()])
-            except Exception:
+            except BaseException as failure:  # cancelled too (a shutdown): stop() flushes them
+                self._keep(pending, senders)
+                if not isinstance(failure, Exception):
+                    raise
                 log.exception("storing %d read positions failed: kept for the next flush", len(pending))
-                for key, message_id in pending.items():
-                    if message_id > self._pending.get(key, 0):
-                        self._pending[key] = message_id
-                        self._senders[key] = senders[key]
-                        self._users.add(key[0])
-                self._due.set()
                 return
             self.flushes += 1
         if moved:
             self.on_moved(moved, senders)
+
+    def _keep(self, pending: dict[Key, int], senders: dict[Key, Connection]) -> None:
+        """Put positions that were not stored back, for the next flush."""
+        for key, message_id in pending.items():
+            if message_id > self._pending.get(key, 0):
+                self._pending[key] = message_id
+                self._senders[key] = senders[key]
+                self._users.add(key[0])
+        self._due.set()
 
     async def _flush_forever(self) -> None:
         while True:
