@@ -40,7 +40,7 @@ async def next_read(conn: Conn, timeout: float = 5.0) -> dict[str, Any]:
         frame = await conn.recv(timeout)
         if frame["type"] == "read":
             return frame
-        assert frame["type"] in ("chat", "join", "left", "list"), frame
+        assert frame["type"] in ("chat", "join", "left", "list", "activity", "notify"), frame
 
 
 async def no_read_before_pong(conn: Conn) -> None:
@@ -48,7 +48,7 @@ async def no_read_before_pong(conn: Conn) -> None:
     await asyncio.sleep(0.6)  # past the flush of read positions (0.25 s)
     await conn.send_json({"type": "ping"})
     while (frame := await conn.recv(5))["type"] != "pong":
-        assert frame["type"] in ("chat", "join", "left", "list"), f"unexpected {frame}"
+        assert frame["type"] in ("chat", "join", "left", "list", "activity", "notify"), f"unexpected {frame}"
 
 
 async def test_a_read_reaches_the_users_other_tabs_moves_only_forward_and_survives_a_restart(
