@@ -1,8 +1,8 @@
 // What this tab has read. A message counts as read once at least half of it (or half
 // the list's height, for a long one) has been on screen while the tab was visible; the
 // highest such id goes to the server as {"type": "read", "id"} at once, then at most
-// every SETTLE_MS while the reader scrolls, and never backwards (docs/protocol.md, "Read position"). Also the "New messages"
-// divider above the first message from someone else that had not been read.
+// every SETTLE_MS while the reader scrolls, and never backwards (docs/protocol.md §18).
+// Also the "New messages" divider above the first unread message from someone else.
 
 const SETTLE_MS = 300;
 const THRESHOLDS = [0, 0.25, 0.5, 0.75, 1];

@@ -133,7 +133,7 @@ export class ChatSocket {
           this.handlers.error(frame, true);
         }
         break;
-      case "read": // read position, other rooms' news, notifications (docs/protocol.md)
+      case "read": // read positions, other rooms' news, notifications (docs/protocol.md §18)
       case "activity":
       case "notify":
         this.handlers[frame.type]?.(frame);
