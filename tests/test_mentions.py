@@ -75,9 +75,12 @@ def test_a_name_is_read_at_most_32_characters_far() -> None:
     ],
 )
 def test_hostile_texts_are_bounded_in_keys_and_time(text: str) -> None:
+    # Ten times the largest text a message may hold: work that grew with the square of
+    # the text would take minutes here, linear work milliseconds. The bound is loose on
+    # purpose (a busy machine); the speed itself is bench's business.
     started = time.perf_counter()
-    found = candidates(text)
-    assert time.perf_counter() - started < 0.05
+    found = candidates(text * 10)
+    assert time.perf_counter() - started < 2.0
     assert sum(len(keys) for keys in found) <= MAX_CANDIDATES
 
 
