@@ -50,10 +50,14 @@ let measuring = false;
 const latencies = [];
 const errors = [];
 let chats = 0, activity = 0, notify = 0, frames = 0, closes = 0, lastFrameAt = 0;
+let histories = 0; // sockets whose history came: registered with the server's hub
 function onFrame(raw) {
   const now = performance.now();
   lastFrameAt = now;
-  if (!measuring) return;
+  if (!measuring) {
+    if (raw.toString().startsWith('{"type":"history"')) histories++;
+    return;
+  }
   frames++;
   const frame = JSON.parse(raw);
   for (const item of frame.type === "batch" ? frame.messages : [frame]) {
@@ -81,9 +85,15 @@ function connect(i) {
 }
 const sockets = new Array(N);
 await pool(100, async (i) => { sockets[i] = await connect(i); });
-// Until the join storm has settled: no frame for `warmup` seconds (a minute at most).
+// Until every socket has its history (before it, a message goes into the history, not
+// live: it would count as lost) and the join storm has settled: no frame for `warmup`
+// seconds (two minutes at most).
 const opened = performance.now();
-while (performance.now() - lastFrameAt < warmup * 1000 && performance.now() - opened < 60_000) await sleep(100);
+const connected = sockets.filter(Boolean).length;
+while (
+  (histories < connected || performance.now() - lastFrameAt < warmup * 1000) &&
+  performance.now() - opened < 120_000
+) await sleep(100);
 
 // The members of room r: users i with (r - i) mod rooms == s*k for some k < per-user.
 const stride = Math.floor(rooms / perUser);
@@ -129,7 +139,7 @@ console.log("MEASURE-END");
 latencies.sort((a, b) => a - b);
 const at = (q) => (latencies.length ? +latencies[Math.floor(q * (latencies.length - 1))].toFixed(1) : null);
 console.log(JSON.stringify({
-  clients: N, connected: sockets.filter(Boolean).length, closes, sent, seconds, chats_expected: expected,
+  clients: N, connected, histories, closes, sent, seconds, chats_expected: expected,
   drain_s: +drainS.toFixed(1), errors: errors.length, error_codes: [...new Set(errors)],
   chats_received: chats, frames, activity_items: activity, notify_items: notify, mentions_of_others: mentions,
   latency_p50_ms: at(0.5), latency_p99_ms: at(0.99), latency_max_ms: at(1),
