@@ -194,6 +194,7 @@ async def test_a_room_of_hundreds_opens_at_its_first_unread_beyond_the_first_pag
             return await last.count() == 1
 
         await until(at_the_end, "the newest message after paging forwards", timeout=30)
+        await page.locator("#messages").evaluate("list => { list.scrollTop = list.scrollHeight; }")
         await expect(last).to_be_in_viewport()
         await all_read(page, room)
         await expect(page).to_have_title(f"#{room} · quartchat")
