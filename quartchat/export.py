@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import ColumnElement, FromClause, Select, case, column, func, select, table
+from sqlalchemy import ColumnElement, FromClause, Select, and_, case, column, func, select, table
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 
 from .models import Message, User
@@ -117,9 +117,14 @@ def _sqlite_message_json(users: FromClause) -> ColumnElement[Any]:
         "user", func.json_object("id", users.c.id, "name", users.c.name),
         "data", Message.text, "ts", Message.ts,
     ]  # fmt: skip
+    client_id = ["client_id", Message.client_id]
+    mentions = ["mentions", func.json(Message.mentions)]  # the stored JSON list, as JSON
+    no_client_id, no_mentions = Message.client_id.is_(None), Message.mentions.is_(None)
     return case(
-        (Message.client_id.is_(None), func.json_object(*fields)),
-        else_=func.json_object(*fields, "client_id", Message.client_id),
+        (and_(no_client_id, no_mentions), func.json_object(*fields)),
+        (no_mentions, func.json_object(*fields, *client_id)),
+        (no_client_id, func.json_object(*fields, *mentions)),
+        else_=func.json_object(*fields, *client_id, *mentions),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import uuid
+from functools import partial
 
 from quart import current_app
 
@@ -25,7 +26,7 @@ from .session_watch import SessionWatch
 from .settings import Settings
 from .store import Store
 from .writer import MessageWriter
-from .writes import create_writes
+from .writes import create_writes, move_read_positions
 
 
 class Runtime:
@@ -55,7 +56,7 @@ class Runtime:
             settings.write_batch_size,
             settings.write_linger_ms / 1000,
         )
-        self.reads = ReadPositions(self.writes, self.hub.reads_moved)
+        self.reads = ReadPositions(self._store_reads, self.hub.reads_moved)
         self.passwords = Passwords()
         self.throttle = SignInThrottle()
         self.signups = SignUpLimit(settings.signup_limit)
@@ -68,6 +69,10 @@ class Runtime:
         self.downloads = Downloads()
         self.checkpoints = WalCheckpoints(self.database) if settings.is_sqlite else None
         self._drained = False
+
+    async def _store_reads(self, moves: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+        """Read positions, stored on the message writer's thread (quartchat/reads.py)."""
+        return await self.writer.execute(partial(move_read_positions, moves=moves))
 
     async def start(self) -> None:
         """Quart's before_serving."""
@@ -92,8 +97,8 @@ class Runtime:
             return
         self._drained = True
         self.hub.accepting = False
+        await self.reads.stop()  # stored by the writer, and heard by the connections still open
         await self.writer.close()
-        await self.reads.stop()  # stored, and heard by the connections still open
         await self.hub.close_all(CloseCode.GOING_AWAY, "server shutting down", grace)
         await self.downloads.finished(grace)
 

@@ -24,9 +24,6 @@ DEFAULT_SESSION_LIFETIME_MS = 30 * 24 * 3600 * 1000
 # Session ids per query when checking which are still live (SQLite allows 32,766
 # parameters; a few hundred keep each statement small).
 SESSIONS_PER_QUERY = 500
-# Unread and mention counts stop here (docs/protocol.md §18): each is an index range
-# scan of at most this many rows, however long the room.
-UNREAD_CAP = 1000
 
 # A bot token's connections carry this session id (`token:<id>`): the writer's and the
 # session watch's checks of live sessions then cover tokens too (quartchat/tokens.py).
@@ -485,29 +482,22 @@ class Store:
     # The per-user stream (quartchat/user_stream.py) ---------------------------
 
     async def stream_counts(self, user_ids: Collection[str]) -> list[RoomCounts]:
-        """Each membership of these users with the room's kind, last id, and the user's
-        counts there as GET /api/rooms gives them: chat messages by others after the
-        read position (at most UNREAD_CAP), and of those the ones that mention the user.
-        One statement, so every room's counts and last id are of one snapshot."""
+        """Each membership of these users with the room's kind and last id, and the
+        user's counts there exactly as GET /api/rooms gives them (unread_query's, for
+        every membership at once). One statement, so every room's counts and last id
+        are of one snapshot."""
         if not user_ids:
             return []
-        later = and_(
-            Message.room == Membership.room,
-            Message.id > Membership.last_read_id,
-            Message.user_id != Membership.user_id,
-            Message.kind == "chat",
-            Message.deleted.is_(False),
-        )
-        # Each count reads at most UNREAD_CAP rows of the (room, id) index range.
-        unread = (
-            select(Message.mentions)
-            .where(later)
-            .order_by(Message.id)
-            .limit(UNREAD_CAP)
+        recent = (
+            select(Message.user_id, Message.kind, Message.deleted, Message.mentions)
+            .where(Message.room == Membership.room, Message.id > Membership.last_read_id)
+            .order_by(Message.room.desc(), Message.id.desc())
+            .limit(UNREAD_SCAN)
             .correlate(Membership)
-            .subquery()
+            .subquery("recent")
         )
-        mention = '%"' + Membership.user_id + '"%'
+        theirs = and_(recent.c.kind == "chat", recent.c.deleted.is_(False), recent.c.user_id != Membership.user_id)
+        counted = select(func.count()).select_from(recent).correlate(Membership)
         query = (
             select(
                 Membership.user_id,
@@ -515,20 +505,21 @@ class Store:
                 Membership.last_read_id,
                 Room.kind,
                 Room.last_id,
-                select(func.count()).select_from(unread).scalar_subquery().label("unread"),
-                select(func.count())
-                .select_from(unread)
-                .where(unread.c.mentions.like(mention))
+                counted.where(theirs).scalar_subquery().label("unread"),
+                counted.where(theirs, recent.c.mentions.like('%"' + Membership.user_id + '"%'))
                 .scalar_subquery()
                 .label("mentions"),
             )
             .join(Room, Room.name == Membership.room)
             .where(Membership.user_id.in_(sorted(user_ids)))
         )
-        return [
-            RoomCounts(r.user_id, r.room, r.kind, r.last_id, r.last_read_id, r.unread, r.mentions)
-            for r in await self._rows(query)
-        ]
+        found = []
+        for r in await self._rows(query):
+            unread = min(int(r.unread), UNREAD_MAX)
+            found.append(
+                RoomCounts(r.user_id, r.room, r.kind, r.last_id, r.last_read_id, unread, min(r.mentions, unread))
+            )
+        return found
 
     def _oldest_live_ms(self) -> int:
         return now_ms() - self.session_lifetime_ms

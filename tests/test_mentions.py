@@ -118,3 +118,19 @@ async def test_the_writer_stores_and_sends_the_longest_existing_names(database: 
     assert stored_lists == [m or None for m in expected] + [(late.id,)], "None where nobody is mentioned"
     page = await Store(database).newest("r", 50)
     assert [m.mentions for m in page.messages] == [*expected, (late.id,)]
+
+
+async def test_exports_carry_mentions_as_the_socket_does(database: Database) -> None:
+    from quartchat.export import ExportQuery, json_chunks
+
+    await _add_named(database, MARY)
+    committed = Committed()
+    writer = new_writer(database, committed)
+    writer.start()
+    outcomes = [
+        await writer.submit(Draft("r", ALICE, text, client_id))
+        for text, client_id in [("hi @mary", "c1"), ("hi @mary", None), ("hi", "c2"), ("hi", None)]
+    ]
+    await writer.close()
+    lines = [line async for chunk in json_chunks(database.reader, ExportQuery(room="r")) for line in chunk]
+    assert [orjson.loads(line) for line in lines] == [orjson.loads(o.message.json) for o in outcomes]
