@@ -377,6 +377,7 @@ async def test_on_a_phone_the_badges_and_the_name_list_fit(browser: Browser, sta
         await conn.say(f"@{me} on the move")
         await chat.open(writer, room)
         await page.click("#rooms-toggle")
+        await page.wait_for_function("() => document.querySelector('#rooms-panel').getBoundingClientRect().left >= 0")
         badges = entry(page, other).locator(".badge")
         await expect(badges).to_have_text(["@1", "1"])
         panel = await page.locator("#rooms-panel").bounding_box()
