@@ -50,6 +50,20 @@ SCENARIOS: dict[str, list[str]] = {
     # Every client reports a read for every message it receives (docs/protocol.md §18):
     # against "closed", what read positions cost when clients do not debounce them.
     "closed-reads": ["--clients", "100", "--senders", "10", "--mode", "closed", "--batch", "--reads"],
+    # The same with reads as the web page sends them: the first at once, then at most one
+    # every 0.3 s (static/js/reads.js).
+    "closed-reads-paced": [
+        "--clients",
+        "100",
+        "--senders",
+        "10",
+        "--mode",
+        "closed",
+        "--batch",
+        "--reads",
+        "--reads-every",
+        "300",
+    ],
     "steady": ["--clients", "100", "--senders", "10", "--mode", "steady", "--rate", "200", "--batch"],
     # For a machine on which inmem cannot keep up with 200 a second (its queues grow and
     # its tail is seconds): the same comparison where both can.
@@ -248,6 +262,7 @@ def main() -> None:
             (quartchat, "closed-nobatch"),
             (quartchat, "closed-private"),
             (quartchat, "closed-reads"),
+            (quartchat, "closed-reads-paced"),
             (quartchat, "steady"),
             (inmem, "steady"),
             (quartchat, "steady-100"),

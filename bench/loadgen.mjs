@@ -5,6 +5,8 @@
 //                      account invited: what the members-only check costs a message)
 //        [--reads]    (every client sends a read frame for every chat message it receives:
 //                      what read positions cost, docs/protocol.md §18)
+//        [--reads-every MS]  (with --reads: the first read at once, then the latest at
+//                      most once every MS, as the web page does)
 import { performance } from "node:perf_hooks";
 import { cpuUsage } from "node:process";
 import WebSocket from "ws";
@@ -27,6 +29,15 @@ const batch = flag("batch");
 const deflate = flag("deflate");
 const privateRooms = flag("private");
 const reads = flag("reads");
+const readsEvery = Number(opt("reads-every", 0));
+function sendRead(client) {
+  client.readSent = client.readId;
+  client.ws.send(JSON.stringify({ type: "read", id: client.readId }));
+  client.readTimer = setTimeout(() => {
+    client.readTimer = null;
+    if (client.readId > client.readSent) sendRead(client);
+  }, readsEvery);
+}
 const padding = "x".repeat(60);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -69,13 +80,16 @@ for (let index = 0; index < clientsWanted; index++) {
   const room = `bench-${index % rooms}${roomSuffix}`;
   const wsUrl = `${url.replace("http://", "ws://")}/ws/chat/${room}${batch ? "?batch=1" : ""}`;
   const ws = new WebSocket(wsUrl, { headers: { Cookie: cookies[index % cookies.length] }, perMessageDeflate: deflate });
-  const client = { index, ws, deliveries: 0, latencies: [], waiting: null };
+  const client = { index, ws, deliveries: 0, latencies: [], waiting: null, readId: 0, readSent: 0, readTimer: null };
   ws.on("message", (raw) => {
     const frame = JSON.parse(raw);
     // A batch may carry join, left and list frames too (presence is coalesced into it).
     const messages = (frame.type === "batch" ? frame.messages : [frame]).filter((m) => m.type === "chat");
     const now = performance.now();
-    if (reads) for (const message of messages) ws.send(JSON.stringify({ type: "read", id: message.id }));
+    if (reads && readsEvery && messages.length) {
+      client.readId = messages[messages.length - 1].id;
+      if (!client.readTimer) sendRead(client);
+    } else if (reads) for (const message of messages) ws.send(JSON.stringify({ type: "read", id: message.id }));
     for (const message of messages) {
       const [sender, sentAt] = message.data.split(" ", 2);
       if (measuring) {

@@ -74,6 +74,7 @@ async def main() -> None:
     parser.add_argument("--deflate", action="store_true")
     parser.add_argument("--private", action="store_true", help="only bench/loadgen.mjs makes private rooms")
     parser.add_argument("--reads", action="store_true", help="a read frame for every chat message received")
+    parser.add_argument("--reads-every", type=float, default=0, help="only bench/loadgen.mjs throttles reads")
     args = parser.parse_args()
     if args.private:
         parser.error("--private needs the Node load generator (cd bench && npm install)")
