@@ -194,6 +194,7 @@ async def test_a_room_of_hundreds_opens_at_its_first_unread_beyond_the_first_pag
             return await last.count() == 1
 
         await until(at_the_end, "the newest message after paging forwards", timeout=30)
+        await page.locator("#messages").evaluate("list => { list.scrollTop = list.scrollHeight; }")
         await expect(last).to_be_in_viewport()
         await all_read(page, room)
         await expect(page).to_have_title(f"#{room} · quartchat")
@@ -376,6 +377,7 @@ async def test_on_a_phone_the_badges_and_the_name_list_fit(browser: Browser, sta
         await conn.say(f"@{me} on the move")
         await chat.open(writer, room)
         await page.click("#rooms-toggle")
+        await page.wait_for_function("() => document.querySelector('#rooms-panel').getBoundingClientRect().left >= 0")
         badges = entry(page, other).locator(".badge")
         await expect(badges).to_have_text(["@1", "1"])
         panel = await page.locator("#rooms-panel").bounding_box()
