@@ -90,7 +90,7 @@ async def test_hostile_edit_delete_and_read_frames_get_a_clear_error_and_lose_no
             reply = await socket.expect("error")
         assert reply["code"] == code, reply
         assert (await socket.say("still here"))["data"] == "still here"
-    history = (await chat.messages(user, socket.history["room"] if "room" in socket.history else mine["room"]))
+    history = await chat.messages(user, socket.history["room"] if "room" in socket.history else mine["room"])
     assert any(m["id"] == mine["id"] and m["data"] == "kept" for m in history["messages"])
     assert "Traceback" not in server.log()
 
