@@ -157,3 +157,31 @@ async def test_an_edit_cannot_smuggle_a_mention_notify_of_another_room(chat: Cha
         pytest.fail(f"a non-member heard of a private room: {frame}")
     except TimeoutError:
         pass
+
+
+async def test_a_bot_token_limited_to_one_room_hears_nothing_of_the_users_other_rooms(chat: Chat) -> None:
+    """A token made with `quartchat token create NAME --room bots` may read #bots alone
+    (access.py: token_rooms). The per-user stream follows the *user* (user_stream.py,
+    by connection.user.id): the token's socket in #bots gets `activity` and `notify`
+    (a whole message, text included) of the user's private rooms and DMs."""
+    owner, friend = await chat.user(), await chat.user()
+    private = unique("secret-")
+    assert (await owner.http.post("/api/rooms", json={"name": private, "private": True})).status_code == 201
+    assert (await owner.http.post(f"/api/rooms/{private}/members", json={"name": friend.name})).status_code == 201
+    bots = unique("bots-")
+    token = await chat.bot(owner, bots)
+    assert (await token.http.get(f"/api/rooms/{private}/messages")).status_code in (403, 404)
+    limited = await chat.open(token, bots)
+    await asyncio.sleep(1.5)  # the stream has read the user's counts
+    speaker = await chat.open(friend, private)
+    await speaker.say(f"@{owner.name} the launch code is 0000")
+    heard: list[dict[str, Any]] = []
+    try:
+        while True:
+            frame = await limited.recv(timeout=3)
+            if frame["type"] not in ("join", "left"):
+                heard.append(frame)
+    except TimeoutError:
+        pass
+    leaked = [f for f in heard if f.get("room") == private]
+    assert not leaked, f"a token limited to #{bots} heard of #{private}: {leaked}"
