@@ -185,3 +185,21 @@ async def test_a_bot_token_limited_to_one_room_hears_nothing_of_the_users_other_
         pass
     leaked = [f for f in heard if f.get("room") == private]
     assert not leaked, f"a token limited to #{bots} heard of #{private}: {leaked}"
+
+
+async def test_search_finds_neither_an_edited_away_nor_a_deleted_text(chat: Chat) -> None:
+    author = await chat.user()
+    room = unique("erase-")
+    socket = await chat.open(author, room)
+    word = unique("zebracorn")
+    edited = await socket.say(f"{word} before the edit")
+    deleted = await socket.say(f"{word} then deleted")
+    await send_edit(socket, edited["id"], "nothing to see")
+    await socket.expect("edit")
+    await send_delete(socket, deleted["id"])
+    await socket.expect("delete")
+    found = await author.http.get("/api/search", params={"q": word})
+    assert found.status_code == 200, found.text
+    assert word not in found.text, found.text
+    after = (await chat.messages(author, room, after=0, limit=200))["messages"]
+    assert all(word not in str(m.get("data", "")) for m in after), after
