@@ -13,7 +13,7 @@ import pytest
 from quartchat.mentions import candidates
 
 from ..integration.test_edits import send_delete, send_edit
-from ..support import Chat, Server, set_role, unique
+from ..support import PASSWORD, Chat, Server, set_role, unique
 
 
 async def test_a_demoted_admin_cannot_go_on_deleting_others_messages_over_an_open_socket(chat: Chat) -> None:
@@ -203,3 +203,23 @@ async def test_search_finds_neither_an_edited_away_nor_a_deleted_text(chat: Chat
     assert word not in found.text, found.text
     after = (await chat.messages(author, room, after=0, limit=200))["messages"]
     assert all(word not in str(m.get("data", "")) for m in after), after
+
+
+@pytest.mark.parametrize(
+    "look_alike",
+    [
+        lambda n: n.translate({ord(c): ord(c) + 0xFEE0 for c in "abcdefghijklmnopqrstuvwxyz0123456789"}),  # fullwidth
+        lambda n: n.replace("o", "\u043e").replace("a", "\u0430").replace("e", "\u0435").replace("u", "\u0443"),
+    ],
+    ids=["fullwidth", "cyrillic"],
+)
+async def test_a_look_alike_name_cannot_be_taken_and_steal_mentions(chat: Chat, look_alike: Any) -> None:
+    """Names are the same by NFC + case folding (quartchat/names.py): a fullwidth copy
+    of a name, or one with Cyrillic o/a/e/u for the Latin ones, is another account, shown
+    alike on the page, and `@` it mentions (notifies) the impostor, not the person meant."""
+    victim = await chat.user(unique("ueoa"))
+    copy = look_alike(victim.name)
+    assert copy != victim.name
+    client = chat.http()
+    answer = await client.post("/api/session", json={"name": copy, "password": PASSWORD})
+    assert answer.status_code != 200, f"{copy!r} was signed up beside {victim.name!r}"
