@@ -47,6 +47,9 @@ SCENARIOS: dict[str, list[str]] = {
     # The same in a private room of which every client is a member: against "closed",
     # what the members-only check (docs/protocol.md §11) costs a message.
     "closed-private": ["--clients", "100", "--senders", "10", "--mode", "closed", "--batch", "--private"],
+    # Every client reports a read for every message it receives (docs/protocol.md §18):
+    # against "closed", what read positions cost when clients do not debounce them.
+    "closed-reads": ["--clients", "100", "--senders", "10", "--mode", "closed", "--batch", "--reads"],
     "steady": ["--clients", "100", "--senders", "10", "--mode", "steady", "--rate", "200", "--batch"],
     # For a machine on which inmem cannot keep up with 200 a second (its queues grow and
     # its tail is seconds): the same comparison where both can.
@@ -244,6 +247,7 @@ def main() -> None:
             (naive, "closed"),
             (quartchat, "closed-nobatch"),
             (quartchat, "closed-private"),
+            (quartchat, "closed-reads"),
             (quartchat, "steady"),
             (inmem, "steady"),
             (quartchat, "steady-100"),

@@ -3,6 +3,8 @@
 //        --mode closed|steady [--rate 200] [--seconds 10] [--batch] [--deflate] [--rooms 1]
 //        [--private]  (the rooms are private rooms of the first account, every other
 //                      account invited: what the members-only check costs a message)
+//        [--reads]    (every client sends a read frame for every chat message it receives:
+//                      what read positions cost, docs/protocol.md §18)
 import { performance } from "node:perf_hooks";
 import { cpuUsage } from "node:process";
 import WebSocket from "ws";
@@ -24,6 +26,7 @@ const warmup = Number(opt("warmup", 2));
 const batch = flag("batch");
 const deflate = flag("deflate");
 const privateRooms = flag("private");
+const reads = flag("reads");
 const padding = "x".repeat(60);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -72,6 +75,7 @@ for (let index = 0; index < clientsWanted; index++) {
     // A batch may carry join, left and list frames too (presence is coalesced into it).
     const messages = (frame.type === "batch" ? frame.messages : [frame]).filter((m) => m.type === "chat");
     const now = performance.now();
+    if (reads) for (const message of messages) ws.send(JSON.stringify({ type: "read", id: message.id }));
     for (const message of messages) {
       const [sender, sentAt] = message.data.split(" ", 2);
       if (measuring) {

@@ -32,8 +32,9 @@ async def sign_in(client: httpx.AsyncClient) -> str:
 
 
 class Client:
-    def __init__(self, ws: ClientConnection, index: int) -> None:
+    def __init__(self, ws: ClientConnection, index: int, reads: bool = False) -> None:
         self.ws = ws
+        self.reads = reads  # a read frame for every chat message received
         self.index = index
         self.deliveries = 0
         self.latencies: list[float] = []
@@ -47,6 +48,9 @@ class Client:
             items = frame["messages"] if frame["type"] == "batch" else [frame]
             messages = [m for m in items if m["type"] == "chat"]
             now = time.perf_counter()
+            if self.reads:
+                for message in messages:
+                    await self.ws.send(json.dumps({"type": "read", "id": message["id"]}))
             for message in messages:
                 sender, sent_at = message["data"].split(" ", 2)[:2]
                 if self.measuring:
@@ -69,6 +73,7 @@ async def main() -> None:
     parser.add_argument("--batch", action="store_true")
     parser.add_argument("--deflate", action="store_true")
     parser.add_argument("--private", action="store_true", help="only bench/loadgen.mjs makes private rooms")
+    parser.add_argument("--reads", action="store_true", help="a read frame for every chat message received")
     args = parser.parse_args()
     if args.private:
         parser.error("--private needs the Node load generator (cd bench && npm install)")
@@ -87,7 +92,7 @@ async def main() -> None:
             max_queue=None,
             open_timeout=60,
         )
-        clients.append(Client(ws, index))
+        clients.append(Client(ws, index, args.reads))
     readers = [asyncio.create_task(c.read()) for c in clients]
     senders = clients[: args.senders]
     padding = "x" * 60

@@ -147,6 +147,7 @@ async def one_run(path: Path, days: int, args: argparse.Namespace) -> dict[str, 
         await asyncio.gather(*(s.run(started + args.seconds) for s in senders))
         stop.set()
         watcher.join()
+        window["left_at_end"] = old_left(path)
     finally:
         await chat.aclose()
         server.stop()
@@ -159,6 +160,9 @@ async def one_run(path: Path, days: int, args: argparse.Namespace) -> dict[str, 
         result["purge_seconds"] = round(end - window["purge_start"], 1)
         result["during_purge"] = percentiles(during)
         result["purge_finished"] = "purge_end" in window
+        result["purged_per_second"] = round(
+            (initial - window.get("left_at_end", 0)) / max(end - window["purge_start"], 0.001)
+        )
     scrubs = [line for line in server.log().splitlines() if "erasure scrub:" in line]
     result["scrub_log"] = scrubs[:3]
     return result
@@ -250,7 +254,7 @@ def main() -> None:
     parser.add_argument("--old", type=int, default=100_000, help="old messages to purge")
     parser.add_argument("--senders", type=int, default=20)
     parser.add_argument("--rate", type=float, default=5.0, help="messages a second per sender")
-    parser.add_argument("--seconds", type=float, default=60.0, help="how long the senders send, per run")
+    parser.add_argument("--seconds", type=float, default=90.0, help="how long the senders send, per run")
     parser.add_argument("--first-pass", type=int, default=5, help="retention interval: the first pass after it")
     parser.add_argument("--messages", type=int, default=1_000_000, help="index size for the scrub")
     parser.add_argument("--rounds", type=int, default=5)

@@ -44,6 +44,7 @@ const signInS = (performance.now() - signInStart) / 1000;
 const views = Array.from({ length: N }, () => new Uint8Array(N));
 const counts = new Int32Array(N);
 let complete = 0, frames = 0, presenceFrames = 0, bytes = 0, closes = 0;
+const closeCodes = {};
 let t0 = 0, quietAt = 0, lastPresenceAt = 0;
 const index = (user) => Number(String(user.name).slice(prefix.length));
 
@@ -87,7 +88,7 @@ function connect(i) {
     const ws = new WebSocket(url, { headers: { Cookie: cookies[i] }, perMessageDeflate: false });
     ws.on("open", () => { connectMs.push(performance.now() - started); resolve(ws); });
     ws.on("error", () => resolve(null));
-    ws.on("close", () => { closes++; });
+    ws.on("close", (code) => { closes++; closeCodes[code] = (closeCodes[code] || 0) + 1; });
     ws.on("message", (raw) => onFrame(i, raw));
   });
 }
@@ -99,7 +100,7 @@ const allOpenS = (performance.now() - t0) / 1000;
 while (!quietAt && performance.now() - t0 < timeoutS * 1000) await new Promise((r) => setTimeout(r, 20));
 connectMs.sort((a, b) => a - b);
 console.log(JSON.stringify({
-  mode: "storm-views", url, clients: N, connected: sockets.filter(Boolean).length, closes,
+  mode: "storm-views", url, clients: N, connected: sockets.filter(Boolean).length, closes, close_codes: closeCodes,
   sign_in_s: +signInS.toFixed(2), all_open_s: +allOpenS.toFixed(2),
   everyone_sees_everyone_s: quietAt ? +((quietAt - t0) / 1000).toFixed(2) : null,
   complete_clients: complete, last_presence_s: +((lastPresenceAt - t0) / 1000).toFixed(2),

@@ -176,7 +176,7 @@ async def micro(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         for i, user in enumerate(users)
         for k in range(args.per_user)
     ]
-    stream._install(dict.fromkeys(stream._to_load), rows, stream.seq)
+    stream._install(dict.fromkeys(stream._to_load), rows, [])
     members: dict[str, list[int]] = {}
     for row in rows:
         members.setdefault(row.room, []).append(int(row.user_id[1:]))

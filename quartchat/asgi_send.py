@@ -42,3 +42,20 @@ def frame_sender() -> Callable[[str], Awaitable[None]]:
         await send({"type": "websocket.send", "text": frame, "bytes": None})
 
     return send_text
+
+
+def unsent_bytes() -> Callable[[], int] | None:
+    """How many bytes of this WebSocket wait in its transport's write buffer (the kernel
+    has not taken them yet): the watch tells a slow reader, whose buffer shrinks, from a
+    stalled one (connection.py). Reached through Hypercorn's own objects — the ASGI
+    `send` is its stream's bound method, the stream's `send` its HTTP/1 protocol's, and
+    that one's `send` its TCP server's — so None under any other server (and the watch
+    then goes by finished writes alone)."""
+    send: Any = websocket.scope.get(ASGI_SEND)
+    try:
+        tcp_server: Any = send.__self__.send.__self__.send.__self__
+        transport: Any = tcp_server.writer.transport
+        size: Callable[[], int] = transport.get_write_buffer_size
+    except AttributeError:
+        return None
+    return size

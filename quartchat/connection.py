@@ -168,6 +168,10 @@ class Connection:
         # every watch found it backed up with no write finished: a stall, not a slow reader.
         self.progressed = False
         self.stalled_for = 0.0
+        # The bytes its transport holds, not yet taken by the kernel (ws.py sets it under
+        # Hypercorn; asgi_send.unsent_bytes), and what the last watch saw.
+        self.unsent: Callable[[], int] | None = None
+        self.unsent_seen: int | None = None
 
     def push(self, item: QueueItem) -> None:
         """Queue `item` and wake the sender."""
@@ -256,6 +260,13 @@ class Connection:
             self.writing_since = now
         self.waited = 0.0
         progressed, self.progressed = self.progressed, False
+        if self.unsent is not None:  # the kernel took some of the bytes: progress too
+            try:
+                unsent = self.unsent()
+            except Exception:  # the transport is gone
+                unsent = None
+            seen, self.unsent_seen = self.unsent_seen, unsent
+            progressed = progressed or (unsent is not None and seen is not None and unsent < seen)
         backed_up = waited >= BACKED_UP_SHARE * interval
         self.backed_up_for = self.backed_up_for + interval if backed_up else 0.0
         stalled = backed_up and not progressed and self.writing_since is not None

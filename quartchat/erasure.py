@@ -59,7 +59,7 @@ ERASE_EDITS = (
 
 MERGE_PAGES = 64  # pages an FTS merge step writes: each step is a short transaction
 SCRUB_DELAY = 2.0  # seconds after a request: the deletes of a burst share one scrub
-MIN_GAP = 10.0  # seconds between two scrubs, whatever the rate of deletes
+MIN_GAP = 30.0  # seconds between two scrubs, whatever the rate of deletes: at a million messages a scrub takes ~7 s
 CHECK_SECONDS = 30.0  # how often a process looks for delete events nobody told it of
 
 

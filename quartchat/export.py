@@ -122,34 +122,38 @@ def _sqlite_message_json(users: FromClause) -> ColumnElement[Any]:
     fields: list[Any] = [
         "id", Message.id, "type", "chat", "room", Message.room, "user", user, "data", Message.text, "ts", Message.ts,
     ]  # fmt: skip
-    plain = and_(Message.kind == CHAT, Message.edited_ms.is_(None), Message.deleted.is_(False))
-    whens: list[tuple[ColumnElement[bool], ColumnElement[Any]]] = [
-        (and_(plain, Message.client_id.is_(None)), func.json_object(*fields)),
-        (plain, func.json_object(*fields, "client_id", Message.client_id)),
-    ]
-    # The rest (edited or deleted messages, edit events) are few: a form for each
-    # combination of the keys they hold, in StoredMessage.to_dict's order.
+    # Every key a row may hold, in StoredMessage.to_dict's order: plain chat messages
+    # (nearly all of them) first; then the few edited or deleted ones and edit events,
+    # a form for each combination of the keys they hold.
     edited = ["edited", _sqlite_ts(Message.edited_ms.expression)]
     deleted = ["deleted", func.json("true")]
+    event = [
+        "id", Message.id, "type", "edit", "room", Message.room, "user", user,
+        "target", Message.target, "data", Message.text, "ts", Message.ts,
+    ]  # fmt: skip
+    plain = and_(Message.kind == CHAT, Message.edited_ms.is_(None), Message.deleted.is_(False))
+    whens: list[tuple[ColumnElement[bool], ColumnElement[Any]]] = []
+    changed: list[tuple[ColumnElement[bool], ColumnElement[Any]]] = []
     for with_client_id in (False, True):
-        tail = ["client_id", Message.client_id] if with_client_id else []
-        has_client_id = Message.client_id.is_not(None) if with_client_id else Message.client_id.is_(None)
-        event = [
-            "id", Message.id, "type", "edit", "room", Message.room, "user", user,
-            "target", Message.target, "data", Message.text, "ts", Message.ts,
-        ]  # fmt: skip
-        whens.append((and_(Message.kind == EDIT, has_client_id), func.json_object(*event, *tail)))
-        for is_edited in (False, True):
-            for is_deleted in (False, True):
+        for with_mentions in (False, True):
+            tail = [*(["client_id", Message.client_id] if with_client_id else []),
+                    *(["mentions", func.json(Message.mentions)] if with_mentions else [])]  # fmt: skip
+            has = and_(
+                Message.client_id.is_not(None) if with_client_id else Message.client_id.is_(None),
+                Message.mentions.is_not(None) if with_mentions else Message.mentions.is_(None),
+            )
+            whens.append((and_(plain, has), func.json_object(*fields, *tail)))
+            changed.append((and_(Message.kind == EDIT, has), func.json_object(*event, *tail)))
+            for is_edited, is_deleted in ((True, False), (False, True), (True, True)):
                 condition = and_(
                     Message.kind == CHAT,
-                    has_client_id,
+                    has,
                     Message.edited_ms.is_not(None) if is_edited else Message.edited_ms.is_(None),
                     Message.deleted.is_(is_deleted),
                 )
                 keys = [*fields, *(edited if is_edited else []), *(deleted if is_deleted else []), *tail]
-                whens.append((condition, func.json_object(*keys)))
-    return case(*whens)
+                changed.append((condition, func.json_object(*keys)))
+    return case(*whens, *changed)
 
 
 def _sqlite_ts(ms: ColumnElement[Any]) -> ColumnElement[Any]:

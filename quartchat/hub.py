@@ -371,7 +371,7 @@ class Hub:
 
     def _tell_reads(self, moves: Sequence[tuple[str, str, int]], senders: dict[tuple[str, str], Connection]) -> None:
         for user_id, room, last_read_id in moves:
-            self.stream.read_moved(user_id, room, last_read_id)
+            self.stream.read_moved(user_id, room, last_read_id)  # its activity counts follow
             connections = self.user_connections.get(user_id)
             if not connections:
                 continue

@@ -1,6 +1,7 @@
 """Read positions (docs/protocol.md §18), coalesced: a `read` frame only notes the
 position in memory; every FLUSH_SECONDS the positions noted meanwhile are stored in one
-transaction (quartchat/writes.py `move_read_positions`), and those that moved go to the
+transaction on the message writer's thread (quartchat/writes.py `move_read_positions`,
+between two batches of messages), and those that moved go to the
 hub, which tells every other connection of each user, here and in the other processes.
 
 So a client that reports a read for every message it is shown costs the database at
@@ -12,22 +13,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from .connection import Connection
-from .writes import Writes
 
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.25
 
 Key = tuple[str, str]  # (user id, room)
-OnMoved = Callable[[Sequence[tuple[str, str, int]], dict[Key, Connection]], None]
+Move = tuple[str, str, int]  # (user id, room, message id)
+OnMoved = Callable[[Sequence[Move], dict[Key, Connection]], None]
+# Stores positions and gives back those that moved (quartchat/writes.py move_read_positions,
+# run on the message writer's thread).
+Store = Callable[[list[Move]], Awaitable[list[Move]]]
 
 
 class ReadPositions:
-    def __init__(self, writes: Writes, on_moved: OnMoved, interval: float = FLUSH_SECONDS) -> None:
-        self.writes = writes
+    def __init__(self, store: Store, on_moved: OnMoved, interval: float = FLUSH_SECONDS) -> None:
+        self.store = store
         self.on_moved = on_moved  # the hub's reads_moved: (user id, room, position), senders
         self.interval = interval
         self.flushes = 0
@@ -71,19 +75,25 @@ class ReadPositions:
             pending, senders = self._pending, self._senders
             self._pending, self._senders, self._users = {}, {}, set()
             try:
-                moved = await self.writes.move_read_positions([(u, r, i) for (u, r), i in pending.items()])
-            except Exception:
+                moved = await self.store([(u, r, i) for (u, r), i in pending.items()])
+            except BaseException as failure:  # cancelled too (a shutdown): stop() flushes them
+                self._keep(pending, senders)
+                if not isinstance(failure, Exception):
+                    raise
                 log.exception("storing %d read positions failed: kept for the next flush", len(pending))
-                for key, message_id in pending.items():
-                    if message_id > self._pending.get(key, 0):
-                        self._pending[key] = message_id
-                        self._senders[key] = senders[key]
-                        self._users.add(key[0])
-                self._due.set()
                 return
             self.flushes += 1
         if moved:
             self.on_moved(moved, senders)
+
+    def _keep(self, pending: dict[Key, int], senders: dict[Key, Connection]) -> None:
+        """Put positions that were not stored back, for the next flush."""
+        for key, message_id in pending.items():
+            if message_id > self._pending.get(key, 0):
+                self._pending[key] = message_id
+                self._senders[key] = senders[key]
+                self._users.add(key[0])
+        self._due.set()
 
     async def _flush_forever(self) -> None:
         while True:

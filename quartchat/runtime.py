@@ -6,6 +6,7 @@ import asyncio
 import gc
 import uuid
 from collections.abc import Sequence
+from functools import partial
 
 from quart import current_app
 
@@ -28,7 +29,7 @@ from .session_watch import SessionWatch
 from .settings import Settings
 from .store import Store
 from .writer import MessageWriter
-from .writes import create_writes
+from .writes import create_writes, move_read_positions
 
 
 class Runtime:
@@ -60,7 +61,7 @@ class Runtime:
             settings.write_batch_size,
             settings.write_linger_ms / 1000,
         )
-        self.reads = ReadPositions(self.writes, self.hub.reads_moved)
+        self.reads = ReadPositions(self._store_reads, self.hub.reads_moved)
         self.passwords = Passwords()
         self.throttle = SignInThrottle()
         self.signups = SignUpLimit(settings.signup_limit)
@@ -86,6 +87,10 @@ class Runtime:
         await self.hub.on_commit(messages)
         if self.scrubber is not None and any(m.kind == DELETE for m in messages):
             self.scrubber.request()
+
+    async def _store_reads(self, moves: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+        """Read positions, stored on the message writer's thread (quartchat/reads.py)."""
+        return await self.writer.execute(partial(move_read_positions, moves=moves))
 
     async def start(self) -> None:
         """Quart's before_serving."""
@@ -113,8 +118,8 @@ class Runtime:
             return
         self._drained = True
         self.hub.accepting = False
+        await self.reads.stop()  # stored by the writer, and heard by the connections still open
         await self.writer.close()
-        await self.reads.stop()  # stored, and heard by the connections still open
         await self.hub.close_all(CloseCode.GOING_AWAY, "server shutting down", grace)
         await self.downloads.finished(grace)
 

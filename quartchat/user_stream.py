@@ -12,10 +12,9 @@ statement for up to LOAD_USERS_PER_QUERY users) and then kept from the messages
 themselves — never a query per message.
 
 A load races the messages still arriving: its statement reads every room's counts and
-last id as of one snapshot. Arriving messages are also kept a while in `recent`, each
-with a sequence number; a load notes the sequence when it starts and, once its rows
-come, replays the recent messages of its rooms past each room's snapshot last id. A
-load that started before the oldest message `recent` still holds reads again.
+last id as of one snapshot. While a load is under way the arriving messages are also
+kept in `recent`; once its rows come, those of its rooms past each room's snapshot last
+id are counted on top. If more arrived than `recent` holds, the load reads again.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from .store import UNREAD_MAX, RoomCounts, Store
 log = logging.getLogger(__name__)
 
 ACTIVITY_SECONDS = 1.0  # at most one activity per room and connection in this time
-RECENT_MAX = 20_000  # messages kept for the loads under way (seconds of a busy server)
+RECENT_MAX = 20_000  # messages kept while a load is under way; past it, the load reads again
 LOAD_USERS_PER_QUERY = 200
 LOAD_RETRY_SECONDS = 1.0
 
@@ -82,7 +81,8 @@ class UserStream:
         self.enabled = enabled
         self.followers: dict[str, Follower] = {}
         self.watchers: dict[str, set[Follower]] = {}  # room -> its members with a connection here
-        self.recent: deque[tuple[int, StoredMessage]] = deque(maxlen=RECENT_MAX)
+        # The messages that arrive while a load is under way (and only then: memory).
+        self.recent: deque[StoredMessage] = deque(maxlen=RECENT_MAX)
         self.seq = 0  # messages seen so far
         self.loads = 0  # statements run (for tests and the benchmark)
         # User id -> the rooms to read again (None: all of them).
@@ -152,6 +152,8 @@ class UserStream:
         """The user's read position in `room` moved to `read_id` (any process)."""
         follower = self.followers.get(user_id)
         tally = follower.rooms.get(room) if follower is not None else None
+        if tally is None and user_id in self._loading:  # its load may have read the old position
+            self._load(user_id, {room})
         if follower is None or tally is None or read_id <= tally.last_read_id:
             return
         tally.last_read_id = read_id
@@ -174,7 +176,8 @@ class UserStream:
             return
         for message in messages:
             self.seq += 1
-            self.recent.append((self.seq, message))
+            if self._loading:
+                self.recent.append(message)
             watchers = self.watchers.get(message.room)
             if watchers and _kind(message) != CHAT:
                 self._event(message, watchers)
@@ -272,6 +275,7 @@ class UserStream:
                 chunk = dict(itertools.islice(self._to_load.items(), LOAD_USERS_PER_QUERY))
                 for user_id in chunk:
                     del self._to_load[user_id]
+                self.recent.clear()
                 start, self._loading = self.seq, set(chunk)
                 try:
                     rows = await self.store.stream_counts(list(chunk))
@@ -279,22 +283,22 @@ class UserStream:
                     log.exception("reading the counts of %d users failed; trying again", len(chunk))
                     rows = None
                 self._loading = set()
+                arrived, complete = list(self.recent), self.seq - start == len(self.recent)
+                self.recent.clear()
                 self.loads += 1
-                if rows is None or self.seq - start > len(self.recent):  # failed, or missed messages
+                if rows is None or not complete:  # failed, or more arrived than were kept
                     for user_id, rooms in chunk.items():
                         self._load(user_id, rooms)
                     if rows is None:
                         await asyncio.sleep(LOAD_RETRY_SECONDS)
                     continue
-                self._install(chunk, rows, start)
+                self._install(chunk, rows, arrived)
 
-    def _install(self, chunk: dict[str, set[str] | None], rows: list[RoomCounts], start: int) -> None:
-        """Put the rows in place, then count for them what arrived since `start`."""
+    def _install(self, chunk: dict[str, set[str] | None], rows: list[RoomCounts], arrived: list[StoredMessage]) -> None:
+        """Put the rows in place, then count for them what `arrived` while they were read."""
         by_user: dict[str, dict[str, RoomCounts]] = {}
         for counts in rows:
             by_user.setdefault(counts.user_id, {})[counts.room] = counts
-        missed = self.seq - start
-        arrived = list(itertools.islice(self.recent, len(self.recent) - missed, None)) if missed else []
         for user_id, rooms in chunk.items():
             follower = self.followers.get(user_id)
             if follower is None:
@@ -317,7 +321,7 @@ class UserStream:
                 # A room joined or read again, or counts that a lost message changed: news.
                 if rooms is not None or (before is not None and before != tally):
                     follower.changed.add(room)
-            for _, message in arrived:
+            for message in arrived:
                 if message.id > snapshot.get(message.room, message.id) and self._count(
                     follower, message, message.mentions
                 ):

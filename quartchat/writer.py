@@ -29,6 +29,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from sqlalchemy import Connection
 
 from .metrics import Metrics
 from .protocol import StoredMessage
@@ -50,6 +53,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_BATCH_BYTES = 1 << 20
+T = TypeVar("T")
 
 
 class Unavailable(Exception):
@@ -113,6 +117,15 @@ class MessageWriter:
             self._signalled = True
             self._loop.call_soon_threadsafe(self._has_work.set)
         return future
+
+    async def execute(self, work: Callable[[Connection], T]) -> T:
+        """Run `work` in a transaction of its own on the writer's thread, between two
+        batches (`Writes.run_work`): other writes (read positions) commit there rather
+        than on the server's loop, whose every pass would lengthen the transaction (and
+        on SQLite, hold the write lock from the writer)."""
+        if self._loop is None or self._closing:
+            raise Unavailable("the writer is not running")
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.writes.run_work(work), self._loop))
 
     async def probe(self) -> None:
         """Raises while writes cannot be stored (`Writes.probe`, on the writer's thread)."""

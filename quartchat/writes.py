@@ -17,8 +17,9 @@ import json
 import logging
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -52,6 +53,8 @@ from .store import (
 )
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 ADMIN, MEMBER = "admin", "member"
 ROLES = (ADMIN, MEMBER)
@@ -261,21 +264,10 @@ class Writes(ABC):
             return bool(removed.rowcount == 1)
 
     async def move_read_positions(self, moves: Sequence[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
-        """Move read positions forward, given as (user id, room, message id), in one
-        transaction: each to that id or the room's last id, whichever is lower, and only
-        forward; a user who is no member of the room has none. The positions that moved,
-        as (user id, room, new position)."""
-        moved: list[tuple[str, str, int]] = []
+        """`move_read_positions` in a transaction of its own, on the server's loop (the
+        server itself runs it on the message writer's thread: `run_work`)."""
         async with self.database.writer.begin() as connection:
-            for start in range(0, len(moves), _READS_PER_STATEMENT):
-                chunk = moves[start : start + _READS_PER_STATEMENT]
-                params: dict[str, str | int] = {}
-                for index, (user_id, room, message_id) in enumerate(chunk):
-                    params.update({f"u{index}": user_id, f"r{index}": room, f"i{index}": message_id})
-                statement = _move_reads_sql(len(chunk), self.database.is_sqlite)
-                rows = await connection.execute(text(statement), params)
-                moved.extend((row[0], row[1], int(row[2])) for row in rows)
-        return moved
+            return await connection.run_sync(move_read_positions, moves)
 
     def _insert_ignore(self, table: type[Room] | type[Membership]) -> postgresql.Insert | sqlite.Insert:
         """INSERT … ON CONFLICT DO NOTHING: a row made concurrently is no error."""
@@ -287,6 +279,11 @@ class Writes(ABC):
     @abstractmethod
     async def open(self) -> None:
         """Open the writer's engine (on the thread and loop that will use it)."""
+
+    @abstractmethod
+    async def run_work(self, work: Callable[[Connection], T]) -> T:
+        """Run `work` in a transaction of its own with the writer's engine, on the
+        writer's thread and loop (MessageWriter.execute), between two batches."""
 
     @abstractmethod
     async def close(self) -> None:
@@ -442,7 +439,8 @@ class Writes(ABC):
 
     def _by_client_ids(self, connection: Connection, keys: Sequence[ClientKey]) -> dict[ClientKey, StoredMessage]:
         """Stored messages by (user id, room, client_id)."""
-        # One query for the whole batch (row values: SQLite 3.15+, PostgreSQL).
+        # One query for the whole batch: PostgreSQL searches the index for each row value
+        # (SqliteWrites joins on VALUES instead: SQLite would scan the index).
         query = message_select().where(tuple_(Message.user_id, Message.room, Message.client_id).in_(sorted(set(keys))))
         rows = connection.execute(query).all()
         return {(row.user_id, row.room, row.client_id): to_message(row) for row in rows}
@@ -529,6 +527,19 @@ class SqliteWrites(Writes):
         assert self._engine is not None
         with self._engine.begin() as connection:
             connection.execute(_PROBE)
+
+    async def run_work(self, work: Callable[[Connection], T]) -> T:
+        # Synchronous, like a batch: it cannot interleave with one, and it holds the
+        # write lock only for its own statements.
+        assert self._engine is not None
+        if self._connection is None:
+            self._connection = self._engine.connect()
+        try:
+            with self._connection.begin():
+                return work(self._connection)
+        except Exception:
+            await self._drop_connection()
+            raise
 
     async def _run(self, drafts: list[Draft]) -> list[Outcome | Refused]:
         assert self._engine is not None
@@ -660,6 +671,12 @@ class PostgresWrites(Writes):
         async with self._engine.begin() as connection:
             await connection.execute(_PROBE)
 
+    async def run_work(self, work: Callable[[Connection], T]) -> T:
+        # A pooled connection of its own: a batch may be running on the held one.
+        assert self._engine is not None
+        async with self._engine.begin() as connection:
+            return await connection.run_sync(work)
+
     async def _run(self, drafts: list[Draft]) -> list[Outcome | Refused]:
         assert self._engine is not None
         if self._connection is None:
@@ -726,6 +743,22 @@ _SQLITE_ROWS_PER_INSERT = 1000  # 7,000 parameters: far below SQLite's 32,766
 _READS_PER_STATEMENT = 300  # 900 parameters
 
 
+def move_read_positions(connection: Connection, moves: Sequence[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+    """Move read positions forward, given as (user id, room, message id), inside the
+    connection's transaction: each to that id or the room's last id, whichever is lower,
+    and only forward; a user who is no member of the room has none. The positions that
+    moved, as (user id, room, new position)."""
+    moved: list[tuple[str, str, int]] = []
+    for start in range(0, len(moves), _READS_PER_STATEMENT):
+        chunk = moves[start : start + _READS_PER_STATEMENT]
+        params: dict[str, str | int] = {}
+        for index, (user_id, room, message_id) in enumerate(chunk):
+            params.update({f"u{index}": user_id, f"r{index}": room, f"i{index}": message_id})
+        statement = _move_reads_sql(len(chunk), connection.dialect.name == "sqlite")
+        moved.extend((row[0], row[1], int(row[2])) for row in connection.execute(text(statement), params))
+    return moved
+
+
 @functools.lru_cache(maxsize=16)
 def _move_reads_sql(count: int, is_sqlite: bool) -> str:
     """One statement for `count` read positions (named parameters u0, r0, i0, …). The
@@ -785,7 +818,12 @@ _ERASE_EDITS = update(Message).where(Message.target == bindparam("b_id"), Messag
 class _EventCheck:
     """Whether each edit or delete of a batch may be stored, read inside its transaction
     and kept up to date as the batch goes (a delete makes a later edit of the same
-    message not_found)."""
+    message not_found).
+
+    Read after `_take_rooms`: an event's target counts only in the event's own room, whose
+    row this transaction holds, so on PostgreSQL another process's delete of the same
+    message has committed before this read (READ COMMITTED sees it) or waits for ours.
+    """
 
     def __init__(self, connection: Connection, events: list[Draft]) -> None:
         targets = sorted({d.target for d in events if d.target is not None})

@@ -18,7 +18,7 @@ from functools import partial
 from quart import Blueprint, Response, websocket
 
 from .access import PUBLIC, NotAllowed, NotVisible, RoomView, check_room
-from .asgi_send import frame_sender
+from .asgi_send import frame_sender, unsent_bytes
 from .connection import Connection
 from .protocol import (
     DELETE,
@@ -210,6 +210,7 @@ async def _serve(rt: Runtime, connection: Connection, admin: bool) -> None:
             interrupted = True
             me.cancel()
 
+    connection.unsent = unsent_bytes()  # a slow reader from a stalled one (the hub's watch)
     sender = asyncio.create_task(connection.run_sender(frame_sender()))
     sender.add_done_callback(stop)
     connection.on_close = stop

@@ -232,10 +232,14 @@ class Conn:
         return frame
 
     async def expect(self, kind: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The next frame, which must be of `kind`; presence and the per-user stream
+        (news of the user's other rooms) are skipped unless they are what is asked for."""
         while True:
             frame = await self.recv(timeout)
             if frame["type"] in ("join", "left") and kind not in ("join", "left"):
                 continue
+            if frame["type"] in ("activity", "notify") and kind != frame["type"]:
+                continue  # the per-user stream's news of the user's rooms
             assert frame["type"] == kind, f"expected {kind}, got {frame}"
             return frame
 

@@ -192,3 +192,17 @@ async def test_a_slow_reader_whose_writes_finish_is_backed_up_but_never_stalled(
         await asyncio.sleep(0.1)
         assert connection.watch(time.monotonic(), 0.1) == pytest.approx(tick * 0.1)
     sender.cancel()
+
+
+async def test_a_write_that_waits_while_the_kernel_takes_bytes_is_slow_not_stalled() -> None:
+    connection = Connection(ALICE, "r", "127.0.0.1", batch=False, capacity=100)
+    unsent = [140_000]
+    connection.unsent = lambda: unsent[0]
+    connection.writing_since = 0.0  # one big frame's write, waiting all along
+    assert connection.watch(1.0, 1.0) == 1.0, "the first look has nothing to compare with"
+    for second in range(2, 30):
+        unsent[0] -= 4_000  # the client reads 4 KB a second
+        assert connection.watch(float(second), 1.0) == 0.0
+    assert connection.backed_up
+    for second in range(30, 40):  # now it reads nothing
+        assert connection.watch(float(second), 1.0) == second - 29

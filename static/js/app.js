@@ -13,6 +13,9 @@ import { wireDmForm, wireUserMenu } from "./dm.js";
 import { lockIcon } from "./icons.js";
 import { SearchBox, jumpTarget } from "./search.js";
 import { MessageEdits } from "./edit.js";
+import { ReadTracker, scrollToTop } from "./reads.js";
+import { Notifier } from "./notify.js";
+import { MentionCompleter } from "./mentions.js";
 
 // After our own reconnect (a server restart), the others reconnect too: their joins
 // within this long are not news if they were online before we lost the connection.
@@ -94,8 +97,31 @@ function showOnline() {
   });
 }
 
+// The first history page, or a fresh start after a resume that missed too much: the
+// room opens at "New messages" when that is in the page, else at the newest.
+function showPage(frame, first) {
+  view.reset(frame.messages);
+  // A room never read opens at its newest, without a divider above all of its history.
+  const lastRead = Number(frame.last_read_id) || 0;
+  const divider = lastRead ? reads.divide(lastRead) : null;
+  if (divider && first) scrollToTop(list, divider);
+  oldestId = frame.messages.length ? frame.messages[0].id : null;
+  hasOlder = frame.has_more;
+  if (first && !frame.messages.length && !hasOlder) {
+    view.notice(isDm ? "Nothing has been said here yet." : `#${room} is a new room: nothing has been said here yet.`);
+  }
+  if (hasOlder && list.scrollHeight <= list.clientHeight) loadOlder();
+}
+
+// Read before, and the first unread message is older than the first page.
+function unreadBeforePage(frame) {
+  const lastRead = Number(frame.last_read_id) || 0;
+  return lastRead > 0 && frame.has_more && frame.messages.length > 0 && frame.messages[0].id > lastRead;
+}
+
 const socket = new ChatSocket(wsPath, {
   history(frame) {
+    reads.resync(frame.last_read_id);
     if (jumpedTo !== null) {
       loaded = true;
       held.push(...frame.messages);
@@ -105,15 +131,11 @@ const socket = new ChatSocket(wsPath, {
       // First load, or more was missed than a resume returns: start from these.
       const first = !loaded;
       loaded = true;
-      view.reset(frame.messages);
-      oldestId = frame.messages.length ? frame.messages[0].id : null;
-      hasOlder = frame.has_more;
-      if (first && !frame.messages.length && !hasOlder) {
-        view.notice(isDm ? "Nothing has been said here yet." : `#${room} is a new room: nothing has been said here yet.`);
-      }
-      if (hasOlder && list.scrollHeight <= list.clientHeight) loadOlder();
+      if (first && unreadBeforePage(frame)) openAtUnread(frame);
+      else showPage(frame, first);
     } else {
-      unread.arrived(view.addMessages(frame.messages)); // a resume: exactly what was missed
+      view.addMessages(frame.messages); // a resume: exactly what was missed
+      reads.divideIfAway();
     }
     edits.resend();
   },
@@ -134,7 +156,18 @@ const socket = new ChatSocket(wsPath, {
       return;
     }
     if (oldestId === null) oldestId = message.id;
-    unread.arrived(view.addMessages([message]));
+    view.addMessages([message]);
+    reads.divideIfAway();
+  },
+  read(frame) {
+    if (frame.room === room) reads.known(frame.id);
+    rooms.read(frame);
+  },
+  activity(frame) {
+    rooms.activity(frame);
+  },
+  notify(frame) {
+    notifier.show(frame);
   },
   event(frame) {
     if (jumpedTo !== null) held.push(frame); // applied with what is held, in id order
@@ -199,7 +232,32 @@ const members = new MembersPanel(root, room, me, {
   },
   changed: () => rooms.refresh(),
 });
-const rooms = new RoomList(root, room, showRoom);
+const reads = new ReadTracker(
+  list,
+  me,
+  (id) => {
+    socket.sendFrame({ type: "read", id });
+    if (jumpedTo !== null) rooms.refreshSoon(); // what is left unread is not all shown here
+  },
+  () => rooms.localChanged(),
+);
+// Shown from the first page on, while it is the present (not a search's or an unread
+// context being paged forward): until then the server's counts stand.
+const rooms = new RoomList(root, room, showRoom, {
+  local: () => (loaded && jumpedTo === null ? reads.counts() : null),
+  total: (count) => unread.set(count),
+});
+const notifier = new Notifier(root, (name) => {
+  const entry = rooms.rooms.find((candidate) => candidate.name === name);
+  return entry ? (entry.kind === "dm" ? roomLabel(entry) : `#${entry.name}`) : null;
+});
+// `@` offers who is online, the members of a private room, and who wrote what is shown.
+new MentionCompleter(root.querySelector("#compose"), () =>
+  [
+    ...online.map((user) => user.name),
+    ...[...root.querySelectorAll("#members .name, #messages .author")].map((node) => node.textContent),
+  ].filter((name) => name && name !== me.name),
+);
 wireRoomForm(root.querySelector("#room-form"));
 wireNewRoom(root.querySelector("#new-room"), rooms);
 wireDmForm(root.querySelector("#dm-form"));
@@ -273,6 +331,32 @@ async function loadNewer() {
   } finally {
     loadingNewer = false;
   }
+}
+
+// The room was read before and its first unread message is older than the first page:
+// open at the last message read with its context (the socket's pages wait meanwhile),
+// then page forwards as in openAt. If that message is gone, open at the newest.
+async function openAtUnread(frame) {
+  const lastRead = Number(frame.last_read_id);
+  jumpedTo = lastRead;
+  held = [...frame.messages];
+  const response = await fetch(`${apiPath}?around=${lastRead}&limit=50`, { credentials: "same-origin" }).catch(() => null);
+  if (!response?.ok) {
+    jumpedTo = null;
+    showPage({ ...frame, messages: held }, true);
+    held = [];
+    return;
+  }
+  const page = await response.json();
+  view.reset(page.messages);
+  const divider = reads.divide(lastRead);
+  if (divider) scrollToTop(list, divider);
+  oldestId = page.messages[0].id;
+  hasOlder = page.has_more_before;
+  newestId = page.messages.at(-1).id;
+  hasNewer = page.has_more_after;
+  if (!hasNewer) backToThePresent();
+  else if (list.scrollHeight <= list.clientHeight) loadNewer();
 }
 
 // The context has met the newest messages: what the socket brought meanwhile joins it

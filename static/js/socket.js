@@ -17,7 +17,9 @@ const RETRY_UNAVAILABLE_MS = 3000;
 export class ChatSocket {
   constructor(wsPath, handlers) {
     this.wsPath = wsPath;
-    this.handlers = handlers; // {history, list, presence, message, event, error, status, stopped}
+    // {history, list, presence, message, event, error, status, stopped}, and optionally
+    // {read, activity, notify} for what happens in the user's other rooms and tabs.
+    this.handlers = handlers;
     this.lastId = null;
     this.pending = new Map(); // client_id -> text, in send order
     this.attempt = 0;
@@ -130,6 +132,11 @@ export class ChatSocket {
           if (frame.client_id) this.pending.delete(frame.client_id);
           this.handlers.error(frame, true);
         }
+        break;
+      case "read": // read positions, other rooms' news, notifications (docs/protocol.md §18)
+      case "activity":
+      case "notify":
+        this.handlers[frame.type]?.(frame);
         break;
       default:
         break; // pong, and types a newer server may add

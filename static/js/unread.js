@@ -1,13 +1,10 @@
-// Messages from others that arrived while the tab was hidden, counted in its title:
-// "(3) #lobby · quartchat". Cleared when the tab is seen again.
+// The tab's title counts what is unread in all your rooms: "(3) #lobby · quartchat"
+// (the room list sums its badges; this room's messages count until they are seen).
 
 export class UnreadTitle {
   constructor() {
     this.base = document.title;
     this.count = 0;
-    document.addEventListener("visibilitychange", () => {
-      if (document.visibilityState === "visible") this.set(0);
-    });
   }
 
   // The room's own title changed (a DM is named by the other person).
@@ -16,12 +13,9 @@ export class UnreadTitle {
     this.set(this.count);
   }
 
-  arrived(count) {
-    if (count > 0 && document.visibilityState === "hidden") this.set(this.count + count);
-  }
-
   set(count) {
     this.count = count;
-    document.title = count ? `(${count}) ${this.base}` : this.base;
+    const shown = count >= 1000 ? "999+" : String(count);
+    document.title = count ? `(${shown}) ${this.base}` : this.base;
   }
 }

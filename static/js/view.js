@@ -89,7 +89,7 @@ export class ChatView {
     const item = this.item(message);
     let before = null;
     for (let node = this.list.lastElementChild; node; node = node.previousElementSibling) {
-      if (node.classList.contains("day")) continue; // decorate() puts dividers right
+      if (node.classList.contains("day") || node.classList.contains("unread-divider")) continue; // dividers stay put
       const later = node.classList.contains("pending") || (node.dataset.id && Number(node.dataset.id) > message.id);
       if (!later) break;
       before = node;
@@ -244,6 +244,11 @@ export class ChatView {
     let spare = null; // a divider met in the walk, not yet known to be needed
     for (let node = this.list.firstElementChild; node; ) {
       const next = node.nextElementSibling;
+      if (node.classList.contains("unread-divider")) {
+        previous = null; // the first message below "New messages" shows its author
+        node = next;
+        continue;
+      }
       if (node.classList.contains("day")) {
         if (spare) spare.remove();
         spare = node;

@@ -344,12 +344,28 @@ async def test_exports_show_the_current_state_and_only_admins_add_the_edits(chat
 
 
 async def test_concurrent_deletes_and_edits_of_one_message_store_one_delete_and_nothing_after_it(chat: Chat) -> None:
-    """Ten sockets of the author race to edit and delete the same message while thirty
-    other users try to delete it: one delete is stored, no edit after it, every other
-    frame answered with an error, the message erased."""
+    await race_for_one_message(chat, strangers_count=30)
+
+
+async def test_on_two_workers_a_race_for_one_message_stores_one_delete(two_workers: Server) -> None:
+    """The same race with the sockets spread over two processes, each with its own
+    writer: PostgreSQL's room lock orders their transactions."""
+    chat = Chat(two_workers)
+    try:
+        await race_for_one_message(chat, strangers_count=10)
+    finally:
+        await chat.aclose()
+    await asyncio.sleep(0.5)
+    assert len(two_workers.workers_that_closed_websockets()) == 2, "every socket was on one worker"
+
+
+async def race_for_one_message(chat: Chat, strangers_count: int) -> None:
+    """Ten sockets of the author race to edit and delete the same message while other
+    users try to delete it: one delete is stored, no edit after it, every other frame
+    answered with an error, the message erased."""
     room = unique("race-")
     alice = await chat.user()
-    others = [await chat.user() for _ in range(30)]
+    others = [await chat.user() for _ in range(strangers_count)]
     for other in others:
         await set_role(chat.server, other.id, "member")
     author = await chat.open(alice, room)

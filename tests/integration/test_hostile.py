@@ -22,8 +22,13 @@ json_values = st.recursive(
     max_leaves=20,
 )
 chat_frames = st.fixed_dictionaries(
-    {"type": st.sampled_from(["chat", "ping", "dance", ""]) | st.integers() | st.none()},
-    optional={"data": json_values | st.text(max_size=300), "client_id": json_values | st.text(max_size=80)},
+    {"type": st.sampled_from(["chat", "ping", "edit", "delete", "dance", ""]) | st.integers() | st.none()},
+    optional={
+        "data": json_values | st.text(max_size=300),
+        "client_id": json_values | st.text(max_size=80),
+        # Edits and deletes (docs/protocol.md §17): ids of this run's messages, and worse.
+        "id": json_values | st.integers(min_value=-2, max_value=10_000),
+    },
 ).map(json.dumps)
 frames = st.lists(
     chat_frames
@@ -52,9 +57,11 @@ async def drive(server: Server, sent: list[str | bytes]) -> None:
         pongs = 0
         while True:  # replies to earlier frames may still come: read to our marker
             reply = await sender.recv()
-            assert reply["type"] in ("chat", "error", "join", "left", "pong"), reply
+            assert reply["type"] in ("chat", "edit", "delete", "error", "join", "left", "pong"), reply
             if reply["type"] == "error":
-                assert reply["code"] in ("bad_request", "empty", "too_long", "rate_limited", "unavailable")
+                assert reply["code"] in (
+                    "bad_request", "empty", "too_long", "rate_limited", "unavailable", "not_found", "forbidden",
+                )  # fmt: skip
             pongs += reply["type"] == "pong"
             if reply["type"] == "chat" and reply.get("client_id") == "fuzz-marker":
                 marker = reply
@@ -63,15 +70,23 @@ async def drive(server: Server, sent: list[str | bytes]) -> None:
         broadcast: list[dict[str, Any]] = []
         while True:
             frame = await listener.recv()
-            if frame["type"] == "chat":
+            if frame["type"] in ("chat", "edit", "delete"):
                 broadcast.append(frame)
                 if frame["id"] == marker["id"]:
                     break
-        assert await chat.all_messages(user, room) == broadcast, "stored == broadcast"
+        # Stored == broadcast; a chat message's text may have changed since by an edit.
+        stored = await chat.all_messages(user, room)
+        assert [as_sent(m) for m in stored] == [as_sent(m) for m in broadcast], "stored == broadcast"
     except ConnectionClosed as closed:
         raise AssertionError(f"the server closed the connection: {closed}") from None
     finally:
         await chat.aclose()
+
+
+def as_sent(row: dict[str, Any]) -> dict[str, Any]:
+    if row["type"] != "chat":
+        return {k: v for k, v in row.items() if k != "data"}  # a later delete erases an edit's text
+    return {k: v for k, v in row.items() if k not in ("data", "edited", "deleted")}
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -40,7 +40,7 @@ async def next_read(conn: Conn, timeout: float = 5.0) -> dict[str, Any]:
         frame = await conn.recv(timeout)
         if frame["type"] == "read":
             return frame
-        assert frame["type"] in ("chat", "join", "left", "list"), frame
+        assert frame["type"] in ("chat", "join", "left", "list", "activity", "notify"), frame
 
 
 async def no_read_before_pong(conn: Conn) -> None:
@@ -48,7 +48,7 @@ async def no_read_before_pong(conn: Conn) -> None:
     await asyncio.sleep(0.6)  # past the flush of read positions (0.25 s)
     await conn.send_json({"type": "ping"})
     while (frame := await conn.recv(5))["type"] != "pong":
-        assert frame["type"] in ("chat", "join", "left", "list"), f"unexpected {frame}"
+        assert frame["type"] in ("chat", "join", "left", "list", "activity", "notify"), f"unexpected {frame}"
 
 
 async def test_a_read_reaches_the_users_other_tabs_moves_only_forward_and_survives_a_restart(
@@ -192,3 +192,26 @@ async def test_across_two_instances_a_read_reaches_the_other_and_a_new_name_is_m
     finally:
         await one.aclose()
         await two.aclose()
+
+
+async def test_mentions_on_the_wire_in_history_and_pages_and_hostile_texts_stay_cheap(chat: Chat) -> None:
+    room = unique("mention-")
+    base = unique("Mary")
+    spaced, short = await chat.user(f"{base} Ann"), await chat.user(base)  # one name a prefix of the other
+    author = await chat.user()
+    conn = await chat.open(author, room)
+    longest = await conn.say(f"@{spaced.name.upper()} and @{short.name}, and mail {short.name}@example.com")
+    assert longest["mentions"] == [spaced.id, short.id]
+    nobody = await conn.say("@nobody-at-all here")
+    assert "mentions" not in nobody
+    hostile = ["@" * 4000, "@a " * 1333, f"@{short.name} " * 200, "@\u0301" * 2000]
+    for words in hostile:
+        started = asyncio.get_running_loop().time()
+        stored = await conn.say(words)
+        assert asyncio.get_running_loop().time() - started < 2.0
+        assert stored.get("mentions", []) == ([short.id] if short.name in words else [])
+    reopened = await chat.open(author, room)
+    by_id = {m["id"]: m for m in reopened.history["messages"]}
+    assert by_id[longest["id"]]["mentions"] == [spaced.id, short.id], "read back from the database"
+    page = {m["id"]: m for m in (await chat.messages(author, room))["messages"]}
+    assert page[longest["id"]] == longest and "mentions" not in page[nobody["id"]]

@@ -137,7 +137,7 @@ async def test_old_messages_go_within_the_interval_while_senders_keep_sending(tm
         rooms = (await reader.http.get("/api/rooms")).json()["rooms"]
         assert [r["messages"] for r in rooms if r["name"] == room] == [len(sent)]
 
-        await until(lambda: not leaks(tmp_path / "chat.db", secret), "the purged texts gone from the files", timeout=30)
+        await until(lambda: not leaks(tmp_path / "chat.db", secret), "the purged texts gone from the files", timeout=45)
     finally:
         await chat.aclose()
         server.stop()
