@@ -22,7 +22,8 @@ from quartchat.models import Message
 from quartchat.settings import Settings
 from quartchat.transfer import TransferError, import_records, read_export
 
-from .support import quartchat_env, run_cli, sqlite_url
+from . import postgres_database
+from .support import need_service, quartchat_env, run_cli, sqlite_url, unique
 
 anything = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20) | st.lists(st.integers())
 zones = st.integers(min_value=-24 * 60 + 1, max_value=24 * 60 - 1).map(lambda m: timezone(timedelta(minutes=m)))
@@ -133,13 +134,31 @@ async def _rows(url: str) -> dict[int, tuple[str, str, bool]]:
         await database.dispose()
 
 
-def test_an_imported_delete_empties_its_message_and_erases_every_edits_text(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def events_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database of the test's own, of each kind."""
+    if request.param == "sqlite":
+        url = sqlite_url(tmp_path / "i.db")
+        migrate.upgrade(url)
+        yield url
+        return
+    name = unique("qc_import_")
+    if asyncio.run(postgres_database.main("create", name)) != 0:
+        need_service(False, "PostgreSQL on 127.0.0.1:5432")
+    try:
+        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+        migrate.upgrade(url)
+        yield url
+    finally:
+        asyncio.run(postgres_database.main("drop", name))
+
+
+def test_an_imported_delete_empties_its_message_and_erases_every_edits_text(events_url: str) -> None:
     """docs/protocol.md §17 as the server stores it: a delete event's message is emptied
     and marked deleted even when the file does not say so, and no edit of a deleted
     message (marked in the file or deleted by an event) keeps its text; a target later
     in the file counts."""
-    url = sqlite_url(tmp_path / "i.db")
-    migrate.upgrade(url)
+    url = events_url
     lines = [
         _event_line(type="edit", id=2, target=1, data="edit before the chat line"),
         _event_line(type="chat", id=1, data="first @bob", mentions=["u-b"]),
@@ -171,10 +190,9 @@ def test_an_imported_delete_empties_its_message_and_erases_every_edits_text(tmp_
     ],
 )
 def test_an_event_the_server_would_not_store_is_refused_by_its_line_and_imports_nothing(
-    tmp_path: Path, event: dict[str, object], refusal: str
+    events_url: str, event: dict[str, object], refusal: str
 ) -> None:
-    url = sqlite_url(tmp_path / "i.db")
-    migrate.upgrade(url)
+    url = events_url
     lines = [
         _event_line(type="chat", id=1, data="in the lobby"),
         _event_line(type="edit", id=2, target=1, data="edited"),
