@@ -397,9 +397,12 @@ async def test_edits_and_deletes_in_one_batch_are_checked_in_order_and_update_th
 async def test_who_may_delete_anothers_message_is_read_in_the_transaction(database: Database) -> None:
     """Draft.admin is what the sender was when its socket opened: a demoted or disabled
     admin deletes nothing of others' any more, nor does an owner removed from the room;
-    an admin still an admin does."""
-    demoted, disabled, admin, owner = (UserRef(f"u-{n}", n) for n in ("demoted", "disabled", "admin", "owner"))
-    for user in (demoted, disabled, admin, owner):
+    an admin still an admin does. A member made an admin after its socket opened gets
+    the right from its next socket (both must hold: the socket's and the database's)."""
+    demoted, disabled, admin, owner, promoted = (
+        UserRef(f"u-{n}", n) for n in ("demoted", "disabled", "admin", "owner", "promoted")
+    )
+    for user in (demoted, disabled, admin, owner, promoted):
         await add_user(database, user)
     writes = create_writes(database)
     for user in (demoted, disabled, admin):
@@ -407,9 +410,10 @@ async def test_who_may_delete_anothers_message_is_read_in_the_transaction(databa
     assert await writes.create_room("team", "public", owner.id)
     await writes.open()
     try:
-        chats = await writes.commit_batch([Draft("team", ALICE, f"a{i}") for i in range(4)])
-        a0, a1, a2, a3 = (o.message for o in chats if not isinstance(o, Exception))
+        chats = await writes.commit_batch([Draft("team", ALICE, f"a{i}") for i in range(5)])
+        a0, a1, a2, a3, a4 = (o.message for o in chats if not isinstance(o, Exception))
         await writes.set_role(demoted.id, "member")
+        await writes.set_role(promoted.id, "admin")
         await writes.set_disabled(disabled.id, True)
         assert await writes.remove_member("team", owner.id)
         outcomes = await writes.commit_batch(
@@ -417,13 +421,14 @@ async def test_who_may_delete_anothers_message_is_read_in_the_transaction(databa
                 Draft("team", demoted, "", kind="delete", target=a0.id, admin=True),
                 Draft("team", disabled, "", kind="delete", target=a1.id, admin=True),
                 Draft("team", owner, "", kind="delete", target=a2.id),
+                Draft("team", promoted, "", kind="delete", target=a4.id),
                 Draft("team", admin, "", kind="delete", target=a3.id, admin=True),
             ]
         )
     finally:
         await writes.close()
     kinds = [type(o).__name__ if isinstance(o, Exception) else o.message.kind for o in outcomes]
-    assert kinds == ["Forbidden", "Forbidden", "Forbidden", "delete"]
+    assert kinds == ["Forbidden", "Forbidden", "Forbidden", "Forbidden", "delete"]
     async with database.reader.connect() as connection:
         deleted = await connection.execute(select(Message.id).where(Message.room == "team", Message.deleted))
         assert list(deleted.scalars()) == [a3.id]
