@@ -1,4 +1,9 @@
-"""Engines: one per process, with the SQLite pragmas that make it a safe chat store."""
+"""Engines: one per process, with the SQLite pragmas that make it a safe chat store.
+
+Every engine is made with `hide_parameters=True`: a failed statement's error (logged
+with its traceback by the message writer and the routes) then names the statement but
+not its parameters, which hold message texts, names and password hashes — a text later
+deleted must not live on in the log (docs/security.md)."""
 
 from __future__ import annotations
 
@@ -50,6 +55,7 @@ class Database:
             pool_size=1,
             max_overflow=1,
             pool_reset_on_return=None,
+            hide_parameters=True,
         )
         configure_sqlite(engine, self.settings.sqlite_synchronous, begin=None, autocheckpoint=self.autocheckpoint)
         return engine
@@ -57,7 +63,12 @@ class Database:
     def open_postgres_writer(self) -> AsyncEngine:
         """An engine for the message writer's own event loop, in its thread."""
         return create_async_engine(
-            self.settings.database_url, pool_size=1, max_overflow=1, pool_pre_ping=True, pool_reset_on_return=None
+            self.settings.database_url,
+            pool_size=1,
+            max_overflow=1,
+            pool_pre_ping=True,
+            pool_reset_on_return=None,
+            hide_parameters=True,
         )
 
     async def ping(self) -> None:
@@ -87,7 +98,9 @@ def create_database(settings: Settings, background_checkpoints: bool = False) ->
     copies them all into the database and fsyncs it, and every message waits behind
     it: a quarter-second stall here, every few hundred commits."""
     if not settings.is_sqlite:
-        engine = create_async_engine(settings.database_url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        engine = create_async_engine(
+            settings.database_url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True
+        )
         return Database(reader=engine, writer=engine, settings=settings)
     autocheckpoint = not background_checkpoints
     return Database(
@@ -99,7 +112,7 @@ def create_database(settings: Settings, background_checkpoints: bool = False) ->
 
 
 def _sqlite_engine(settings: Settings, begin: str, pool_size: int = 5, autocheckpoint: bool = True) -> AsyncEngine:
-    engine = create_async_engine(settings.database_url, pool_size=pool_size, max_overflow=0)
+    engine = create_async_engine(settings.database_url, pool_size=pool_size, max_overflow=0, hide_parameters=True)
     configure_sqlite(engine, settings.sqlite_synchronous, begin, autocheckpoint)
     return engine
 

@@ -9,11 +9,14 @@ before a character that cannot continue a word (anything but a letter, digit, ma
 letter, digit, mark, `_`, `.` or `-` starts nothing: `bob@example.com` mentions nobody.
 
 Finding them takes two steps. `candidates` reads the text alone (no database): for each
-`@`, the keys of every place a name could end, longest first. `find_mentions` looks all
-of a batch's candidates up in one indexed query (`users.name_key` is unique) on the
-connection of the transaction that stores the messages, so an account made a moment ago
-by any process is found, with no cache to keep fresh. A text without `@` costs one
-substring test and no query. The edit path calls `find_mentions` the same way.
+`@`, the keys of every place a name could end, longest first. The message writer runs it
+before the batch's transaction (quartchat/writes.py `Writes.commit_batch`), so no text,
+however hostile, lengthens the time the write lock is held; its work per text is capped
+(MAX_ATS, MAX_CANDIDATES, MAX_NORMALIZATIONS). `find_mentions` then looks all of a batch's
+candidates up in one indexed query (`users.name_key` is unique) on the connection of the
+transaction that stores the messages, so an account made a moment ago by any process is
+found, with no cache to keep fresh. A text without `@` costs one substring test and no
+query. Chat messages and edits go the same way.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ _RUN_MAX_CHARS = 4 * NAME_MAX_CHARS
 MAX_CANDIDATES = 256
 # `@`s looked at per text, whether or not a name follows them.
 MAX_ATS = 512
+# Prefixes normalised (NFC) per text: each costs a normalisation whether or not it
+# becomes a key, so a text of long runs that hold no name still costs a bounded amount.
+MAX_NORMALIZATIONS = 1024
 _KEYS_PER_QUERY = 500  # far below SQLite's 32,766 parameters
 _SEPARATORS = frozenset(" .-")
 # A quick first look, in C: an `@` not right after a word character, `.` or `-`, and
@@ -63,9 +69,10 @@ def candidates(text: str) -> list[list[str]]:
     from the first MAX_ATS `@`s that may start one."""
     found: list[list[str]] = []
     total = 0
+    budget = [MAX_NORMALIZATIONS]
     for number, match in enumerate(_MAYBE_MENTION.finditer(text)):
         at = match.start()
-        if number == MAX_ATS or total == MAX_CANDIDATES:
+        if number == MAX_ATS or total == MAX_CANDIDATES or budget[0] <= 0:
             break
         if at > 0 and _joins_before(text[at - 1]):  # a mark, which the pattern lets through
             continue
@@ -73,7 +80,7 @@ def candidates(text: str) -> list[list[str]]:
         limit = min(len(text), start + _RUN_MAX_CHARS)
         while end < limit and _in_name(text[end]):
             end += 1
-        keys = _keys_of_run(text[start:end], at_text_end=end == len(text) or not _in_name(text[end]))
+        keys = _keys_of_run(text[start:end], end == len(text) or not _in_name(text[end]), budget)
         if keys:
             keys = keys[: MAX_CANDIDATES - total]
             found.append(keys)
@@ -81,10 +88,11 @@ def candidates(text: str) -> list[list[str]]:
     return found
 
 
-def _keys_of_run(run: str, at_text_end: bool) -> list[str]:
+def _keys_of_run(run: str, at_text_end: bool, budget: list[int]) -> list[str]:
     """The keys of the prefixes of `run` (letters, digits, marks, `_`, ` `, `.`, `-`) that
     end where a name may: before a separator, or at the run's end when the run ends there
-    (`at_text_end`: the text or a character no name holds follows). Longest first."""
+    (`at_text_end`: the text or a character no name holds follows). Longest first.
+    `budget`: the normalisations the text may still spend, decreased here."""
     if not run or run[0] == " ":
         return []
     ends = [index for index in range(1, len(run)) if run[index] in _SEPARATORS]
@@ -93,23 +101,41 @@ def _keys_of_run(run: str, at_text_end: bool) -> list[str]:
     keys: list[str] = []
     for end in reversed(ends):
         prefix = run[:end]
-        if prefix[-1] == " " or len(unicodedata.normalize("NFC", prefix)) > NAME_MAX_CHARS:
-            continue  # names are trimmed, and 32 characters at most
+        if prefix[-1] == " ":
+            continue  # names are trimmed
+        # NFC never changes an ASCII text's length: no need to normalise it to measure it.
+        if not prefix.isascii():
+            if budget[0] <= 0:
+                break
+            budget[0] -= 1
+            if len(unicodedata.normalize("NFC", prefix)) > NAME_MAX_CHARS:
+                continue  # 32 characters at most
+        elif len(prefix) > NAME_MAX_CHARS:
+            continue
+        if budget[0] <= 0:
+            break
+        budget[0] -= 1
         key = name_key(prefix)
         if key not in keys:
             keys.append(key)
     return keys
 
 
-def find_mentions(connection: Connection, texts: Sequence[str]) -> list[tuple[str, ...]]:
-    """The user ids each text mentions, in the order of their first mention, without
-    repeats; () for a text that mentions nobody. One query for all the texts' names,
-    on `connection` (the storing transaction's: chat messages in quartchat/writes.py,
-    edits likewise)."""
-    per_text = [candidates(text) if "@" in text else [] for text in texts]
+def mention_keys(text: str) -> tuple[tuple[str, ...], ...]:
+    """`candidates` of a text, as a Draft keeps them; () for a text without `@`."""
+    if "@" not in text:
+        return ()
+    return tuple(tuple(keys) for keys in candidates(text))
+
+
+def find_mentions(connection: Connection, per_text: Sequence[Sequence[Sequence[str]]]) -> list[tuple[str, ...]]:
+    """The user ids each text mentions, given each text's `candidates`, in the order of
+    their first mention, without repeats; () for a text that mentions nobody. One query
+    for all the texts' names, on `connection` (the storing transaction's: chat messages
+    and edits in quartchat/writes.py)."""
     wanted = sorted({key for runs in per_text for keys in runs for key in keys})
     if not wanted:
-        return [() for _ in texts]
+        return [() for _ in per_text]
     ids: dict[str, str] = {}
     for start in range(0, len(wanted), _KEYS_PER_QUERY):
         chunk = wanted[start : start + _KEYS_PER_QUERY]

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
-from sqlalchemy import Table, func, insert, select, text
+from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.orm import aliased
 
 from .accounts import InvalidName, name_key, name_skeleton, stored_name
 from .export import ExportError, parse_time
@@ -174,6 +175,7 @@ async def import_records(
     read = 0
     known_users: dict[str, str] = {}  # id -> name_key
     rooms: set[str] = set()
+    events: dict[int, Record] = {}  # the file's edit and delete events, by id (a few)
     batches = _checked_batches(records)
     async with engine.begin() as connection:
         before = await connection.scalar(select(func.count()).select_from(Message)) or 0
@@ -185,6 +187,7 @@ async def import_records(
             while (chunk := await checking) is not None:
                 checking = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
                 await _import_chunk(connection, chunk, known_users, rooms)
+                events.update((r.id, r) for r in chunk if r.kind != CHAT)
                 read += len(chunk)
                 if progress:
                     progress(len(chunk))
@@ -192,6 +195,9 @@ async def import_records(
             await asyncio.wait([checking])  # let the thread finish before the file closes
             if not checking.cancelled():
                 checking.exception()  # seen: what matters is the error being raised already
+        if events:
+            await _check_events(connection, events)
+            await _apply_events(connection, list(events.values()))
         await _recount_rooms(connection, sorted(rooms))
         await _advance_sequence(connection)
         after = await connection.scalar(select(func.count()).select_from(Message)) or 0
@@ -291,6 +297,68 @@ SQLITE_INSERT_MESSAGES = (
     f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}) VALUES ({', '.join('?' * len(MESSAGE_COLUMNS))}) "
     "ON CONFLICT DO NOTHING"
 )
+
+
+_EVENTS_PER_QUERY = 500
+
+
+async def _check_events(connection: AsyncConnection, events: dict[int, Record]) -> None:
+    """Refuse, by its line, the first event that the server would not have stored
+    (docs/protocol.md §17: not_found, forbidden): one whose target is no chat message of
+    the event's room, in the file or the database, or an edit by another than the
+    message's author. Read once everything is in, so a target later in the file counts."""
+    event, target = aliased(Message), aliased(Message)
+    bad: set[int] = set()
+    ids = sorted(events)
+    for start in range(0, len(ids), _EVENTS_PER_QUERY):
+        query = (
+            select(event.id)
+            .outerjoin(target, target.id == event.target)
+            .where(
+                event.id.in_(ids[start : start + _EVENTS_PER_QUERY]),
+                or_(
+                    target.id.is_(None),
+                    target.room != event.room,
+                    target.kind != CHAT,
+                    and_(event.kind == EDIT, target.user_id != event.user_id),
+                ),
+            )
+        )
+        bad.update((await connection.execute(query)).scalars())
+    if bad:
+        first = min((events[i] for i in bad), key=lambda r: _position(r.where))
+        author = " by the edit's author" if first.kind == EDIT else ""
+        raise TransferError(f'{first.where}: "target" {first.target} is no chat message of room {first.room}{author}')
+
+
+def _position(where: str) -> int:
+    """The number in "line 12" or "message 12": the file's order."""
+    return int(where.rpartition(" ")[2] or 0)
+
+
+_APPLY_DELETE = (
+    update(Message)
+    .where(Message.id == bindparam("b_id"), Message.kind == CHAT)
+    .values(text="", deleted=True, mentions=None)
+)
+_DELETED = select(Message.id).where(Message.id.in_(bindparam("b_ids", expanding=True)), Message.deleted.is_(True))
+_ERASE_EDITS = update(Message).where(Message.target == bindparam("b_id"), Message.kind == EDIT).values(text="")
+
+
+async def _apply_events(connection: AsyncConnection, events: list[Record]) -> None:
+    """What the server does when it stores an event (quartchat/writes.py
+    `_apply_events`): a delete empties its message, and the message of a delete keeps
+    no edit's text — whether the file marks it `deleted` or has its delete event."""
+    deletes = sorted({r.target for r in events if r.kind == DELETE and r.target is not None})
+    if deletes:
+        await connection.execute(_APPLY_DELETE, [{"b_id": target} for target in deletes])
+    targets = sorted({r.target for r in events if r.target is not None})
+    deleted: list[int] = []
+    for start in range(0, len(targets), _EVENTS_PER_QUERY):
+        chunk = targets[start : start + _EVENTS_PER_QUERY]
+        deleted.extend((await connection.execute(_DELETED, {"b_ids": chunk})).scalars())
+    if deleted:
+        await connection.execute(_ERASE_EDITS, [{"b_id": target} for target in deleted])
 
 
 async def _recount_rooms(connection: AsyncConnection, rooms: Sequence[str]) -> None:

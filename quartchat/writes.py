@@ -18,7 +18,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from sqlalchemy import (
@@ -40,7 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .database import Database
-from .mentions import find_mentions
+from .mentions import find_mentions, mention_keys
 from .models import ApiToken, Membership, Message, Room, Session, User
 from .protocol import CHAT, DELETE, EDIT, StoredMessage, UserRef, format_ts, now_ms
 from .store import (
@@ -96,9 +96,21 @@ class Draft:
     # "delete" (text: "") of the chat message `target`.
     kind: str = CHAT
     target: int | None = None
-    # The sender is an admin, who may delete any message of a room it can read (it has
-    # a socket there).
+    # The sender was an admin when its socket opened: an admin may delete any message of
+    # a room it can read (it has a socket there). The writer reads users.role again in the
+    # transaction (a demoted admin's open socket deletes no more).
     admin: bool = False
+    # The keys each `@` of the text may stand for (quartchat/mentions.py `candidates`),
+    # read before the transaction (`with_mention_keys`); None: not read yet.
+    mention_keys: tuple[tuple[str, ...], ...] | None = None
+
+
+def with_mention_keys(draft: Draft) -> Draft:
+    """The draft with its mention keys read: reading a text is CPU work (normalising
+    each place a name could end) that must not lengthen the transaction."""
+    if draft.mention_keys is not None or "@" not in draft.text:
+        return draft  # a text without `@` mentions nobody: None reads as ()
+    return replace(draft, mention_keys=mention_keys(draft.text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +311,7 @@ class Writes(ABC):
     async def commit_batch(self, drafts: list[Draft]) -> list[Outcome | Refused]:
         """Store a batch in one transaction; an outcome per draft, in order. Raises
         when nothing of it was stored; the next batch then starts on a new connection."""
+        drafts = [with_mention_keys(draft) for draft in drafts]  # before the write lock
         try:
             try:
                 return await self._run(drafts)
@@ -467,7 +480,7 @@ class Writes(ABC):
             return []
         # Ids grow with commits, and so must times, even if the clock steps back.
         ts_ms = self._last_ts = max(now_ms(), self._last_ts)
-        mentions = find_mentions(connection, [d.text for d in drafts])
+        mentions = find_mentions(connection, [d.mention_keys or () for d in drafts])
         ids = self._insert_messages(connection, drafts, ts_ms, [_mentions_json(m) for m in mentions])
         # A room's message count is of its chat messages; its last id, of every row.
         added = Counter(d.room for d in drafts if d.kind == CHAT)
@@ -831,16 +844,27 @@ class _EventCheck:
             Message.id.in_(targets)
         )
         self.targets = {row.id: row for row in connection.execute(query)}
-        # The room owners among those who delete another's message.
-        pairs = sorted(
-            {(d.room, d.user.id) for d in events if d.kind == DELETE and not d.admin and d.target in self.targets}
-        )
+        others = [
+            d
+            for d in events
+            if d.kind == DELETE and d.target in self.targets and self.targets[d.target].user_id != d.user.id
+        ]
+        # The room owners among those who delete another's message: a removed owner is none.
+        pairs = sorted({(d.room, d.user.id) for d in others})
         self.owners: set[tuple[str, str]] = set()
         if pairs:
             owners = select(Membership.room, Membership.user_id).where(
                 tuple_(Membership.room, Membership.user_id).in_(pairs), Membership.role == "owner"
             )
             self.owners = {(row.room, row.user_id) for row in connection.execute(owners)}
+        # Draft.admin is what the sender was when its socket opened: whether it is an admin
+        # still (not demoted, not disabled) is read here, in the transaction that deletes.
+        # Both must hold: a demotion counts at once, a promotion from the next socket on.
+        claimed = sorted({d.user.id for d in others if d.admin})
+        self.admins: set[str] = set()
+        if claimed:
+            admins = select(User.id).where(User.id.in_(claimed), User.role == ADMIN, User.disabled.is_(False))
+            self.admins = set(connection.execute(admins).scalars())
         self.deleted: set[int] = set()
 
     def refusal(self, draft: Draft) -> Refused | None:
@@ -852,7 +876,11 @@ class _EventCheck:
             if row.user_id != draft.user.id:
                 return Forbidden("only its author may edit a message")
             return None
-        if row.user_id != draft.user.id and not draft.admin and (draft.room, draft.user.id) not in self.owners:
+        if (
+            row.user_id != draft.user.id
+            and not (draft.admin and draft.user.id in self.admins)
+            and (draft.room, draft.user.id) not in self.owners
+        ):
             return Forbidden("only its author, the room's owner or an admin may delete a message")
         self.deleted.add(row.id)
         return None

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+import unicodedata
 
 import orjson
 import pytest
 from sqlalchemy import insert, select
 
-from quartchat import models
+from quartchat import mentions, models, names
 from quartchat.database import Database
-from quartchat.mentions import MAX_CANDIDATES, candidates
+from quartchat.mentions import MAX_CANDIDATES, MAX_NORMALIZATIONS, candidates
 from quartchat.names import name_key
 from quartchat.protocol import UserRef
 from quartchat.store import Store
@@ -82,6 +83,37 @@ def test_hostile_texts_are_bounded_in_keys_and_time(text: str) -> None:
     found = candidates(text * 10)
     assert time.perf_counter() - started < 2.0
     assert sum(len(keys) for keys in found) <= MAX_CANDIDATES
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        ("@" + "a\u0301" * 17 + " a\u0301" * 30 + "!") * 400,  # decomposed runs, mostly too long for a name
+        ("@" + "é" * 33 + " é" * 47 + "!") * 600,  # runs too long for a name, each end measured
+    ],
+)
+def test_the_normalisations_of_one_text_are_capped(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every place a name could end costs a normalisation, whether or not it becomes a
+    key: a text of long runs holding no name is capped by MAX_NORMALIZATIONS, not by
+    MAX_CANDIDATES alone (the writer reads texts before its transaction, but its thread
+    is one)."""
+    calls = 0
+    normalize = unicodedata.normalize
+
+    def counted(form: str, text: str) -> str:
+        nonlocal calls
+        calls += 1
+        return normalize(form, text)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mentions.unicodedata, "normalize", counted)
+    monkeypatch.setattr(names.unicodedata, "normalize", counted)
+    candidates(text)
+    # A measure is one normalisation, a key two (quartchat/names.py): each counts one.
+    assert MAX_NORMALIZATIONS <= calls <= 2 * MAX_NORMALIZATIONS
+
+
+def test_a_name_after_a_hostile_run_in_an_ordinary_text_is_still_found() -> None:
+    assert candidates("@" + "a" * 40 + " hello @bob!") == [["bob"]]
 
 
 async def test_the_writer_stores_and_sends_the_longest_existing_names(database: Database) -> None:

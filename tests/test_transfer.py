@@ -22,7 +22,8 @@ from quartchat.models import Message
 from quartchat.settings import Settings
 from quartchat.transfer import TransferError, import_records, read_export
 
-from .support import quartchat_env, run_cli, sqlite_url
+from . import postgres_database
+from .support import need_service, quartchat_env, run_cli, sqlite_url, unique
 
 anything = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20) | st.lists(st.integers())
 zones = st.integers(min_value=-24 * 60 + 1, max_value=24 * 60 - 1).map(lambda m: timezone(timedelta(minutes=m)))
@@ -116,3 +117,88 @@ def test_year_one_is_written_with_four_digits_and_round_trips(tmp_path: Path) ->
     assert asyncio.run(import_lines(url, [json.dumps({**message, "ts": ts})])) == (1, 1)
     exported = run_cli(quartchat_env(url), tmp_path, "export").stdout
     assert json.loads(exported)["ts"] == "0001-01-01T00:00:00.005Z"
+
+
+def _event_line(**fields: object) -> str:
+    base: dict[str, object] = {"room": "lobby", "user": {"id": "u-a", "name": "alice"}, "ts": "2026-01-01T00:00:00Z"}
+    return json.dumps({**base, **fields})
+
+
+async def _rows(url: str) -> dict[int, tuple[str, str, bool]]:
+    database = create_database(Settings(database_url=url, secret_key="s" * 32))
+    try:
+        async with database.reader.connect() as connection:
+            rows = await connection.execute(select(Message.id, Message.kind, Message.text, Message.deleted))
+            return {row.id: (row.kind, row.text, row.deleted) for row in rows}
+    finally:
+        await database.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def events_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database of the test's own, of each kind."""
+    if request.param == "sqlite":
+        url = sqlite_url(tmp_path / "i.db")
+        migrate.upgrade(url)
+        yield url
+        return
+    name = unique("qc_import_")
+    if asyncio.run(postgres_database.main("create", name)) != 0:
+        need_service(False, "PostgreSQL on 127.0.0.1:5432")
+    try:
+        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+        migrate.upgrade(url)
+        yield url
+    finally:
+        asyncio.run(postgres_database.main("drop", name))
+
+
+def test_an_imported_delete_empties_its_message_and_erases_every_edits_text(events_url: str) -> None:
+    """docs/protocol.md §17 as the server stores it: a delete event's message is emptied
+    and marked deleted even when the file does not say so, and no edit of a deleted
+    message (marked in the file or deleted by an event) keeps its text; a target later
+    in the file counts."""
+    url = events_url
+    lines = [
+        _event_line(type="edit", id=2, target=1, data="edit before the chat line"),
+        _event_line(type="chat", id=1, data="first @bob", mentions=["u-b"]),
+        _event_line(type="delete", id=3, target=1),
+        _event_line(type="chat", id=4, data="", deleted=True),
+        _event_line(type="edit", id=5, target=4, data="edit of a deleted one"),
+        _event_line(type="chat", id=6, data="kept"),
+        _event_line(type="edit", id=7, target=6, data="kept, edited"),
+    ]
+    assert asyncio.run(import_lines(url, lines)) == (7, 7)
+    assert asyncio.run(_rows(url)) == {
+        1: ("chat", "", True),
+        2: ("edit", "", False),
+        3: ("delete", "", False),
+        4: ("chat", "", True),
+        5: ("edit", "", False),
+        6: ("chat", "kept", False),
+        7: ("edit", "kept, edited", False),
+    }
+
+
+@pytest.mark.parametrize(
+    ("event", "refusal"),
+    [
+        ({"type": "edit", "target": 1, "room": "dev-1"}, 'line 3: "target" 1 is no chat message of room dev-1'),
+        ({"type": "delete", "target": 99}, 'line 3: "target" 99 is no chat message of room lobby'),
+        ({"type": "edit", "target": 2}, 'line 3: "target" 2 is no chat message of room lobby'),  # an event
+        ({"type": "edit", "target": 1, "user": {"id": "u-b", "name": "bob"}}, "by the edit's author"),
+    ],
+)
+def test_an_event_the_server_would_not_store_is_refused_by_its_line_and_imports_nothing(
+    events_url: str, event: dict[str, object], refusal: str
+) -> None:
+    url = events_url
+    lines = [
+        _event_line(type="chat", id=1, data="in the lobby"),
+        _event_line(type="edit", id=2, target=1, data="edited"),
+        _event_line(**{"id": 3, "data": "x", **event}),
+        _event_line(type="chat", id=4, data="after"),
+    ]
+    with pytest.raises(TransferError, match=refusal):
+        asyncio.run(import_lines(url, lines))
+    assert asyncio.run(_rows(url)) == {}

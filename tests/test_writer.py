@@ -5,6 +5,7 @@ The SQL of a batch is tested in tests/test_writes.py."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -152,6 +153,22 @@ async def test_a_failed_batch_answers_unavailable_to_its_senders_and_the_next_su
     await writer.close()
     assert stored.fresh and not writer.failing
     assert [m.text for b in committed.batches for m in b] == ["kept"]
+
+
+async def test_a_failed_batch_logs_no_message_text(database: Database, caplog: pytest.LogCaptureFixture) -> None:
+    """The writer logs a failed batch with its traceback; SQLAlchemy's error would name
+    the statement's parameters, message texts among them, unless the engine hides them
+    (quartchat/database.py): a text deleted later must not live on in the log."""
+    writer = new_writer(database, Committed())
+    writer.start()
+    ghost = UserRef("u-ghost", "ghost")  # no such user: the foreign key refuses the batch
+    with caplog.at_level(logging.ERROR, logger="quartchat.writer"), pytest.raises(Unavailable):
+        await writer.submit(Draft("r", ghost, "SECRET-TEXT-42", client_id="CLIENT-ID-42"))
+    await writer.close()
+    logged = caplog.text  # messages and tracebacks, as the log handler writes them
+    assert "storing a batch of 1 messages failed" in logged and "IntegrityError" in logged, logged
+    assert "SECRET-TEXT-42" not in logged and "CLIENT-ID-42" not in logged, logged
+    assert "SQL parameters hidden" in logged, logged
 
 
 async def test_close_commits_everything_already_taken(database: Database) -> None:

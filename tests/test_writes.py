@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, insert, select, text
 
-from quartchat import migrate
+from quartchat import mentions, migrate
 from quartchat.database import Database, create_database
 from quartchat.metrics import Metrics
 from quartchat.models import Message, Room, Session, User
@@ -344,6 +344,7 @@ async def test_edits_and_deletes_in_one_batch_are_checked_in_order_and_update_th
     assert await writes.create_room("team", "private", owner.id)
     for user in (ALICE, bob):
         await writes.add_member("team", user.id)
+    await writes.set_role(bob.id, "admin")  # what the writer reads, Draft.admin alone is not enough
     await writes.open()
     try:
         chats = await writes.commit_batch(
@@ -391,3 +392,81 @@ async def test_edits_and_deletes_in_one_batch_are_checked_in_order_and_update_th
     assert all(rows[m.id].text == "" for m in stored), "every edit of a deleted message is erased"
     assert all(rows[m.id].kind == m.kind and rows[m.id].target == m.target for m in stored)
     assert tuple(room) == (3, stored[-1].id)
+
+
+async def test_who_may_delete_anothers_message_is_read_in_the_transaction(database: Database) -> None:
+    """Draft.admin is what the sender was when its socket opened: a demoted or disabled
+    admin deletes nothing of others' any more, nor does an owner removed from the room;
+    an admin still an admin does. A member made an admin after its socket opened gets
+    the right from its next socket (both must hold: the socket's and the database's)."""
+    demoted, disabled, admin, owner, promoted = (
+        UserRef(f"u-{n}", n) for n in ("demoted", "disabled", "admin", "owner", "promoted")
+    )
+    for user in (demoted, disabled, admin, owner, promoted):
+        await add_user(database, user)
+    writes = create_writes(database)
+    for user in (demoted, disabled, admin):
+        await writes.set_role(user.id, "admin")
+    assert await writes.create_room("team", "public", owner.id)
+    await writes.open()
+    try:
+        chats = await writes.commit_batch([Draft("team", ALICE, f"a{i}") for i in range(5)])
+        a0, a1, a2, a3, a4 = (o.message for o in chats if not isinstance(o, Exception))
+        await writes.set_role(demoted.id, "member")
+        await writes.set_role(promoted.id, "admin")
+        await writes.set_disabled(disabled.id, True)
+        assert await writes.remove_member("team", owner.id)
+        outcomes = await writes.commit_batch(
+            [
+                Draft("team", demoted, "", kind="delete", target=a0.id, admin=True),
+                Draft("team", disabled, "", kind="delete", target=a1.id, admin=True),
+                Draft("team", owner, "", kind="delete", target=a2.id),
+                Draft("team", promoted, "", kind="delete", target=a4.id),
+                Draft("team", admin, "", kind="delete", target=a3.id, admin=True),
+            ]
+        )
+    finally:
+        await writes.close()
+    kinds = [type(o).__name__ if isinstance(o, Exception) else o.message.kind for o in outcomes]
+    assert kinds == ["Forbidden", "Forbidden", "Forbidden", "Forbidden", "delete"]
+    async with database.reader.connect() as connection:
+        deleted = await connection.execute(select(Message.id).where(Message.room == "team", Message.deleted))
+        assert list(deleted.scalars()) == [a3.id]
+
+
+async def test_mentions_are_read_before_the_transaction_and_looked_up_in_it(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The keys of a text's `@`s are read before the write lock (Draft.mention_keys):
+    no text, however hostile, lengthens the transaction; the names are looked up in
+    the transaction, so a name made just before counts."""
+    bob = UserRef("u-bob", "bob")
+    writes = create_writes(database)
+    in_transaction = False
+    read_inside: list[str] = []
+    transaction, read_keys = writes._transaction, mentions.candidates
+
+    def watched_transaction(connection: Any, drafts: list[Draft]) -> Any:
+        nonlocal in_transaction
+        in_transaction = True
+        try:
+            return transaction(connection, drafts)
+        finally:
+            in_transaction = False
+
+    def watched_candidates(text: str) -> list[list[str]]:
+        if in_transaction:
+            read_inside.append(text)
+        return read_keys(text)
+
+    monkeypatch.setattr(writes, "_transaction", watched_transaction)
+    monkeypatch.setattr(mentions, "candidates", watched_candidates)
+    await writes.open()
+    try:
+        draft = Draft("r", ALICE, "hi @bob and @nobody")
+        await add_user(database, bob)
+        outcomes = await writes.commit_batch([draft, Draft("r", ALICE, "no mention")])
+    finally:
+        await writes.close()
+    assert [o.message.mentions for o in outcomes if not isinstance(o, Exception)] == [(bob.id,), ()]
+    assert read_inside == []

@@ -47,6 +47,38 @@ async def nothing_more(conn: Conn, seconds: float = 1.0) -> None:
         assert frame["type"] != "chat", f"broadcast while the database was down: {frame}"
 
 
+# A failed store's log ------------------------------------------------------------
+
+
+async def test_a_store_that_fails_logs_the_failure_but_no_message_text(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """The writer logs a failed batch with its traceback (and a route a failed store
+    likewise): SQLAlchemy's error names the statement's parameters unless the engine
+    hides them (quartchat/database.py), and a text deleted later must not live on in
+    the log. The database refuses one text (a trigger); its sender hears `unavailable`."""
+    server = start_server(workdir=tmp_path)
+    chat = Chat(server)
+    try:
+        user = await chat.user()
+        socket = await chat.open(user, unique("faults-"))
+        await socket.say("stored before")
+        with sqlite3.connect(tmp_path / "chat.db") as database:
+            database.execute(
+                "CREATE TRIGGER refuse_secret BEFORE INSERT ON messages WHEN NEW.text LIKE '%SECRET%' "
+                "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            )
+        await socket.send_json({"type": "chat", "data": "SECRET-TEXT-4711", "client_id": "CLIENT-4711"})
+        refused = await socket.expect("error", timeout=30)
+        assert (refused["code"], refused["client_id"]) == ("unavailable", "CLIENT-4711")
+        assert (await socket.say("stored after"))["data"] == "stored after"
+    finally:
+        await chat.aclose()
+    log = server.log()
+    assert "storing a batch of 1 messages failed" in log and "refused by the test" in log, log
+    assert "SECRET-TEXT-4711" not in log and "CLIENT-4711" not in log, log
+
+
 # A full disk ------------------------------------------------------------------
 
 
