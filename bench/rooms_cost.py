@@ -1,5 +1,14 @@
 # ruff: noqa
-"""Attack measurement script (branch attack): run with .venv/bin/python FILE [args]; not a test."""
+"""What GET /api/rooms costs a user in many rooms with much unread (attack finding 5).
+
+    .venv/bin/python bench/rooms_cost.py 200 5000     # 200 rooms, 5,000 unread in each
+
+Makes a user in ROOMS private rooms with PER unread messages each (1M rows at 200 ×
+5,000, bulk SQL on SQLite), then times GET /api/rooms: three calls one after another,
+10 at once, and /healthz while 10 are in flight. Counting is bounded per call
+(quartchat/store.py, UNREAD_BUDGET) and one user's concurrent calls share one count
+(quartchat/rooms_api.py); docs/reliability.md has the numbers. Not a test.
+"""
 
 import asyncio
 import sqlite3
@@ -7,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, "/work/wt-attack")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import tempfile
 
 from tests.support import Chat, Server
