@@ -7,7 +7,7 @@ Makes a user in ROOMS private rooms with PER unread messages each (1M rows at 20
 5,000, bulk SQL on SQLite), then times GET /api/rooms: three calls one after another,
 10 at once, and /healthz while 10 are in flight. Counting is bounded per call
 (quartchat/store.py, UNREAD_BUDGET) and one user's concurrent calls share one count
-(quartchat/rooms_api.py); docs/reliability.md has the numbers. Not a test.
+(quartchat/rooms_api.py); docs/security.md has the numbers. Not a test.
 """
 
 import asyncio
