@@ -9,7 +9,7 @@ import uuid
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from icu import SpoofChecker  # type: ignore[import-untyped]  # PyICU has no type hints
+from icu import SpoofChecker, URestrictionLevel, USpoofChecks  # type: ignore[import-untyped]  # PyICU has no type hints
 from sqlalchemy.exc import IntegrityError
 
 from .invisible import is_invisible
@@ -147,20 +147,37 @@ async def set_password(
 def name_skeleton(name: str) -> str:
     """Unicode TR39's skeleton of the name's key, by ICU's spoof checker (the reference
     implementation): names that look alike share it (`alice` spelt with a Cyrillic a, and
-    `alice`; `rn` and `m`; `l` and `1`)."""
-    skeleton: str = _SPOOF_CHECKER.getSkeleton(0, name_key(name))
+    `alice`; `rn` and `m`; `l` and `1`). The key is folded with NFKC first, as a new name
+    is (clean_name): ICU's skeleton leaves most fullwidth letters as they are, so an
+    imported or older `alice` in fullwidth letters would otherwise not look like `alice`."""
+    skeleton: str = _SPOOF_CHECKER.getSkeleton(0, name_key(unicodedata.normalize("NFKC", name_key(name))))
     return skeleton
 
 
 _SPOOF_CHECKER = SpoofChecker()
+# TR39's "moderately restrictive" level: one script, or Latin with Han and Japanese or
+# Korean, or Latin with one other script but Cyrillic or Greek. A name that mixes Latin
+# with Cyrillic letters (Cyrillic a, e, o for the Latin ones) is how look-alikes get past a skeleton.
+_MIXED_SCRIPTS = SpoofChecker()
+_MIXED_SCRIPTS.setChecks(USpoofChecks.RESTRICTION_LEVEL)
+_MIXED_SCRIPTS.setRestrictionLevel(URestrictionLevel.MODERATELY_RESTRICTIVE)
+
+
+def check_scripts(name: str) -> None:
+    """InvalidName if a new name mixes scripts that are not written together (TR39's
+    moderately restrictive level: Latin with Cyrillic or Greek letters, say)."""
+    if _MIXED_SCRIPTS.check(name) != 0:
+        raise InvalidName("a name may not mix scripts that are not written together (Latin with Cyrillic, say)")
 
 
 async def unconfusable(store: Store, name: str) -> str:
-    """The skeleton of a new account's name; NameLooksTaken when an account with
-    another name that looks the same exists."""
+    """The skeleton of a new account's name; InvalidName when it mixes scripts
+    (check_scripts), NameLooksTaken when an account with another name that looks the
+    same exists."""
     skeleton = name_skeleton(name)
     if await store.name_skeleton_taken(skeleton):
         raise NameLooksTaken("this name looks like one that is taken: choose another")
+    check_scripts(name)
     return skeleton
 
 

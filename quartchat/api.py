@@ -14,7 +14,7 @@ from typing import Any, ParamSpec
 import orjson
 from quart import Blueprint, Response, jsonify, request
 
-from .access import NotAllowed, NotVisible, check_room, is_admin, readable_rooms
+from .access import NotAllowed, NotVisible, check_room, is_admin
 from .accounts import CredentialsError, authenticate
 from .export import ExportError, ExportQuery, formatter, parse_time, render
 from .export import filename as export_filename
@@ -150,13 +150,13 @@ async def sign_out() -> Response:
 @bp.get("/api/rooms")
 async def rooms() -> Response:
     """Public rooms and the user's private rooms and DMs (docs/protocol.md §11)."""
-    from .rooms_api import room_json
+    from .rooms_api import room_json, rooms_of
 
     who = await signed_in_as()
     rt = runtime()
     if rt.reads.is_pending(who.user.id):  # a read sent a moment ago counts already
         await rt.reads.flush()
-    summaries = await rt.store.rooms_of(who.user.id, readable_rooms(who))
+    summaries = await rooms_of(who)
     return jsonify(rooms=[room_json(s, reads=True) for s in summaries])
 
 

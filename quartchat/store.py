@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from sqlalchemy import ColumnElement, Row, Select, and_, case, func, select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .models import ApiToken, Membership, Message, Room, Session, User
 from .protocol import CHAT, RESUME_LIMIT, StoredMessage, UserRef, now_ms
@@ -109,18 +108,44 @@ UNREAD_MAX = 1000
 # messages, the user's own, edit and delete events): an index range scan of a bounded
 # length on (room, id), however large the room.
 UNREAD_SCAN = 5 * UNREAD_MAX
+# What counting may read for one user at a time, across all its rooms (GET /api/rooms,
+# the per-user stream's first load): a user in many rooms with much unread (attack
+# finding 5: 200 rooms of 5,000 unread were 1M rows, 2 s a call) has each room counted
+# among fewer rows, UNREAD_BUDGET / rooms, but never fewer than UNREAD_SCAN_FLOOR.
+UNREAD_BUDGET = 10 * UNREAD_SCAN
+UNREAD_SCAN_FLOOR = 50
 
 
-def unread_query(room: str, user_id: str, last_read_id: int) -> AnySelect:
+def unread_scan(rooms: int) -> int:
+    """How many rows after the read position each room is counted among, for a user
+    with `rooms` rooms that have anything after it (docs/protocol.md §18): UNREAD_SCAN
+    for up to 10 such rooms, then UNREAD_BUDGET shared among them, at least
+    UNREAD_SCAN_FLOOR. A room with fewer new rows than that is counted exactly; a busier
+    one may be counted short (never over)."""
+    return max(UNREAD_SCAN_FLOOR, min(UNREAD_SCAN, UNREAD_BUDGET // max(rooms, 1)))
+
+
+def rooms_to_count(user_ids: Collection[str]) -> AnySelect:
+    """For each of these users, how many of its rooms have anything after its read
+    position (unread_scan's argument): ix_memberships_user_id, no message is read."""
+    return (
+        select(Membership.user_id, func.count().label("rooms"))
+        .join(Room, Room.name == Membership.room)
+        .where(Membership.user_id.in_(sorted(user_ids)), Room.last_id > Membership.last_read_id)
+        .group_by(Membership.user_id)
+    )
+
+
+def unread_query(room: str, user_id: str, last_read_id: int, scan: int = UNREAD_SCAN) -> AnySelect:
     """Chat messages by others, not deleted, after `last_read_id` among the newest
-    UNREAD_SCAN rows after it: how many (`unread`), and how many mention the user (`mentions`)."""
+    `scan` rows after it: how many (`unread`), and how many mention the user (`mentions`)."""
     recent = (
         select(Message.user_id, Message.kind, Message.deleted, Message.mentions)
         .where(Message.room == room, Message.id > last_read_id)
         # (room, id): the order of ix_messages_room_id, which the primary key cannot give,
         # so PostgreSQL never walks the whole table's ids backwards filtering on the room.
         .order_by(Message.room.desc(), Message.id.desc())
-        .limit(UNREAD_SCAN)
+        .limit(scan)
         .subquery("recent")
     )
     # messages.mentions is a JSON list of ids: the quoted id inside it (ids are uuids, or
@@ -351,12 +376,10 @@ class Store:
             .where(readable)
             .order_by(Room.last_id.desc(), Room.name)
         )
-        async with self.database.reader.connect() as connection:
-            rows = (await connection.execute(query)).all()
-            counts: dict[str, tuple[int, int]] = {}
-            for row in rows:
-                if row.member is not None and row.last_id > row.last_read_id:
-                    counts[row.name] = await self._unread(connection, row.name, user_id, row.last_read_id)
+        rows = await self._rows(query)
+        # Every membership's counts in one statement (not one a room: 200 rooms were 200
+        # round trips), exactly the per-user stream's.
+        counts = {c.room: (c.unread, c.mentions) for c in await self.stream_counts((user_id,))}
         peers = await self._dm_peers(user_id, [r.name for r in rows if r.kind == "dm"])
         return [
             RoomSummary(
@@ -371,13 +394,6 @@ class Store:
             )
             for r in rows
         ]
-
-    @staticmethod
-    async def _unread(connection: AsyncConnection, room: str, user_id: str, last_read_id: int) -> tuple[int, int]:
-        """(unread, mentions) of the user in the room: unread_query's counts, capped."""
-        row = (await connection.execute(unread_query(room, user_id, last_read_id))).one()
-        unread = min(int(row.unread), UNREAD_MAX)
-        return unread, min(int(row.mentions or 0), unread)
 
     async def _dm_peers(self, user_id: str, rooms: list[str]) -> dict[str, UserRef]:
         if not rooms:
@@ -507,15 +523,27 @@ class Store:
     async def stream_counts(self, user_ids: Collection[str]) -> list[RoomCounts]:
         """Each membership of these users with the room's kind and last id, and the
         user's counts there exactly as GET /api/rooms gives them (unread_query's, for
-        every membership at once). One statement, so every room's counts and last id
-        are of one snapshot."""
+        every membership at once, each user's rooms among unread_scan's rows: what
+        one user costs is bounded by UNREAD_BUDGET). One statement per scan length, so
+        every room's counts and last id of one user are of one snapshot."""
         if not user_ids:
             return []
+        async with self.database.reader.connect() as connection:
+            to_count = {r.user_id: r.rooms for r in (await connection.execute(rooms_to_count(user_ids))).all()}
+        by_scan: dict[int, list[str]] = {}
+        for user_id in user_ids:
+            by_scan.setdefault(unread_scan(to_count.get(user_id, 0)), []).append(user_id)
+        found: list[RoomCounts] = []
+        for scan, users in sorted(by_scan.items()):
+            found += await self._stream_counts(users, scan)
+        return found
+
+    async def _stream_counts(self, user_ids: Collection[str], scan: int) -> list[RoomCounts]:
         recent = (
             select(Message.user_id, Message.kind, Message.deleted, Message.mentions)
             .where(Message.room == Membership.room, Message.id > Membership.last_read_id)
             .order_by(Message.room.desc(), Message.id.desc())
-            .limit(UNREAD_SCAN)
+            .limit(scan)
             .correlate(Membership)
             .subquery("recent")
         )

@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import aliased
 
-from .accounts import InvalidName, name_key, name_skeleton, stored_name
+from .accounts import InvalidName, check_scripts, name_key, name_skeleton, stored_name
 from .export import ExportError, parse_time
 from .models import Base, Message, Room, User
 from .protocol import CHAT, DELETE, EDIT, format_ts
@@ -233,13 +233,22 @@ async def _import_chunk(
         owner = await connection.scalar(select(User.id).where(User.name_key == key))
         if owner is not None and owner != user_id:
             raise TransferError(f"{record.where}: the name {record.user_name!r} belongs to another account")
+        # A look-alike of an account's name is refused as sign-up refuses it (quartchat/accounts.py).
+        skeleton = name_skeleton(record.user_name)
+        alike = await connection.scalar(select(User.name).where(User.name_skeleton == skeleton).limit(1))
+        if alike is not None:
+            raise TransferError(f"{record.where}: the name {record.user_name!r} looks like the account {alike!r}")
+        try:
+            check_scripts(record.user_name)
+        except InvalidName as error:
+            raise TransferError(f"{record.where}: the name {record.user_name!r}: {error.message}") from None
         # No password: the name stays reserved until an operator sets one.
         await connection.execute(
             insert(User).values(
                 id=user_id,
                 name=record.user_name,
                 name_key=key,
-                name_skeleton=name_skeleton(record.user_name),
+                name_skeleton=skeleton,
                 password_hash=None,
                 created_ms=record.ts_ms,
             )

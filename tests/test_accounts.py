@@ -147,3 +147,27 @@ def test_the_command_line_refuses_a_look_alike_new_user_too(tmp_path: Path) -> N
     refused = run_cli(env, tmp_path, "user", "password", "p\u0430yp\u0430l", stdin=PASSWORD + "\n")
     assert refused.returncode == 2 and "looks like one that is taken" in refused.stderr, refused.stderr
     assert run_cli(env, tmp_path, "user", "password", "PayPal", stdin=PASSWORD + "\n").returncode == 0
+
+
+async def test_a_new_name_mixing_latin_with_cyrillic_or_greek_is_refused(app: Quart) -> None:  # noqa: F811
+    """A name mixing Latin with Cyrillic is how a look-alike gets past the skeleton;
+    `ueoa7` in Cyrillic letters reads `yeoa7` (its skeleton), not `ueoa7`, and is fine."""
+    assert (await sign_in(app, "ueoa7"))[0] == 200
+    for mixed in ("\u0443\u0435\u043e\u0430x7", "u\u0435o\u0430x", "\u03a9mega", "\u0418\u0432\u0430\u043d Smith"):
+        status, body = await sign_in(app, mixed)
+        assert status == 422 and "mix scripts" in body["error"], mixed
+    for one_script in (
+        "\u0443\u0435\u043e\u04307",
+        "\u0418\u0432\u0430\u043d",
+        "\u03b5\u03bb\u03bb\u03ac\u03b4\u03b1",
+        "\u7530\u4e2d Tanaka",
+    ):
+        assert (await sign_in(app, one_script))[0] == 200, one_script
+
+
+def test_a_fullwidth_name_has_the_skeleton_of_its_plain_letters() -> None:
+    """Accounts made before the NFKC fold, or imported, may hold fullwidth letters: they
+    look like the plain name, so they share its skeleton (ICU's alone does not fold them)."""
+    from quartchat.accounts import name_skeleton
+
+    assert name_skeleton("\uff55\uff45\uff4f\uff41\uff11") == name_skeleton("ueoa1") == name_skeleton("UEOA1")

@@ -5,15 +5,27 @@ range scan of bounded length in a room of a million messages."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
+import pytest
 from sqlalchemy import insert, text, true
 
 from quartchat import models
 from quartchat.database import Database
 from quartchat.models import Membership, Room
 from quartchat.protocol import UserRef
-from quartchat.store import UNREAD_MAX, Store, unread_query
+from quartchat.rooms_api import RoomLists
+from quartchat.store import (
+    UNREAD_BUDGET,
+    UNREAD_MAX,
+    UNREAD_SCAN,
+    UNREAD_SCAN_FLOOR,
+    RoomSummary,
+    Store,
+    unread_query,
+    unread_scan,
+)
 from quartchat.writes import create_writes
 
 from .support import ALICE, add_user
@@ -118,3 +130,76 @@ async def test_counting_a_million_unread_is_a_bounded_index_range_scan(database:
     summaries = {s.name: s for s in await Store(database).rooms_of(ALICE.id, true())}
     assert (summaries["big"].unread, summaries["big"].mentions) == (UNREAD_MAX, 0)
     assert list(summaries) == ["big", "small"], "the latest activity first"
+
+
+def test_the_rows_counted_per_room_shrink_with_a_users_rooms_down_to_a_floor() -> None:
+    assert [unread_scan(n) for n in (0, 1, 10)] == [UNREAD_SCAN] * 3
+    assert unread_scan(11) == UNREAD_BUDGET // 11 < UNREAD_SCAN
+    assert unread_scan(200) == 250 and unread_scan(10**6) == UNREAD_SCAN_FLOOR
+    assert all(n * unread_scan(n) <= UNREAD_BUDGET for n in range(1, UNREAD_BUDGET // UNREAD_SCAN_FLOOR + 1))
+
+
+async def test_a_user_in_many_busy_rooms_is_counted_within_one_budget(database: Database) -> None:
+    """Attack finding 5: 200 rooms of 300 unread each are 60,000 rows; each room is
+    counted among its newest 250 (UNREAD_BUDGET / 200 rooms), so a busy room's count
+    stops short of the truth, never past it, a quiet room's is exact, and the per-user
+    stream's first load (stream_counts) gives exactly the same numbers as GET /api/rooms."""
+    await add_user(database, BOB)
+    busy = [f"busy-{i:03}" for i in range(199)]
+    for room in [*busy, "quiet"]:
+        await _room(database, room, [ALICE])
+    rows = [
+        {"room": room, "user_id": BOB.id, "text": "x", "ts_ms": 0, "mentions": '["u-alice"]' if n == 0 else None}
+        for room in busy
+        for n in range(300)
+    ]
+    rows += [{"room": "quiet", "user_id": BOB.id, "text": "x", "ts_ms": 0, "mentions": '["u-alice"]'}] * 3
+    async with database.writer.begin() as connection:
+        await connection.execute(insert(models.Message), rows)
+        await connection.execute(
+            text("UPDATE rooms SET last_id = (SELECT max(id) FROM messages m WHERE m.room = name)")
+        )
+    store = Store(database)
+    scan = unread_scan(200)
+    listed = {s.name: (s.unread, s.mentions) for s in await store.rooms_of(ALICE.id, true())}
+    streamed = {c.room: (c.unread, c.mentions) for c in await store.stream_counts([ALICE.id, BOB.id])}
+    assert listed == streamed
+    assert listed["quiet"] == (3, 3), "fewer new rows than the scan: exact"
+    assert {listed[room] for room in busy} == {(scan, 0)}, "the newest 250 of 300; the oldest mentioned alice"
+    assert 200 * scan <= UNREAD_BUDGET
+
+
+async def test_one_users_concurrent_room_lists_share_one_count() -> None:
+    """Ten calls at once cost two counts, not ten: the running one, and the next one
+    that every call arriving meanwhile shares (read after each began). A caller that
+    goes away cancels nothing; another user counts on its own; a failure reaches all."""
+    lists = RoomLists()
+    counted: list[str] = []
+    gate = asyncio.Event()
+
+    async def count(user: str) -> list[RoomSummary]:
+        counted.append(user)
+        number = len(counted)
+        await gate.wait()
+        if user == "broken":
+            raise RuntimeError("the database went away")
+        return [RoomSummary(f"{user}-{number}", 0, 0)]
+
+    def get(user: str) -> asyncio.Task[list[RoomSummary]]:
+        return asyncio.ensure_future(lists.get((1, user, None), lambda: count(user)))
+
+    first = get("alice")
+    await asyncio.sleep(0.01)
+    assert counted == ["alice"]
+    later = [get("alice") for _ in range(9)]
+    other, broken = get("bob"), [get("broken"), get("broken")]
+    await asyncio.sleep(0.01)
+    later[0].cancel()
+    gate.set()
+    assert [s.name for s in await first] == ["alice-1"]
+    assert {tuple(s.name for s in await task) for task in later[1:]} == {("alice-4",)}
+    assert [s.name for s in await other] == ["bob-2"]
+    for task in broken:
+        with pytest.raises(RuntimeError):
+            await task
+    assert sorted(counted) == ["alice", "alice", "bob", "broken"] and lists.busy() == 0

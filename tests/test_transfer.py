@@ -93,6 +93,27 @@ def test_any_file_imports_or_fails_with_an_error_naming_its_line(database_url: s
         assert str(refused).startswith("fuzz.ndjson: line ") or str(refused).startswith("line "), str(refused)
 
 
+def test_an_imported_name_that_looks_like_an_account_is_refused_naming_the_line(tmp_path: Path) -> None:
+    """Import makes accounts too: a look-alike of a name already there (fullwidth, or a
+    Cyrillic a), or a name mixing scripts, is refused as sign-up refuses it."""
+    url = sqlite_url(tmp_path / "l.db")
+    migrate.upgrade(url)
+    message = {"id": 1, "type": "chat", "room": "lobby", "ts": "2026-11-24T15:31:06.123Z", "data": "hi"}
+    alice = json.dumps({**message, "user": {"id": "u-1", "name": "alice"}})
+    assert asyncio.run(import_lines(url, [alice])) == (1, 1)
+    for user_id, look_alike in (
+        ("u-2", "\uff41\uff4c\uff49\uff43\uff45"),
+        ("u-3", "\u0430lice"),
+        ("u-4", "\u0430lic3"),
+    ):
+        line = json.dumps({**message, "id": 2, "user": {"id": user_id, "name": look_alike}})
+        with pytest.raises(TransferError) as refused:
+            asyncio.run(import_lines(url, [line]))
+        assert "line 1" in str(refused.value) and ("looks like" in str(refused.value) or "mix" in str(refused.value))
+    bob = json.dumps({**message, "id": 2, "user": {"id": "u-5", "name": "bob"}})
+    assert asyncio.run(import_lines(url, [bob])) == (1, 1)
+
+
 def test_a_time_whose_zone_takes_it_past_year_1_is_an_error_naming_the_line(tmp_path: Path) -> None:
     good = {"id": 1, "type": "chat", "room": "lobby", "user": {"id": "u-1", "name": "alice"}, "data": "hi"}
     lines = [

@@ -209,7 +209,10 @@ async def test_search_finds_neither_an_edited_away_nor_a_deleted_text(chat: Chat
     "look_alike",
     [
         lambda n: n.translate({ord(c): ord(c) + 0xFEE0 for c in "abcdefghijklmnopqrstuvwxyz0123456789"}),  # fullwidth
-        lambda n: n.replace("o", "\u043e").replace("a", "\u0430").replace("e", "\u0435").replace("u", "\u0443"),
+        # Cyrillic o, a, e for the Latin ones. (Not Cyrillic u for u: it reads as y, and a name of
+        # Cyrillic letters and digits alone would be a name of its own, `yeoa…`; a name
+        # mixing the two scripts is refused, tests/test_accounts.py.)
+        lambda n: n.replace("o", "\u043e").replace("a", "\u0430").replace("e", "\u0435"),
     ],
     ids=["fullwidth", "cyrillic"],
 )
@@ -221,5 +224,8 @@ async def test_a_look_alike_name_cannot_be_taken_and_steal_mentions(chat: Chat, 
     copy = look_alike(victim.name)
     assert copy != victim.name
     client = chat.http()
-    answer = await client.post("/api/session", json={"name": copy, "password": PASSWORD})
+    # Another password: sign-up folds the fullwidth copy (NFKC) into the victim's own
+    # name, so the victim's password would rightly sign in as the victim, no impostor.
+    answer = await client.post("/api/session", json={"name": copy, "password": PASSWORD + " not the victim's"})
     assert answer.status_code != 200, f"{copy!r} was signed up beside {victim.name!r}"
+    assert answer.status_code in (401, 422), answer.text

@@ -1,5 +1,15 @@
 # ruff: noqa
-"""Attack measurement script (branch attack): run with .venv/bin/python FILE [args]; not a test."""
+"""What GET /api/rooms costs a user in many rooms with much unread (attack finding 5).
+
+    .venv/bin/python bench/rooms_cost.py 200 5000     # 200 rooms, 5,000 unread in each
+
+Makes a user in ROOMS private rooms with PER unread messages each (1M rows at 200 ×
+5,000, bulk SQL on SQLite), then times GET /api/rooms: three calls one after another,
+10 at once, /healthz while 10 are in flight, and the per-user stream's first load of
+the user's counts (Store.stream_counts, in this process). Counting is bounded per call
+(quartchat/store.py, UNREAD_BUDGET) and one user's concurrent calls share one count
+(quartchat/rooms_api.py); docs/security.md has the numbers. Not a test.
+"""
 
 import asyncio
 import sqlite3
@@ -7,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, "/work/wt-attack")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import tempfile
 
 from tests.support import Chat, Server
@@ -71,6 +81,20 @@ async def main():
     print("healthz latency during 10 calls", round(res[-1] * 1000), "ms")
     await c.aclose()
     s.stop()
+    # What a user's first socket costs the per-user stream: its counts, read once.
+    from quartchat.database import create_database
+    from quartchat.settings import Settings
+    from quartchat.store import Store
+
+    database = create_database(Settings(database_url=s.database_url, secret_key="s" * 32))
+    try:
+        for k in range(2):
+            t = time.perf_counter()
+            counts = await Store(database).stream_counts([a.id])
+            d = time.perf_counter() - t
+            print("store.stream_counts", len(counts), "rooms", round(d * 1000), "ms", flush=True)
+    finally:
+        await database.dispose()
 
 
 asyncio.run(main())
