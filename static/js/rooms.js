@@ -216,7 +216,7 @@ function badge(kind, text) {
 }
 
 function capped(count) {
-  return count >= CAP ? `${CAP - 1}+` : String(count);
+  return count >= CAP ? `${CAP}+` : String(count);
 }
 
 function spoken(unread, mentions) {

@@ -15,7 +15,7 @@ export class UnreadTitle {
 
   set(count) {
     this.count = count;
-    const shown = count >= 1000 ? "999+" : String(count);
+    const shown = count >= 1000 ? "1000+" : String(count);
     document.title = count ? `(${shown}) ${this.base}` : this.base;
   }
 }
