@@ -378,7 +378,7 @@ class Hub:
             frame = read_frame(room, last_read_id)
             sender = senders.get((user_id, room))
             for connection in connections:
-                if connection is not sender:
+                if connection is not sender and connection.hears(room):  # a limited token: its rooms only
                     connection.push(frame)
 
     async def online(self, room: str) -> list[UserRef]:

@@ -261,3 +261,48 @@ async def test_reading_part_of_a_room_in_one_tab_gives_the_other_tabs_the_count_
     await reading_tab.send_json({"type": "read", "id": said[-1]["id"]})
     frames = await activity_through(other_tab, room, said[-1]["id"])
     assert frames[-1]["unread"] == 0 and frames[-1]["mentions"] == 0
+
+
+async def test_a_bot_token_limited_to_rooms_hears_the_stream_of_those_rooms_alone(chat: Chat) -> None:
+    """A token made with `--room` may use its rooms alone (access.py): its socket hears
+    activity, notify and read of its other allowed room, and nothing — no activity, no
+    notify, no read — of the user's private room or DM (security.md, "bot tokens")."""
+    owner, friend = await chat.user(), await chat.user()
+    private = unique("secret-")
+    assert (await owner.http.post("/api/rooms", json={"name": private, "private": True})).status_code == 201
+    assert (await owner.http.post(f"/api/rooms/{private}/members", json={"name": friend.name})).status_code == 201
+    opened = await friend.http.post("/api/dm", json={"name": owner.name})
+    assert opened.status_code == 200, opened.text
+    dm = str(opened.json()["room"]["name"])
+    bots, allowed = unique("bots-"), unique("allowed-")
+    await member_of(chat, owner, bots, allowed)
+    token = await chat.bot(owner, bots, allowed)
+    limited = await chat.open(token, bots)
+    tab = await chat.open(owner, unique("tab-"))  # the same user on a session: hears it all
+    await asyncio.sleep(1.5)  # both streams have read the user's counts
+    speaker = await chat.open(friend, private)
+    secret = await speaker.say(f"@{owner.name} the launch code is 0000")
+    in_dm = await (await chat.open(friend, dm)).say("between us")
+    in_allowed = await (await chat.open(friend, allowed)).say(f"@{owner.name} for the bot")
+    # The session's tab hears all three rooms; the token's socket, its allowed room alone.
+    wanted = {private: secret["id"], dm: in_dm["id"], allowed: in_allowed["id"]}
+    while wanted:  # in whatever order they come
+        frame = await next_stream_frame(tab)
+        if frame["type"] == "activity" and frame["last_id"] >= wanted.get(frame["room"], 1 << 62):
+            del wanted[frame["room"]]
+    reading = await chat.open(owner, private)
+    await reading.send_json({"type": "read", "id": secret["id"]})
+    reading_allowed = await chat.open(owner, allowed)
+    await reading_allowed.send_json({"type": "read", "id": in_allowed["id"]})
+    heard: list[dict[str, Any]] = []
+    try:
+        while not any(f["type"] == "read" and f["room"] == allowed for f in heard):
+            frame = await limited.recv(timeout=5)
+            if frame["type"] not in ("join", "left", "list"):
+                heard.append(frame)
+        heard += await stream_frames(limited, 1.5)
+    except TimeoutError:
+        pass
+    kinds = {(f["type"], f["room"]) for f in heard}
+    assert {("notify", allowed), ("activity", allowed), ("read", allowed)} <= kinds, heard
+    assert not [f for f in heard if f.get("room") in (private, dm)], heard
