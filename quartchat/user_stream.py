@@ -31,7 +31,7 @@ import logging
 import math
 from collections import OrderedDict, deque
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .access import DM
 from .connection import Connection
@@ -58,6 +58,9 @@ class Tally:
     last_read_id: int
     unread: int
     mentions: int
+    # Messages counted here past UNREAD_MAX (unread stays at the cap): so many deletes
+    # leave the count at its cap with no need to read it again.
+    beyond: int = field(default=0, compare=False)
 
 
 class Follower:
@@ -161,7 +164,7 @@ class UserStream:
             return
         tally.last_read_id = read_id
         if read_id >= tally.last_id:
-            tally.unread = tally.mentions = 0
+            tally.unread = tally.mentions = tally.beyond = 0
             self._changed(follower, room)
         else:  # what is left unread is in the database alone
             self._load(user_id, {room})
@@ -209,14 +212,15 @@ class UserStream:
         mentions were `known` (None: not remembered here). No news of its own, but the
         counts follow the database's: an unread message deleted counts no more, and an
         edit may add or take away a mention. A delete of a message not remembered (an
-        old one), or with the count at its cap, reads the room's counts again."""
+        old one), or at the count's cap with no message known past it, reads the
+        room's counts again."""
         tally = follower.rooms[message.room]
         tally.last_id = max(tally.last_id, message.id)
         me = follower.user_id
         if (message.target or 0) <= tally.last_read_id or not tally.unread:
             return  # read already: counted nowhere
-        if message.kind == DELETE and (known is None or tally.unread >= UNREAD_MAX):
-            self._load(me, {message.room})
+        if message.kind == DELETE and (known is None or (tally.unread >= UNREAD_MAX and not tally.beyond)):
+            self._load(me, {message.room})  # not remembered, or the count past its cap unknown
             return
         if known is None or known[0] == me:  # not remembered (an edit); one's own: never counted
             return
@@ -224,7 +228,10 @@ class UserStream:
         if message.kind == EDIT:
             change = (me in message.mentions) - was_mention
         else:
-            tally.unread -= 1
+            if tally.beyond:
+                tally.beyond -= 1
+            else:
+                tally.unread -= 1
             change = -was_mention
         if change or message.kind == DELETE:
             tally.mentions = max(0, min(tally.mentions + change, tally.unread))
@@ -244,7 +251,10 @@ class UserStream:
             return False
         is_mention = follower.user_id in mentioned
         if message.id > tally.last_read_id:  # counted as GET /api/rooms counts (store.unread_query)
-            tally.unread = min(tally.unread + 1, UNREAD_MAX)
+            if tally.unread >= UNREAD_MAX:
+                tally.beyond += 1
+            else:
+                tally.unread += 1
             tally.mentions = min(tally.mentions + is_mention, tally.unread)
         self._changed(follower, message.room)
         return is_mention or tally.kind == DM

@@ -13,7 +13,7 @@ from quartchat import models
 from quartchat.connection import Connection
 from quartchat.database import Database
 from quartchat.protocol import DELETE, EDIT, StoredMessage, UserRef
-from quartchat.store import RoomCounts, Store
+from quartchat.store import UNREAD_MAX, RoomCounts, Store
 from quartchat.user_stream import AUTHORS_MAX, UserStream
 
 from .support import ALICE, add_user, until
@@ -177,5 +177,24 @@ async def test_the_stream_remembers_the_authors_of_the_latest_messages_alone(dat
         elsewhere = range(AUTHORS_MAX + 101, AUTHORS_MAX + 201)
         stream.deliver([StoredMessage(i, "unwatched", ALICE, "x", 0) for i in elsewhere])
         assert max(stream.authors) == AUTHORS_MAX + 100, "no room watched here: nothing kept"
+    finally:
+        await stream.stop()
+
+
+async def test_at_the_cap_a_delete_reads_again_only_once_nothing_is_known_past_it(database: Database) -> None:
+    await setting(database)
+    stream = UserStream(Store(database))
+    stream.start()
+    try:
+        stream.opened(Connection(BOB, "elsewhere", "127.0.0.1", batch=False, capacity=100))
+        await until(lambda: "r" in stream.followers[BOB.id].rooms, "the load")
+        tally = stream.followers[BOB.id].rooms["r"]
+        stream.deliver([StoredMessage(i, "r", ALICE, "x", 0) for i in range(1, UNREAD_MAX + 3)])
+        assert (tally.unread, tally.beyond) == (UNREAD_MAX, 2)
+        loads = stream.loads
+        stream.deliver([StoredMessage(UNREAD_MAX + 3 + i, "r", ALICE, "", 0, kind=DELETE, target=i) for i in (1, 2)])
+        assert (tally.unread, tally.beyond, stream.loads) == (UNREAD_MAX, 0, loads)
+        stream.deliver([StoredMessage(UNREAD_MAX + 5, "r", ALICE, "", 0, kind=DELETE, target=3)])
+        await until(lambda: stream.loads > loads, "the count read again: it may be under the cap now")
     finally:
         await stream.stop()
