@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .access import PUBLIC
 from .broker import Broker, Committed, Event, MemberAdded, Presence, ReadMoved, Resync, Revoked
 from .connection import Backlog, Connection, PresenceDue
 from .metrics import Metrics
@@ -517,11 +518,35 @@ class Hub:
             self.stream.joined(event.room, event.user_ids)
 
     def _resync(self, event: Resync) -> None:
-        """The broker was cut off: whatever was published meanwhile is read from the database."""
+        """The broker was cut off: whatever was published meanwhile is read from the
+        database — messages, counts, and the memberships a lost `Revoked` ended."""
         self.stream.resync()
         for room, state in self.rooms.items():
             if state.last_id is not None:
                 self._schedule_repair(room, state, 0, resync=True)
+        self._spawn(self._close_non_members(), "resync-members")
+
+    async def _close_non_members(self) -> None:
+        """Close with 4003 this process's sockets in rooms other than public ones whose
+        user is a member no more: a removal whose `Revoked` was published while the
+        broker was cut off is lost with it, and such a socket would go on hearing the
+        room. Two statements per room with sockets here, on the rare Resync alone."""
+        for room in sorted(self.rooms):
+            try:
+                access = await self.store.room_access(room, "")
+                if access is None or access.kind == PUBLIC:  # no room yet, or one open to all
+                    continue
+                members = await self.store.members(room)
+            except Exception:
+                log.exception("resync: reading the members of %s failed", room)
+                continue
+            kept = {member.user.id for member in members}
+            state = self.rooms.get(room)
+            gone = {c.user.id for c in state.connections if c.user.id not in kept} if state is not None else set()
+            if gone:
+                self.close_revoked(
+                    Revoked(user_ids=tuple(sorted(gone)), room=room, code=CloseCode.NOT_MEMBER, reason="Not a member")
+                )
 
     async def _receive_forever(self) -> None:
         while True:
