@@ -306,3 +306,45 @@ async def test_a_bot_token_limited_to_rooms_hears_the_stream_of_those_rooms_alon
     kinds = {(f["type"], f["room"]) for f in heard}
     assert {("notify", allowed), ("activity", allowed), ("read", allowed)} <= kinds, heard
     assert not [f for f in heard if f.get("room") in (private, dm)], heard
+
+
+async def test_a_member_removed_while_redis_was_down_hears_nothing_more_on_the_other_instance(
+    start_server: StartServer, tmp_path: Path, postgres_url: str, redis_server: RedisServer
+) -> None:
+    """The removal's Revoked cannot be published while Redis is down (the outbox drops
+    it), so the second instance never hears of it: its Resync, once Redis is back,
+    reads the private room's members and closes the removed member's socket there with
+    4003; its other socket hears nothing more of the room."""
+    first, second = instances(start_server, tmp_path, postgres_url, redis_server.url)
+    one, two = Chat(first), Chat(second)
+    try:
+        private, owner, member = await private_room(one, messages=0)
+        removed = two.again(member)
+        inside = await two.open(removed, private)
+        elsewhere = await two.open(removed, unique("else-"))
+        talking = await one.open(owner, private)
+        first_said = await talking.say(f"before, @{member.name}")
+        assert (await inside.expect("chat"))["id"] == first_said["id"]
+        await until_stream(elsewhere, "notify", private)
+        await activity_through(elsewhere, private, first_said["id"])  # all it hears before
+        redis_server.stop()
+        answer = await owner.http.delete(f"/api/rooms/{private}/members/{member.id}")
+        assert answer.status_code == 204, answer.text
+        redis_server.start()
+        closed = None
+        deadline = time.monotonic() + 20
+        while closed is None and time.monotonic() < deadline:
+            try:
+                frame = await inside.recv(timeout=1)
+            except TimeoutError:
+                continue
+            except Exception:  # the close
+                closed = inside.ws.close_code
+                break
+            assert frame["type"] in ("join", "left", "list"), f"the removed member heard {frame}"
+        assert closed == 4003, "the removed member's socket stayed open on the other instance"
+        later = await talking.say(f"after, @{member.name}")
+        heard = await stream_frames(elsewhere, 2.0)
+        assert not [f for f in heard if f.get("room") == private], (later, heard)
+    finally:
+        await asyncio.gather(one.aclose(), two.aclose())
