@@ -92,6 +92,7 @@ class RoomState:
 GAP_WAIT_SECONDS = 0.5
 REPAIR_PAGE = 500
 REVOKED_MEMORY_SECONDS = 60.0  # far longer than an opening takes
+REVOKE_PUBLISH_SECONDS = 2.0  # how long a removal's answer waits for the broker at most
 WATCH_SECONDS = 1.0  # how often each connection's socket is looked at (connection.py)
 
 
@@ -335,6 +336,21 @@ class Hub:
         """Access ended: close the affected sockets here now, then in every process."""
         self.close_revoked(event)
         self.outbox.post(replace(event, origin=self.origin))
+
+    async def revoke_published(self, event: Revoked) -> None:
+        """`revoke`, returning once the broker has taken the event (or failed to, or took
+        REVOKE_PUBLISH_SECONDS): a removal's answer then comes after every other process
+        can hear of it, ahead of any message sent once the answer is seen (the broker
+        keeps one order for what it is given). Not through the outbox's queue: the
+        others' streams read memberships from the database, so its order with a
+        MemberAdded does not matter. A publish that fails loses the event; the others'
+        Resync makes up for it (_close_non_members)."""
+        self.close_revoked(event)
+        try:
+            async with asyncio.timeout(REVOKE_PUBLISH_SECONDS):
+                await self.broker.publish(replace(event, origin=self.origin))
+        except Exception as exc:
+            log.warning("publishing a Revoked event failed (only this process heard it): %s", exc)
 
     def members_added(self, room: str, user_ids: tuple[str, ...]) -> None:
         """New members of `room` (committed): their streams here now, then in every process."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import insert
@@ -407,3 +408,20 @@ async def test_after_a_resync_the_sockets_of_members_removed_meanwhile_close(dat
     assert tabs[DAVE.name, "priv"].close_code == CloseCode.NOT_MEMBER
     assert [key for key, tab in tabs.items() if tab.closed] == [(DAVE.name, "priv")]
     await hub.stop()
+
+
+async def test_a_removal_is_answered_once_the_broker_has_taken_its_revoked_event() -> None:
+    """hub.revoke_published (rooms_api's removal): the sockets here close at once and the
+    event is published before it returns, not queued for later; a broker that refuses
+    it costs the event (the others' Resync makes up for it), never an error."""
+    broker = RecordingBroker()
+    hub = new_hub(broker)
+    tab = Connection(BOB, "r", "x", False, 100)
+    hub.register(tab)
+    event = Revoked(user_ids=(BOB.id,), room="r", code=CloseCode.NOT_MEMBER, reason="Not a member")
+    await hub.revoke_published(event)
+    assert tab.close_code == CloseCode.NOT_MEMBER
+    assert broker.sent == [replace(event, origin=hub.origin)]
+    broker.failures = 1
+    await hub.revoke_published(replace(event, user_ids=(ALICE.id,)))
+    assert len(broker.sent) == 1

@@ -7,6 +7,7 @@ messages."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -346,5 +347,43 @@ async def test_a_member_removed_while_redis_was_down_hears_nothing_more_on_the_o
         later = await talking.say(f"after, @{member.name}")
         heard = await stream_frames(elsewhere, 2.0)
         assert not [f for f in heard if f.get("room") == private], (later, heard)
+    finally:
+        await asyncio.gather(one.aclose(), two.aclose())
+
+
+async def test_a_message_sent_once_a_removal_is_answered_never_reaches_the_removed_on_the_other_instance(
+    start_server: StartServer, tmp_path: Path, postgres_url: str, redis_server: RedisServer
+) -> None:
+    """The removal is answered once Redis has its Revoked (hub.revoke_published), so a
+    message the owner sends after the answer, committed on the first instance, reaches
+    the second after the Revoked: the removed member's sockets there, on the room and
+    elsewhere, get nothing of it. Five members removed in turn, each followed at once
+    by a mention of them."""
+    first, second = instances(start_server, tmp_path, postgres_url, redis_server.url)
+    one, two = Chat(first), Chat(second)
+    try:
+        private, owner, _ = await private_room(one, messages=0)
+        members = [await one.user() for _ in range(5)]
+        for member in members:
+            added = await owner.http.post(f"/api/rooms/{private}/members", json={"name": member.name})
+            assert added.status_code == 201, added.text
+        sockets = []
+        for member in members:
+            again = two.again(member)
+            sockets.append((await two.open(again, private), await two.open(again, unique("else-"))))
+        talking = await one.open(owner, private)
+        await asyncio.sleep(1.5)  # every stream has read its counts
+        for member, (inside, elsewhere) in zip(members, sockets, strict=True):
+            answer = await owner.http.delete(f"/api/rooms/{private}/members/{member.id}")
+            assert answer.status_code == 204, answer.text
+            after = await talking.say(f"after the removal, @{member.name}")
+            heard: list[dict[str, Any]] = []
+            with contextlib.suppress(Exception):  # the close ends it
+                while True:
+                    heard.append(await inside.recv(timeout=3))
+            assert inside.ws.close_code == 4003
+            assert not [f for f in heard if f.get("id") == after["id"]], heard
+            late = await stream_frames(elsewhere, 0.5)
+            assert not [f for f in late if f["type"] == "notify" and f["message"]["id"] == after["id"]], late
     finally:
         await asyncio.gather(one.aclose(), two.aclose())
