@@ -219,10 +219,12 @@ class UserStream:
         me = follower.user_id
         if (message.target or 0) <= tally.last_read_id or not tally.unread:
             return  # read already: counted nowhere
+        if known is not None and known[0] == me:  # one's own: never counted
+            return
         if message.kind == DELETE and (known is None or (tally.unread >= UNREAD_MAX and not tally.beyond)):
             self._load(me, {message.room})  # not remembered, or the count past its cap unknown
             return
-        if known is None or known[0] == me:  # not remembered (an edit); one's own: never counted
+        if known is None:  # an edit of a message not remembered: its mention is not followed
             return
         was_mention = me in known[1]
         if message.kind == EDIT:
