@@ -132,10 +132,14 @@ class Connection:
         capacity: int,
         session_id: str | None = None,
         backlog: Backlog | None = None,
+        token_rooms: frozenset[str] | None = None,
     ) -> None:
         self.id = next(_connection_ids)
         self.user = user
         self.session_id = session_id  # the server-side session it was opened with
+        # Opened with a bot token limited to these rooms (None: a session, or a token
+        # with no limit): what concerns the user's other rooms is not for it (`hears`).
+        self.token_rooms = token_rooms
         self.room = room
         self.address = address
         self.batch = batch
@@ -172,6 +176,11 @@ class Connection:
         # Hypercorn; asgi_send.unsent_bytes), and what the last watch saw.
         self.unsent: Callable[[], int] | None = None
         self.unsent_seen: int | None = None
+
+    def hears(self, room: str) -> bool:
+        """Whether news of `room` from the user's stream (activity, notify, read) may
+        reach this connection: always, unless its token is limited to other rooms."""
+        return self.token_rooms is None or room in self.token_rooms
 
     def push(self, item: QueueItem) -> None:
         """Queue `item` and wake the sender."""

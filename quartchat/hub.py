@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .access import PUBLIC
 from .broker import Broker, Committed, Event, MemberAdded, Presence, ReadMoved, Resync, Revoked
 from .connection import Backlog, Connection, PresenceDue
 from .metrics import Metrics
@@ -91,6 +92,7 @@ class RoomState:
 GAP_WAIT_SECONDS = 0.5
 REPAIR_PAGE = 500
 REVOKED_MEMORY_SECONDS = 60.0  # far longer than an opening takes
+REVOKE_PUBLISH_SECONDS = 2.0  # how long a removal's answer waits for the broker at most
 WATCH_SECONDS = 1.0  # how often each connection's socket is looked at (connection.py)
 
 
@@ -335,6 +337,21 @@ class Hub:
         self.close_revoked(event)
         self.outbox.post(replace(event, origin=self.origin))
 
+    async def revoke_published(self, event: Revoked) -> None:
+        """`revoke`, returning once the broker has taken the event (or failed to, or took
+        REVOKE_PUBLISH_SECONDS): a removal's answer then comes after every other process
+        can hear of it, ahead of any message sent once the answer is seen (the broker
+        keeps one order for what it is given). Not through the outbox's queue: the
+        others' streams read memberships from the database, so its order with a
+        MemberAdded does not matter. A publish that fails loses the event; the others'
+        Resync makes up for it (_close_non_members)."""
+        self.close_revoked(event)
+        try:
+            async with asyncio.timeout(REVOKE_PUBLISH_SECONDS):
+                await self.broker.publish(replace(event, origin=self.origin))
+        except Exception as exc:
+            log.warning("publishing a Revoked event failed (only this process heard it): %s", exc)
+
     def members_added(self, room: str, user_ids: tuple[str, ...]) -> None:
         """New members of `room` (committed): their streams here now, then in every process."""
         self.stream.joined(room, user_ids)
@@ -378,7 +395,7 @@ class Hub:
             frame = read_frame(room, last_read_id)
             sender = senders.get((user_id, room))
             for connection in connections:
-                if connection is not sender:
+                if connection is not sender and connection.hears(room):  # a limited token: its rooms only
                     connection.push(frame)
 
     async def online(self, room: str) -> list[UserRef]:
@@ -517,11 +534,35 @@ class Hub:
             self.stream.joined(event.room, event.user_ids)
 
     def _resync(self, event: Resync) -> None:
-        """The broker was cut off: whatever was published meanwhile is read from the database."""
+        """The broker was cut off: whatever was published meanwhile is read from the
+        database — messages, counts, and the memberships a lost `Revoked` ended."""
         self.stream.resync()
         for room, state in self.rooms.items():
             if state.last_id is not None:
                 self._schedule_repair(room, state, 0, resync=True)
+        self._spawn(self._close_non_members(), "resync-members")
+
+    async def _close_non_members(self) -> None:
+        """Close with 4003 this process's sockets in rooms other than public ones whose
+        user is a member no more: a removal whose `Revoked` was published while the
+        broker was cut off is lost with it, and such a socket would go on hearing the
+        room. Two statements per room with sockets here, on the rare Resync alone."""
+        for room in sorted(self.rooms):
+            try:
+                access = await self.store.room_access(room, "")
+                if access is None or access.kind == PUBLIC:  # no room yet, or one open to all
+                    continue
+                members = await self.store.members(room)
+            except Exception:
+                log.exception("resync: reading the members of %s failed", room)
+                continue
+            kept = {member.user.id for member in members}
+            state = self.rooms.get(room)
+            gone = {c.user.id for c in state.connections if c.user.id not in kept} if state is not None else set()
+            if gone:
+                self.close_revoked(
+                    Revoked(user_ids=tuple(sorted(gone)), room=room, code=CloseCode.NOT_MEMBER, reason="Not a member")
+                )
 
     async def _receive_forever(self) -> None:
         while True:

@@ -213,5 +213,8 @@ async def remove_member(room: str, user_id: str) -> Response:
             raise ApiError(403, "only the room's owner or an admin may remove others")
     if len(user_id) > MAX_USER_ID_CHARS or not await rt.writes.remove_member(room, user_id):
         raise ApiError(404, "not a member")
-    rt.hub.revoke(Revoked(user_ids=(user_id,), room=room, code=CloseCode.NOT_MEMBER, reason=NOT_A_MEMBER))
+    # Answered once every process can hear of it (hub.revoke_published, docs/security.md).
+    await rt.hub.revoke_published(
+        Revoked(user_ids=(user_id,), room=room, code=CloseCode.NOT_MEMBER, reason=NOT_A_MEMBER)
+    )
     return Response(status=204)

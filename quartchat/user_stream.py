@@ -9,7 +9,13 @@ the others' through the broker: hub.py), so each serves its own connections alon
 members of each room. A message costs one dict lookup, then a few integer updates per
 watcher: the counts live in memory, read once per user from the database (one
 statement for up to LOAD_USERS_PER_QUERY users) and then kept from the messages
-themselves — never a query per message.
+themselves — never a query per message. A delete lowers the counts of those who counted
+the deleted message, known from the latest messages' authors and mentions (`authors`);
+only a delete of a message older than those reads the room's counts again.
+
+A connection opened with a bot token limited to some rooms (Connection.token_rooms)
+hears nothing of the user's other rooms: each frame goes to the connections that
+`hear` its room.
 
 A load races the messages still arriving: its statement reads every room's counts and
 last id as of one snapshot. While a load is under way the arriving messages are also
@@ -23,13 +29,13 @@ import asyncio
 import itertools
 import logging
 import math
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .access import DM
 from .connection import Connection
-from .protocol import CHAT, StoredMessage, activity_frame, batch_frame, notify_frame
+from .protocol import CHAT, DELETE, EDIT, StoredMessage, activity_frame, batch_frame, notify_frame
 from .store import UNREAD_MAX, RoomCounts, Store
 
 log = logging.getLogger(__name__)
@@ -38,15 +44,9 @@ ACTIVITY_SECONDS = 1.0  # at most one activity per room and connection in this t
 RECENT_MAX = 20_000  # messages kept while a load is under way; past it, the load reads again
 LOAD_USERS_PER_QUERY = 200
 LOAD_RETRY_SECONDS = 1.0
-
-
-DELETE = "delete"
-
-
-def _kind(message: StoredMessage) -> str:
-    """The message's kind: "chat", or an event's ("edit", "delete": docs/protocol.md §17)."""
-    kind: str = getattr(message, "kind", CHAT)
-    return kind
+# The latest chat messages of watched rooms whose author and mentions are kept, so that
+# a delete of one lowers the counts it raised without reading them again (finding 8).
+AUTHORS_MAX = 10_000
 
 
 @dataclass(slots=True)
@@ -58,6 +58,9 @@ class Tally:
     last_read_id: int
     unread: int
     mentions: int
+    # Messages counted here past UNREAD_MAX (unread stays at the cap): so many deletes
+    # leave the count at its cap with no need to read it again.
+    beyond: int = field(default=0, compare=False)
 
 
 class Follower:
@@ -84,6 +87,9 @@ class UserStream:
         # The messages that arrive while a load is under way (and only then: memory).
         self.recent: deque[StoredMessage] = deque(maxlen=RECENT_MAX)
         self.seq = 0  # messages seen so far
+        # Message id -> (author id, mentioned ids) of the latest AUTHORS_MAX chat messages
+        # of rooms with watchers here, edits applied: what a delete of one takes back.
+        self.authors: OrderedDict[int, tuple[str, tuple[str, ...]]] = OrderedDict()
         self.loads = 0  # statements run (for tests and the benchmark)
         # User id -> the rooms to read again (None: all of them).
         self._to_load: dict[str, set[str] | None] = {}
@@ -158,7 +164,7 @@ class UserStream:
             return
         tally.last_read_id = read_id
         if read_id >= tally.last_id:
-            tally.unread = tally.mentions = 0
+            tally.unread = tally.mentions = tally.beyond = 0
             self._changed(follower, room)
         else:  # what is left unread is in the database alone
             self._load(user_id, {room})
@@ -179,38 +185,78 @@ class UserStream:
             if self._loading:
                 self.recent.append(message)
             watchers = self.watchers.get(message.room)
-            if watchers and _kind(message) != CHAT:
-                self._event(message, watchers)
-            elif watchers:
-                notify: str | None = None
-                mentioned = message.mentions
+            if not watchers:
+                continue
+            if message.kind != CHAT:
+                known = self.authors.get(message.target or 0)
                 for follower in watchers:
-                    if self._count(follower, message, mentioned):
-                        notify = notify or notify_frame(message)
-                        for connection in follower.connections:
-                            connection.push(notify)
+                    self._event(follower, message, known)
+                if message.kind == EDIT and known is not None:  # whom it mentions now
+                    self.authors[message.target or 0] = (known[0], message.mentions)
+                continue
+            self._note_chat(message)
+            notify: str | None = None
+            mentioned = message.mentions
+            for follower in watchers:
+                if self._count(follower, message, mentioned):
+                    notify = notify or notify_frame(message)
+                    self._notify(follower, message.room, notify)
 
-    def _event(self, message: StoredMessage, watchers: Iterable[Follower]) -> None:
-        """An edit or a delete (docs/protocol.md §17): no news of its own, but a deleted
-        message may have been unread: those who may have counted it count again."""
-        target = getattr(message, "target", None) or 0
-        for follower in watchers:
-            tally = follower.rooms[message.room]
-            tally.last_id = max(tally.last_id, message.id)
-            if _kind(message) == DELETE and target > tally.last_read_id and tally.unread:
-                self._load(follower.user_id, {message.room})
+    def _note_chat(self, message: StoredMessage) -> None:
+        self.authors[message.id] = (message.user.id, message.mentions)
+        if len(self.authors) > AUTHORS_MAX:
+            self.authors.popitem(last=False)
+
+    def _event(self, follower: Follower, message: StoredMessage, known: tuple[str, tuple[str, ...]] | None) -> None:
+        """An edit or a delete (docs/protocol.md §17) of a message whose author and
+        mentions were `known` (None: not remembered here). No news of its own, but the
+        counts follow the database's: an unread message deleted counts no more, and an
+        edit may add or take away a mention. A delete of a message not remembered (an
+        old one), or at the count's cap with no message known past it, reads the
+        room's counts again."""
+        tally = follower.rooms[message.room]
+        tally.last_id = max(tally.last_id, message.id)
+        me = follower.user_id
+        if (message.target or 0) <= tally.last_read_id or not tally.unread:
+            return  # read already: counted nowhere
+        if known is not None and known[0] == me:  # one's own: never counted
+            return
+        if message.kind == DELETE and (known is None or (tally.unread >= UNREAD_MAX and not tally.beyond)):
+            self._load(me, {message.room})  # not remembered, or the count past its cap unknown
+            return
+        if known is None:  # an edit of a message not remembered: its mention is not followed
+            return
+        was_mention = me in known[1]
+        if message.kind == EDIT:
+            change = (me in message.mentions) - was_mention
+        else:
+            if tally.beyond:
+                tally.beyond -= 1
+            else:
+                tally.unread -= 1
+            change = -was_mention
+        if change or message.kind == DELETE:
+            tally.mentions = max(0, min(tally.mentions + change, tally.unread))
+            self._changed(follower, message.room)
+
+    @staticmethod
+    def _notify(follower: Follower, room: str, frame: str) -> None:
+        for connection in follower.connections:
+            if connection.hears(room):  # not to a token limited to other rooms
+                connection.push(frame)
 
     def _count(self, follower: Follower, message: StoredMessage, mentioned: tuple[str, ...]) -> bool:
-        """Count the message for the follower; True if it is to be notified of it."""
-        if _kind(message) != CHAT:
-            return False
+        """Count the chat message for the follower; True if it is to be notified of it."""
         tally = follower.rooms[message.room]
         tally.last_id = max(tally.last_id, message.id)
         if message.user.id == follower.user_id:  # one's own message: no news
             return False
         is_mention = follower.user_id in mentioned
         if message.id > tally.last_read_id:  # counted as GET /api/rooms counts (store.unread_query)
-            tally.unread = min(tally.unread + 1, UNREAD_MAX)
+            if tally.unread >= UNREAD_MAX:
+                tally.beyond += 1
+            else:
+                tally.unread += 1
             tally.mentions = min(tally.mentions + is_mention, tally.unread)
         self._changed(follower, message.room)
         return is_mention or tally.kind == DM
@@ -237,8 +283,9 @@ class UserStream:
         }
         follower.changed.clear()
         for connection in follower.connections:
-            # A connection has its own room's messages themselves: no activity of it.
-            due = [frame for room, frame in frames.items() if room != connection.room]
+            # A connection has its own room's messages themselves: no activity of it; a
+            # token limited to some rooms hears of those alone.
+            due = [frame for room, frame in frames.items() if room != connection.room and connection.hears(room)]
             if connection.batch and len(due) > 1:
                 connection.push(batch_frame(due))
             else:
@@ -322,11 +369,14 @@ class UserStream:
                 if rooms is not None or (before is not None and before != tally):
                     follower.changed.add(room)
             for message in arrived:
-                if message.id > snapshot.get(message.room, message.id) and self._count(
-                    follower, message, message.mentions
-                ):
-                    notify = notify_frame(message)
-                    for connection in follower.connections:
-                        connection.push(notify)
+                if message.id <= snapshot.get(message.room, message.id):
+                    continue  # the rows hold it already (or the room is not this load's)
+                if message.kind == DELETE:  # no edit can follow it: what is known is as it was
+                    self._event(follower, message, self.authors.get(message.target or 0))
+                elif message.kind != CHAT:  # an edit's mention change is not followed here
+                    tally = follower.rooms[message.room]
+                    tally.last_id = max(tally.last_id, message.id)
+                elif self._count(follower, message, message.mentions):
+                    self._notify(follower, message.room, notify_frame(message))
             if follower.changed:
                 self._changed(follower, next(iter(follower.changed)))

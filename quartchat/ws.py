@@ -112,6 +112,7 @@ async def _chat(rt: Runtime, room: str, address: str) -> None:
         capacity=settings.send_queue_size,
         session_id=signed_in.session_id,
         backlog=rt.hub.backlog,
+        token_rooms=signed_in.token_rooms,
     )
     connection.member = view.is_member
     started = time.monotonic()

@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from typing import Any
 
+from sqlalchemy import insert
+
+from quartchat import models
 from quartchat.broker import Committed, Event, Presence, Resync, Revoked
 from quartchat.broker.memory import MemoryBroker
 from quartchat.connection import Connection, PresenceDue
+from quartchat.database import Database
 from quartchat.hub import PRESENCE_AS_LIST_MIN, Hub
 from quartchat.metrics import Metrics
 from quartchat.presence import MemoryPresence
 from quartchat.protocol import JOIN, CloseCode, StoredMessage, UserRef
-from quartchat.store import Page
+from quartchat.store import Page, Store
 
-from .support import until
+from .support import add_user, until
 from .test_connection import sent_frames
 from .test_outbox import RecordingBroker
 
@@ -56,6 +61,9 @@ class NoStore:
 
     async def after(self, room: str, after_id: int, limit: int) -> Page:
         return Page([], False)
+
+    async def room_access(self, room: str, user_id: str) -> None:
+        return None  # no room by that name: no membership to check after a Resync
 
 
 def new_hub(broker: MemoryBroker | None = None, store: NoStore | None = None) -> Hub:
@@ -376,3 +384,44 @@ async def test_a_batch_connection_gets_its_waiting_presence_in_one_batch_frame()
     frames = [json.loads(frame) for frame in await sent_frames(watcher)]
     assert [frame["type"] for frame in frames] == ["join", "batch"], "her own join (§3), then one frame for five"
     assert [item["user"]["id"] for item in frames[1]["messages"]] == [f"u{i}" for i in range(5)]
+
+
+async def test_after_a_resync_the_sockets_of_members_removed_meanwhile_close(database: Database) -> None:
+    """A removal's Revoked published while this process's broker was cut off is lost:
+    after the Resync the hub asks the database who is still a member of each private
+    room with sockets here, and closes the others' with 4003 (public rooms, and names
+    with no room yet, need no membership to be heard)."""
+    CAROL, DAVE = UserRef("u-carol", "carol"), UserRef("u-dave", "dave")
+    await add_user(database, CAROL)
+    await add_user(database, DAVE)
+    async with database.writer.begin() as connection:
+        for room, kind in (("priv", "private"), ("pub", "public")):
+            await connection.execute(insert(models.Room).values(name=room, message_count=0, last_id=0, kind=kind))
+        await connection.execute(insert(models.Membership).values(room="priv", user_id=CAROL.id, joined_ms=0))
+    hub = Hub(MemoryBroker(), MemoryPresence(), Store(database), Metrics(), user_stream=False)
+    users, rooms = (CAROL, DAVE), ("priv", "pub", "none")
+    tabs = {(user.name, room): Connection(user, room, "x", False, 100) for user in users for room in rooms}
+    for tab in tabs.values():
+        hub.register(tab)
+    hub.receive(Resync())
+    await until(lambda: tabs[DAVE.name, "priv"].closed, "the removed member's socket closed")
+    assert tabs[DAVE.name, "priv"].close_code == CloseCode.NOT_MEMBER
+    assert [key for key, tab in tabs.items() if tab.closed] == [(DAVE.name, "priv")]
+    await hub.stop()
+
+
+async def test_a_removal_is_answered_once_the_broker_has_taken_its_revoked_event() -> None:
+    """hub.revoke_published (rooms_api's removal): the sockets here close at once and the
+    event is published before it returns, not queued for later; a broker that refuses
+    it costs the event (the others' Resync makes up for it), never an error."""
+    broker = RecordingBroker()
+    hub = new_hub(broker)
+    tab = Connection(BOB, "r", "x", False, 100)
+    hub.register(tab)
+    event = Revoked(user_ids=(BOB.id,), room="r", code=CloseCode.NOT_MEMBER, reason="Not a member")
+    await hub.revoke_published(event)
+    assert tab.close_code == CloseCode.NOT_MEMBER
+    assert broker.sent == [replace(event, origin=hub.origin)]
+    broker.failures = 1
+    await hub.revoke_published(replace(event, user_ids=(ALICE.id,)))
+    assert len(broker.sent) == 1

@@ -7,6 +7,7 @@ messages."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -261,3 +262,128 @@ async def test_reading_part_of_a_room_in_one_tab_gives_the_other_tabs_the_count_
     await reading_tab.send_json({"type": "read", "id": said[-1]["id"]})
     frames = await activity_through(other_tab, room, said[-1]["id"])
     assert frames[-1]["unread"] == 0 and frames[-1]["mentions"] == 0
+
+
+async def test_a_bot_token_limited_to_rooms_hears_the_stream_of_those_rooms_alone(chat: Chat) -> None:
+    """A token made with `--room` may use its rooms alone (access.py): its socket hears
+    activity, notify and read of its other allowed room, and nothing — no activity, no
+    notify, no read — of the user's private room or DM (security.md, "bot tokens")."""
+    owner, friend = await chat.user(), await chat.user()
+    private = unique("secret-")
+    assert (await owner.http.post("/api/rooms", json={"name": private, "private": True})).status_code == 201
+    assert (await owner.http.post(f"/api/rooms/{private}/members", json={"name": friend.name})).status_code == 201
+    opened = await friend.http.post("/api/dm", json={"name": owner.name})
+    assert opened.status_code == 200, opened.text
+    dm = str(opened.json()["room"]["name"])
+    bots, allowed = unique("bots-"), unique("allowed-")
+    await member_of(chat, owner, bots, allowed)
+    token = await chat.bot(owner, bots, allowed)
+    limited = await chat.open(token, bots)
+    tab = await chat.open(owner, unique("tab-"))  # the same user on a session: hears it all
+    await asyncio.sleep(1.5)  # both streams have read the user's counts
+    speaker = await chat.open(friend, private)
+    secret = await speaker.say(f"@{owner.name} the launch code is 0000")
+    in_dm = await (await chat.open(friend, dm)).say("between us")
+    in_allowed = await (await chat.open(friend, allowed)).say(f"@{owner.name} for the bot")
+    # The session's tab hears all three rooms; the token's socket, its allowed room alone.
+    wanted = {private: secret["id"], dm: in_dm["id"], allowed: in_allowed["id"]}
+    while wanted:  # in whatever order they come
+        frame = await next_stream_frame(tab)
+        if frame["type"] == "activity" and frame["last_id"] >= wanted.get(frame["room"], 1 << 62):
+            del wanted[frame["room"]]
+    reading = await chat.open(owner, private)
+    await reading.send_json({"type": "read", "id": secret["id"]})
+    reading_allowed = await chat.open(owner, allowed)
+    await reading_allowed.send_json({"type": "read", "id": in_allowed["id"]})
+    heard: list[dict[str, Any]] = []
+    try:
+        while not any(f["type"] == "read" and f["room"] == allowed for f in heard):
+            frame = await limited.recv(timeout=5)
+            if frame["type"] not in ("join", "left", "list"):
+                heard.append(frame)
+        heard += await stream_frames(limited, 1.5)
+    except TimeoutError:
+        pass
+    kinds = {(f["type"], f["room"]) for f in heard}
+    assert {("notify", allowed), ("activity", allowed), ("read", allowed)} <= kinds, heard
+    assert not [f for f in heard if f.get("room") in (private, dm)], heard
+
+
+async def test_a_member_removed_while_redis_was_down_hears_nothing_more_on_the_other_instance(
+    start_server: StartServer, tmp_path: Path, postgres_url: str, redis_server: RedisServer
+) -> None:
+    """The removal's Revoked cannot be published while Redis is down (the outbox drops
+    it), so the second instance never hears of it: its Resync, once Redis is back,
+    reads the private room's members and closes the removed member's socket there with
+    4003; its other socket hears nothing more of the room."""
+    first, second = instances(start_server, tmp_path, postgres_url, redis_server.url)
+    one, two = Chat(first), Chat(second)
+    try:
+        private, owner, member = await private_room(one, messages=0)
+        removed = two.again(member)
+        inside = await two.open(removed, private)
+        elsewhere = await two.open(removed, unique("else-"))
+        talking = await one.open(owner, private)
+        first_said = await talking.say(f"before, @{member.name}")
+        assert (await inside.expect("chat"))["id"] == first_said["id"]
+        await until_stream(elsewhere, "notify", private)
+        await activity_through(elsewhere, private, first_said["id"])  # all it hears before
+        redis_server.stop()
+        answer = await owner.http.delete(f"/api/rooms/{private}/members/{member.id}")
+        assert answer.status_code == 204, answer.text
+        redis_server.start()
+        closed = None
+        deadline = time.monotonic() + 20
+        while closed is None and time.monotonic() < deadline:
+            try:
+                frame = await inside.recv(timeout=1)
+            except TimeoutError:
+                continue
+            except Exception:  # the close
+                closed = inside.ws.close_code
+                break
+            assert frame["type"] in ("join", "left", "list"), f"the removed member heard {frame}"
+        assert closed == 4003, "the removed member's socket stayed open on the other instance"
+        later = await talking.say(f"after, @{member.name}")
+        heard = await stream_frames(elsewhere, 2.0)
+        assert not [f for f in heard if f.get("room") == private], (later, heard)
+    finally:
+        await asyncio.gather(one.aclose(), two.aclose())
+
+
+async def test_a_message_sent_once_a_removal_is_answered_never_reaches_the_removed_on_the_other_instance(
+    start_server: StartServer, tmp_path: Path, postgres_url: str, redis_server: RedisServer
+) -> None:
+    """The removal is answered once Redis has its Revoked (hub.revoke_published), so a
+    message the owner sends after the answer, committed on the first instance, reaches
+    the second after the Revoked: the removed member's sockets there, on the room and
+    elsewhere, get nothing of it. Five members removed in turn, each followed at once
+    by a mention of them."""
+    first, second = instances(start_server, tmp_path, postgres_url, redis_server.url)
+    one, two = Chat(first), Chat(second)
+    try:
+        private, owner, _ = await private_room(one, messages=0)
+        members = [await one.user() for _ in range(5)]
+        for member in members:
+            added = await owner.http.post(f"/api/rooms/{private}/members", json={"name": member.name})
+            assert added.status_code == 201, added.text
+        sockets = []
+        for member in members:
+            again = two.again(member)
+            sockets.append((await two.open(again, private), await two.open(again, unique("else-"))))
+        talking = await one.open(owner, private)
+        await asyncio.sleep(1.5)  # every stream has read its counts
+        for member, (inside, elsewhere) in zip(members, sockets, strict=True):
+            answer = await owner.http.delete(f"/api/rooms/{private}/members/{member.id}")
+            assert answer.status_code == 204, answer.text
+            after = await talking.say(f"after the removal, @{member.name}")
+            heard: list[dict[str, Any]] = []
+            with contextlib.suppress(Exception):  # the close ends it
+                while True:
+                    heard.append(await inside.recv(timeout=3))
+            assert inside.ws.close_code == 4003
+            assert not [f for f in heard if f.get("id") == after["id"]], heard
+            late = await stream_frames(elsewhere, 0.5)
+            assert not [f for f in late if f["type"] == "notify" and f["message"]["id"] == after["id"]], late
+    finally:
+        await asyncio.gather(one.aclose(), two.aclose())
