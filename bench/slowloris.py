@@ -7,7 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, "/work/wt-attack")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for tests.support
 import httpx
 
 from tests.support import Server
