@@ -352,10 +352,11 @@ class Hub:
         except Exception as exc:
             log.warning("publishing a Revoked event failed (only this process heard it): %s", exc)
 
-    def members_added(self, room: str, user_ids: tuple[str, ...]) -> None:
-        """New members of `room` (committed): their streams here now, then in every process."""
-        self.stream.joined(room, user_ids)
-        self.outbox.post(MemberAdded(room, user_ids, self.origin))
+    def members_added(self, room: str, user_ids: tuple[str, ...], announce: bool = True) -> None:
+        """New members of `room` (committed): their streams here now, then in every
+        process (`announce`: see UserStream.joined)."""
+        self.stream.joined(room, user_ids, announce)
+        self.outbox.post(MemberAdded(room, user_ids, self.origin, announce))
 
     def close_revoked(self, event: Revoked) -> int:
         """Close this process's sockets that `event` names; how many. A room's members
@@ -531,7 +532,7 @@ class Hub:
 
     def _receive_member_added(self, event: MemberAdded) -> None:
         if event.origin != self.origin:
-            self.stream.joined(event.room, event.user_ids)
+            self.stream.joined(event.room, event.user_ids, event.announce)
 
     def _resync(self, event: Resync) -> None:
         """The broker was cut off: whatever was published meanwhile is read from the

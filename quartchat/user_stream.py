@@ -67,13 +67,16 @@ class Follower:
     """A user with a connection in this process: its connections, its rooms' tallies,
     and the rooms whose activity waits for the end of its second."""
 
-    __slots__ = ("changed", "connections", "last_sent", "rooms", "timer", "user_id")
+    __slots__ = ("changed", "connections", "last_sent", "quiet", "rooms", "timer", "user_id")
 
     def __init__(self, user_id: str) -> None:
         self.user_id = user_id
         self.connections: set[Connection] = set()
         self.rooms: dict[str, Tally] = {}
         self.changed: set[str] = set()
+        # Rooms the user joined by its own act (opening or first writing in a public
+        # room): counted from now on, but no `activity` of their own to say so.
+        self.quiet: set[str] = set()
         self.last_sent = -math.inf  # loop time of the last activity sent
         self.timer: asyncio.TimerHandle | None = None
 
@@ -135,10 +138,16 @@ class UserStream:
             if follower.timer is not None:
                 follower.timer.cancel()
 
-    def joined(self, room: str, user_ids: Iterable[str]) -> None:
-        """These users became members of `room` (any process): read their counts there."""
+    def joined(self, room: str, user_ids: Iterable[str], announce: bool = True) -> None:
+        """These users became members of `room` (any process): read their counts there,
+        and tell their connections with an `activity` unless the user joined by its own
+        act (`announce` False: a client that never asked for the stream hears nothing
+        of the rooms it opens itself)."""
         for user_id in user_ids:
-            if user_id in self.followers:
+            follower = self.followers.get(user_id)
+            if follower is not None:
+                if not announce:
+                    follower.quiet.add(room)
                 self._load(user_id, {room})
 
     def removed(self, room: str, user_ids: Collection[str], all_but: Collection[str] | None = None) -> None:
@@ -366,7 +375,9 @@ class UserStream:
                 snapshot[room] = row.last_id
                 self._watch(room, follower)
                 # A room joined or read again, or counts that a lost message changed: news.
-                if rooms is not None or (before is not None and before != tally):
+                announced = rooms is not None and room not in follower.quiet
+                follower.quiet.discard(room)
+                if announced or (before is not None and before != tally):
                     follower.changed.add(room)
             for message in arrived:
                 if message.id <= snapshot.get(message.room, message.id):

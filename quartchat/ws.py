@@ -159,7 +159,7 @@ async def _still_member(rt: Runtime, who: SignedIn, connection: Connection, view
             await check_room(rt.store, who, connection.room)
         elif not view.is_member:
             if await rt.writes.add_member(connection.room, connection.user.id):
-                rt.hub.members_added(connection.room, (connection.user.id,))
+                rt.hub.members_added(connection.room, (connection.user.id,), announce=False)
             connection.member = True
     except NotVisible:  # made private meanwhile by someone else: as invisible as any
         connection.abort(CloseCode.INVALID_ROOM, "Invalid room")
@@ -376,7 +376,7 @@ async def _become_member(rt: Runtime, connection: Connection) -> None:
 async def _join_room(rt: Runtime, connection: Connection) -> None:
     try:
         if await rt.writes.add_member(connection.room, connection.user.id):
-            rt.hub.members_added(connection.room, (connection.user.id,))
+            rt.hub.members_added(connection.room, (connection.user.id,), announce=False)
     except Exception:
         log.exception("making %s a member of %s failed", connection.user.id, connection.room)
 

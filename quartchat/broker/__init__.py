@@ -61,6 +61,8 @@ class MemberAdded:
     room: str
     user_ids: tuple[str, ...]
     origin: str  # the publishing process
+    # False when the users joined by their own act: no `activity` to announce it.
+    announce: bool = True
 
 
 @dataclass(frozen=True, slots=True)

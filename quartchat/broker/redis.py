@@ -53,7 +53,7 @@ def encode(event: Event) -> bytes:
             "code": event.code, "reason": event.reason, "ab": event.all_but,
         })  # fmt: skip
     if isinstance(event, MemberAdded):
-        return orjson.dumps({"k": "a", "o": event.origin, "room": event.room, "u": event.user_ids})
+        return orjson.dumps({"k": "a", "o": event.origin, "room": event.room, "u": event.user_ids, "n": event.announce})
     if isinstance(event, ReadMoved):
         return orjson.dumps({"k": "rd", "o": event.origin, "m": event.moves})
     raise TypeError(f"{type(event).__name__} is not published")
@@ -79,7 +79,7 @@ def decode(raw: bytes) -> Event:
         sessions, users = tuple(data["s"]), tuple(data["u"])
         return Revoked(sessions, users, data["room"], data["code"], data["reason"], data["o"], all_but)
     if data["k"] == "a":
-        return MemberAdded(data["room"], tuple(data["u"]), data["o"])
+        return MemberAdded(data["room"], tuple(data["u"]), data["o"], data.get("n", True))
     user = UserRef(data["user"][0], data["user"][1])
     return Presence(data["kind"], data["room"], user, data["ts"], data["o"])
 

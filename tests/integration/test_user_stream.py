@@ -113,6 +113,21 @@ async def test_one_s_own_message_gives_no_notify_and_no_activity(chat: Chat) -> 
     assert activity == {"type": "activity", "room": dm, "last_id": reply["id"], "unread": 1, "mentions": 0}
 
 
+async def test_a_public_room_one_opens_oneself_is_announced_by_no_frame_but_then_counted(chat: Chat) -> None:
+    """A Part I client (one socket a room, knowing nothing of the stream) that opens a
+    second room and writes there hears nothing new on its first socket; another user's
+    message there is news as usual."""
+    user, other = await chat.user(), await chat.user()
+    first, second = unique("first-"), unique("second-")
+    there = await chat.open(user, first)
+    here = await chat.open(user, second)
+    await here.say("my own room now")
+    assert await stream_frames(there, 2.0) == []
+    reply = await (await chat.open(other, second)).say("and mine")
+    activity = await next_stream_frame(there)
+    assert activity == {"type": "activity", "room": second, "last_id": reply["id"], "unread": 1, "mentions": 0}
+
+
 async def test_a_burst_of_20_messages_gives_at_most_2_activity_frames_per_connection_and_the_last_is_right(
     chat: Chat,
 ) -> None:
