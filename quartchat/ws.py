@@ -34,7 +34,6 @@ from .protocol import (
     error_frame,
     history_frame,
     list_frame,
-    now_ms,
     parse_frame,
 )
 from .rate_limits import SlidingWindow, flood_limit
@@ -117,10 +116,8 @@ async def _chat(rt: Runtime, room: str, address: str) -> None:
     started = time.monotonic()
     # The session's end closes the socket: a sign-out or password change through the
     # hub (Revoked), one made elsewhere by the periodic check (session_watch.py), its expiry
-    # by this timer.
-    expiry = asyncio.get_running_loop().call_later(
-        max(0.0, (signed_in.expires_ms - now_ms()) / 1000), connection.abort, CloseCode.INVALID_USER, "Invalid user"
-    )
+    # by the hub's once-a-second watch (no timer per connection: memory, issue 25).
+    connection.expires_ms = signed_in.expires_ms
     # Registered before the history is read: whatever commits from here on is queued
     # for this connection, and the sender drops what the history already held.
     rt.hub.register(connection)
@@ -134,7 +131,6 @@ async def _chat(rt: Runtime, room: str, address: str) -> None:
         if connection.close_code is not None:
             await _close(connection.close_code, connection.close_reason)
     finally:
-        expiry.cancel()
         rt.hub.unregister(connection)
         log.info(
             "websocket closed address=%s user=%s room=%s seconds=%.1f code=%s",
