@@ -14,6 +14,7 @@ import logging
 import re
 import time
 from functools import partial
+from typing import Any, cast
 
 from quart import Blueprint, Response, websocket
 
@@ -127,6 +128,7 @@ async def _chat(rt: Runtime, room: str, address: str) -> None:
             await rt.hub.join(connection)
             await _open(rt, connection, None if after_text is None else int(after_text))
         if connection.close_code is None:
+            _forget_headers()
             await _serve(rt, connection, signed_in.role == "admin")
         if connection.close_code is not None:
             await _close(connection.close_code, connection.close_reason)
@@ -140,6 +142,21 @@ async def _chat(rt: Runtime, room: str, address: str) -> None:
             time.monotonic() - started,
             connection.close_code,
         )
+
+
+def _forget_headers() -> None:
+    """Once open, nothing reads the upgrade request's headers again (the Origin, cookie
+    and token were checked, the address taken): an idle socket need not keep them —
+    Quart's Headers and Hypercorn's list, the parsed cookies and query (werkzeug's cached
+    properties: read again, they are parsed again), ~3 KiB a connection
+    (docs/performance.md, issue 25)."""
+    websocket.headers.clear()
+    cached: dict[str, object] = cast(Any, websocket)._get_current_object().__dict__
+    for name in ("cookies", "args"):
+        cached.pop(name, None)
+    raw = websocket.scope.get("headers")
+    if isinstance(raw, list):
+        raw.clear()
 
 
 async def _still_member(rt: Runtime, who: SignedIn, connection: Connection, view: RoomView) -> None:
