@@ -26,7 +26,7 @@ from typing import Any
 
 from quart.asgi import ASGIWebsocketConnection
 
-from .hypercorn_lean import AppQueue
+from .hypercorn_lean import AppQueue, slim
 
 # After the handler has closed the socket, how long to read on for the client's close
 # (and any frames it sent before it) so that Hypercorn's delivery never waits on a
@@ -60,6 +60,7 @@ class DirectWebsocket(ASGIWebsocketConnection):
         assert self._task is not None
         self._receive = receive
         _on_disconnect(receive, send, self._hung_up)
+        slim(send)
         websocket = self._create_websocket_from_scope(send)
         try:
             await self.handle_websocket(websocket, send)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from hypercorn.asyncio import task_group, tcp_server
 
-from quartchat.hypercorn_lean import AppQueue, LeanTaskGroup, install
+from quartchat.hypercorn_lean import AppQueue, LeanTaskGroup, install, slim
 
 
 def event(n: int) -> Any:
@@ -99,3 +101,38 @@ def test_install_replaces_hypercorns_task_group_with_the_same_signature() -> Non
         assert tcp_server.TaskGroup is LeanTaskGroup  # type: ignore[attr-defined]
     finally:
         tcp_server.TaskGroup = original  # type: ignore[attr-defined]
+
+
+class _TCPServer:  # Hypercorn's shapes, as far as slim() reads them
+    def __init__(self, stream_protocol: Any) -> None:
+        self.writer = SimpleNamespace(_protocol=stream_protocol)
+
+    async def protocol_send(self) -> None:  # pragma: no cover - only bound
+        pass
+
+
+class _H11Protocol:
+    def __init__(self, tcp_server: _TCPServer, event: asyncio.Event) -> None:
+        self.can_read = SimpleNamespace(_event=event)
+        self.send = tcp_server.protocol_send
+
+    async def stream_send(self) -> None:  # pragma: no cover - only bound
+        pass
+
+
+class _WSStream:
+    def __init__(self, protocol: _H11Protocol) -> None:
+        self.send = protocol.stream_send
+
+    async def app_send(self) -> None:  # pragma: no cover - only bound
+        pass
+
+
+def test_slim_swaps_only_empty_deques_along_hypercorns_chain() -> None:
+    event = asyncio.Event()
+    stream_protocol = SimpleNamespace(_drain_waiters=collections.deque(["a write draining"]))
+    slim(_WSStream(_H11Protocol(_TCPServer(stream_protocol), event)).app_send)
+    assert type(event._waiters) is list  # type: ignore[attr-defined]
+    assert type(stream_protocol._drain_waiters) is collections.deque  # in use: left alone
+    assert list(stream_protocol._drain_waiters) == ["a write draining"]
+    slim(print)  # any other server's send: nothing changed, no error
