@@ -156,6 +156,7 @@ class Connection:
         self.presence_due: PresenceDue | None = None  # queued, still open to more changes
         self.close_code: int | None = None
         self.close_reason = ""
+        self.expires_ms: int | None = None  # its session's end: the hub's watch closes it then (4001)
         # Called once when the connection is closed (ws.py: it stops the reader); a plain
         # callback, not an Event and a task waiting on it: memory per idle connection.
         self.on_close: Callable[[], None] | None = None

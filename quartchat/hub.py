@@ -574,7 +574,8 @@ class Hub:
                 log.exception("delivering a %s event failed", type(event).__name__)
 
     async def _watch_sockets(self) -> None:
-        """Every WATCH_SECONDS: close with 1013 the connections whose own socket has stayed
+        """Every WATCH_SECONDS: close with 4001 the connections whose session has expired,
+        and with 1013 the connections whose own socket has stayed
         backed up, not one write finishing, for `stall_seconds` (docs/protocol.md §9). A
         slow reader's writes finish, and a server that is behind closes no one: its
         senders wait for the loop, not for their sockets."""
@@ -583,8 +584,11 @@ class Hub:
             await asyncio.sleep(WATCH_SECONDS)
             now = time.monotonic()
             interval, last = now - last, now
+            wall = now_ms()
             for connection in list(self.connections):
-                if connection.watch(now, interval) >= self.stall_seconds:
+                if connection.expires_ms is not None and wall >= connection.expires_ms:
+                    connection.abort(CloseCode.INVALID_USER, "Invalid user")  # its session expired
+                elif connection.watch(now, interval) >= self.stall_seconds:
                     connection.abort(CloseCode.TRY_AGAIN, "not reading: reconnect with after")
 
     # Shutdown -----------------------------------------------------------------

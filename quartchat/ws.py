@@ -14,6 +14,7 @@ import logging
 import re
 import time
 from functools import partial
+from typing import Any, cast
 
 from quart import Blueprint, Response, websocket
 
@@ -34,7 +35,6 @@ from .protocol import (
     error_frame,
     history_frame,
     list_frame,
-    now_ms,
     parse_frame,
 )
 from .rate_limits import SlidingWindow, flood_limit
@@ -118,10 +118,8 @@ async def _chat(rt: Runtime, room: str, address: str) -> None:
     started = time.monotonic()
     # The session's end closes the socket: a sign-out or password change through the
     # hub (Revoked), one made elsewhere by the periodic check (session_watch.py), its expiry
-    # by this timer.
-    expiry = asyncio.get_running_loop().call_later(
-        max(0.0, (signed_in.expires_ms - now_ms()) / 1000), connection.abort, CloseCode.INVALID_USER, "Invalid user"
-    )
+    # by the hub's once-a-second watch (no timer per connection: memory, issue 25).
+    connection.expires_ms = signed_in.expires_ms
     # Registered before the history is read: whatever commits from here on is queued
     # for this connection, and the sender drops what the history already held.
     rt.hub.register(connection)
@@ -131,11 +129,11 @@ async def _chat(rt: Runtime, room: str, address: str) -> None:
             await rt.hub.join(connection)
             await _open(rt, connection, None if after_text is None else int(after_text))
         if connection.close_code is None:
+            _forget_headers()
             await _serve(rt, connection, signed_in.role == "admin")
         if connection.close_code is not None:
             await _close(connection.close_code, connection.close_reason)
     finally:
-        expiry.cancel()
         rt.hub.unregister(connection)
         log.info(
             "websocket closed address=%s user=%s room=%s seconds=%.1f code=%s",
@@ -145,6 +143,21 @@ async def _chat(rt: Runtime, room: str, address: str) -> None:
             time.monotonic() - started,
             connection.close_code,
         )
+
+
+def _forget_headers() -> None:
+    """Once open, nothing reads the upgrade request's headers again (the Origin, cookie
+    and token were checked, the address taken): an idle socket need not keep them —
+    Quart's Headers and Hypercorn's list, the parsed cookies and query (werkzeug's cached
+    properties: read again, they are parsed again), ~3 KiB a connection
+    (docs/performance.md, issue 25)."""
+    websocket.headers.clear()
+    cached: dict[str, object] = cast(Any, websocket)._get_current_object().__dict__
+    for name in ("cookies", "args"):
+        cached.pop(name, None)
+    raw = websocket.scope.get("headers")
+    if isinstance(raw, list):
+        raw.clear()
 
 
 async def _still_member(rt: Runtime, who: SignedIn, connection: Connection, view: RoomView) -> None:

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
 from quart.asgi import ASGIWebsocketConnection
+
+from .hypercorn_lean import AppQueue, slim
 
 # After the handler has closed the socket, how long to read on for the client's close
 # (and any frames it sent before it) so that Hypercorn's delivery never waits on a
@@ -46,60 +47,67 @@ class DirectWebsocket(ASGIWebsocketConnection):
         self.scope = scope
         self._accepted = False
         self._closed = False
+        # Where Quart's websocket takes its frames from (`self.queue.get`): Hypercorn, not
+        # a queue of ours. Methods, not closures: memory per idle connection (issue 25).
+        self.queue = self  # type: ignore[assignment]
+        self._receive: Any = None
+        self._task: asyncio.Task[Any] | None = None
+        self._gone = False  # the client went: Hypercorn delivered (or is delivering) the disconnect
+        self._reading = False
 
     async def __call__(self, receive: Any, send: Any) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        gone = False  # the client went: Hypercorn delivered (or is delivering) the disconnect
-        reading = False
-
-        async def receive_frame() -> str | bytes:
-            """The next frame from Hypercorn, as Quart hands it over (`bytes or text`)."""
-            nonlocal gone, reading
-            if gone:
-                raise Disconnected()
-            reading = True
-            try:
-                while True:
-                    event = await receive()
-                    if event["type"] == "websocket.receive":
-                        message: str | bytes = event.get("bytes") or event["text"]
-                        return message
-                    if event["type"] == "websocket.disconnect":
-                        gone = True
-                        raise Disconnected()
-                    # websocket.connect, Hypercorn's first: the handshake Quart answers
-            finally:
-                reading = False
-
-        def hung_up() -> None:
-            """The client went while the handler was not reading (opening, or its intake
-            paused): stop it now, as Quart's receiver task did, not at its next read."""
-            nonlocal gone
-            if not gone and not reading:
-                gone = True
-                task.cancel()
-
-        _on_disconnect(send, hung_up)
-        # Where Quart's websocket takes its frames from: Hypercorn, not a queue of ours.
-        self.queue = SimpleNamespace(get=receive_frame)  # type: ignore[assignment]
+        self._task = asyncio.current_task()
+        assert self._task is not None
+        self._receive = receive
+        _on_disconnect(receive, send, self._hung_up)
+        slim(send)
         websocket = self._create_websocket_from_scope(send)
         try:
             await self.handle_websocket(websocket, send)
         except asyncio.CancelledError:
-            if not gone or task.uncancel() > 0:  # not the client's going: the server's
+            if not self._gone or self._task.uncancel() > 0:  # not the client's going: the server's
                 raise
         finally:
-            gone = True  # handled: a disconnect from here on cancels nothing
+            self._gone = True  # handled: a disconnect from here on cancels nothing
         if self._accepted:
             await _drain(receive)
 
+    async def get(self) -> str | bytes:
+        """The next frame from Hypercorn, as Quart hands it over (`bytes or text`)."""
+        if self._gone:
+            raise Disconnected()
+        self._reading = True
+        try:
+            while True:
+                event = await self._receive()
+                if event["type"] == "websocket.receive":
+                    message: str | bytes = event.get("bytes") or event["text"]
+                    return message
+                if event["type"] == "websocket.disconnect":
+                    self._gone = True
+                    raise Disconnected()
+                # websocket.connect, Hypercorn's first: the handshake Quart answers
+        finally:
+            self._reading = False
 
-def _on_disconnect(send: Any, callback: Callable[[], None]) -> None:
+    def _hung_up(self) -> None:
+        """The client went while the handler was not reading (opening, or its intake
+        paused): stop it now, as Quart's receiver task did, not at its next read."""
+        if not self._gone and not self._reading and self._task is not None:
+            self._gone = True
+            self._task.cancel()
+
+
+def _on_disconnect(receive: Any, send: Any, callback: Callable[[], None]) -> None:
     """Call `callback` when Hypercorn delivers this socket's disconnect (before it is
-    queued). Hypercorn's `send` is its stream's bound method, and the stream delivers
-    every event through `app_put` (as compression.py reaches the handshake); under any
-    other server the disconnect is seen at the next read."""
+    queued). Under `quartchat serve` `receive` is the AppQueue's (hypercorn_lean.py),
+    which calls it; under Hypercorn's own queue, `send` is its stream's bound method, and
+    the stream delivers every event through `app_put` (as compression.py reaches the
+    handshake); under any other server the disconnect is seen at the next read."""
+    queue = getattr(receive, "__self__", None)
+    if isinstance(queue, AppQueue):
+        queue.hung_up = callback
+        return
     stream: Any = getattr(send, "__self__", None)
     put = getattr(stream, "app_put", None)
     if put is None:
@@ -125,6 +133,6 @@ async def _drain(receive: Any) -> None:
     except TimeoutError:
         pass
     queue = getattr(receive, "__self__", None)  # Hypercorn's queue: empty it at once
-    if isinstance(queue, asyncio.Queue):
+    if isinstance(queue, asyncio.Queue | AppQueue):
         while not queue.empty():
             queue.get_nowait()
